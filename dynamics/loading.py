@@ -1,0 +1,153 @@
+"""Loading one checkpoint: hub revision or local folder, safely.
+
+Safetensors only by default: pickle weights (`pytorch_model.bin`) can run
+arbitrary code on load, so they are refused unless `allow_pickle=True`.
+`trust_remote_code` is never on unless the caller asks.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from dynamics.checkpoints import CheckpointRef, CheckpointUnavailableError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class UnsafeWeightsError(CheckpointUnavailableError):
+    """Only pickle weights exist and the user did not opt in to loading them."""
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to load checkpoints.
+
+    Attributes:
+        device: torch device string ("cpu", "cuda", "cuda:1").
+        dtype: one of DTYPES.
+        allow_pickle: load `.bin` pickle weights when no safetensors exist (unsafe).
+        trust_remote_code: run model code from the repo (unsafe; off by default).
+        cache_dir: hub download cache (default: the Hugging Face cache).
+    """
+
+    device: str = "cpu"
+    dtype: str = "float32"
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype {self.dtype!r} not allowed; choose one of {list(DTYPES)}")
+        if not (self.device == "cpu" or self.device.startswith(("cuda", "mps"))):
+            raise ValueError(f"device {self.device!r} not allowed; use cpu, cuda, cuda:N or mps")
+
+
+@dataclass
+class LoadedModel:
+    """A model in eval mode plus its tokenizer and the ref it came from."""
+
+    ref: CheckpointRef
+    model: torch.nn.Module
+    tokenizer: object
+    local_dir: Path | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def context_length(self) -> int:
+        cfg = self.model.config
+        for key in ("max_position_embeddings", "n_positions", "n_ctx"):
+            if getattr(cfg, key, None):
+                return int(getattr(cfg, key))
+        return 2048
+
+
+def check_local_weights(folder: Path, allow_pickle: bool) -> None:
+    """Refuse folders without safetensors unless pickle is allowed; name what is there."""
+    if not folder.is_dir():
+        raise CheckpointUnavailableError(f"checkpoint folder {folder} does not exist")
+    if not (folder / "config.json").is_file():
+        raise CheckpointUnavailableError(f"{folder} has no config.json: not an HF checkpoint folder")
+    if any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in folder.glob("*.bin")) + sorted(
+        p.name for p in folder.glob("*.pt")
+    )
+    if pickles and not allow_pickle:
+        raise UnsafeWeightsError(
+            f"{folder} holds only pickle weights ({', '.join(pickles)}); pickle can run code on "
+            "load. Convert to safetensors, or opt in with allow_pickle = true."
+        )
+    if not pickles:
+        raise CheckpointUnavailableError(f"{folder} has no weights (*.safetensors or *.bin)")
+
+
+def _hub_error(ref: CheckpointRef, err: Exception) -> CheckpointUnavailableError:
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    return CheckpointUnavailableError(
+        f"cannot fetch {ref.source} revision {ref.revision} from the Hugging Face hub "
+        f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). "
+        + ("HF_HUB_OFFLINE=1 is set, so only the local cache is used. " if offline else "")
+        + "If this machine has no internet, download the checkpoints elsewhere and describe "
+        "them in a local suite.toml (see README), or set HF_HUB_OFFLINE=1 to use the cache."
+    )
+
+
+def fetch_checkpoint(ref: CheckpointRef, options: LoadOptions) -> Path:
+    """Make the checkpoint's files local (download for hub refs) and return the folder."""
+    if ref.is_local:
+        folder = Path(ref.source)
+        check_local_weights(folder, options.allow_pickle)
+        return folder
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.safetensors", "*.txt", "*.model"]
+    if options.allow_pickle:
+        patterns.append("*.bin")
+    try:
+        folder = Path(
+            snapshot_download(
+                ref.source,
+                revision=ref.revision,
+                cache_dir=options.cache_dir,
+                allow_patterns=patterns,
+            )
+        )
+    except Exception as err:  # noqa: BLE001  (hub errors come in many types)
+        raise _hub_error(ref, err) from err
+    check_local_weights(folder, options.allow_pickle)
+    return folder
+
+
+def load_checkpoint(ref: CheckpointRef, options: LoadOptions | None = None) -> LoadedModel:
+    """Fetch (if needed) and load a checkpoint with its tokenizer, in eval mode."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    options = options or LoadOptions()
+    folder = fetch_checkpoint(ref, options)
+    use_safetensors = any(folder.glob("*.safetensors"))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            folder,
+            dtype=DTYPES[options.dtype],
+            use_safetensors=use_safetensors,
+            trust_remote_code=options.trust_remote_code,
+        )
+        tokenizer = AutoTokenizer.from_pretrained(
+            folder, trust_remote_code=options.trust_remote_code
+        )
+    except Exception as err:  # noqa: BLE001
+        raise CheckpointUnavailableError(
+            f"failed to load {ref.label} from {folder}: {type(err).__name__}: {err}"
+        ) from err
+    model.to(options.device).eval()
+    return LoadedModel(ref=ref, model=model, tokenizer=tokenizer, local_dir=folder)

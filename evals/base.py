@@ -1,0 +1,150 @@
+"""The evaluator interface, its registry, and strict option parsing.
+
+An evaluator is built once per batch from its options, then `run` on each
+loaded checkpoint; it returns one frame per table it declares, holding the
+table's own columns (the sweep prepends the checkpoint keys and validates).
+
+To add an evaluator: write `evals/<name>.py` with a subclass of `Evaluator`
+(a frozen-dataclass `Options`, `name`, `tables`), declare its tables in
+`evals/schema.py`, and add one line to `EVALUATORS` below.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import importlib
+import types
+import typing
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import polars as pl
+
+# registry key -> "module:Class" (imported lazily so unknown names fail fast
+# without importing every evaluator's dependencies).
+EVALUATORS: dict[str, str] = {
+    "token-loss": "evals.token_loss:TokenLoss",
+}
+
+
+class ConfigError(ValueError):
+    """Bad configuration; `problems` lists every problem found, one line each."""
+
+    def __init__(self, problems: list[str] | str):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class Evaluator(ABC):
+    """Turns a loaded checkpoint into tidy frames (one per declared table)."""
+
+    name: ClassVar[str]
+    tables: ClassVar[tuple[str, ...]]
+    Options: ClassVar[type]
+
+    def __init__(self, options: Any, base_dir: Path | None = None):
+        self.options = options
+        self.base_dir = Path(base_dir or ".")
+
+    @abstractmethod
+    def run(self, lm) -> dict[str, pl.DataFrame]:
+        """Evaluate `lm` (a `dynamics.loading.LoadedModel`); frames hold own columns only."""
+
+    def resolve_path(self, value: str) -> str:
+        """A path option relative to the batch file's folder (hub names pass through)."""
+        p = Path(value).expanduser()
+        if p.is_absolute():
+            return str(p)
+        candidate = self.base_dir / p
+        return str(candidate) if candidate.exists() else value
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A hash of the tokenizer's full definition: equal hash, equal token ids."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def evaluator_class(name: str) -> type[Evaluator]:
+    if name not in EVALUATORS:
+        hint = difflib.get_close_matches(name, EVALUATORS, n=2)
+        extra = f" Did you mean {', '.join(hint)}?" if hint else ""
+        raise ConfigError(f"unknown evaluator {name!r}; allowed: {', '.join(EVALUATORS)}.{extra}")
+    module, cls = EVALUATORS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin in (list, tuple):
+        args = typing.get_args(hint)
+        return isinstance(value, (list, tuple)) and (
+            not args or all(_type_ok(v, args[0]) for v in value)
+        )
+    if origin is dict:
+        return isinstance(value, dict)
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    return isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def parse_options(cls: type, values: dict, where: str) -> tuple[Any, list[str]]:
+    """Build frozen-dataclass options strictly: unknown keys and wrong types are problems.
+
+    Returns (options or None, problems). Every problem names the key, the bad
+    value, and what is allowed.
+    """
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    problems = []
+    for key in values:
+        if key not in fields:
+            hint = difflib.get_close_matches(key, fields, n=1)
+            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+            problems.append(f"{where}: unknown key {key!r}{extra}; allowed: {', '.join(fields)}")
+    for name, f in fields.items():
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if name not in values:
+            if required:
+                problems.append(f"{where}: missing required key {name!r} ({_type_name(hints[name])})")
+            continue
+        if not _type_ok(values[name], hints[name]):
+            problems.append(
+                f"{where}: {name} = {values[name]!r} has the wrong type; "
+                f"expected {_type_name(hints[name])}"
+            )
+    if problems:
+        return None, problems
+    try:
+        return cls(**values), []
+    except (ValueError, TypeError) as err:
+        return None, [f"{where}: {err}"]
+
+
+def build_evaluator(name: str, values: dict, base_dir: Path | None = None) -> Evaluator:
+    """Instantiate a registered evaluator from its option table; raises ConfigError."""
+    cls = evaluator_class(name)
+    options, problems = parse_options(cls.Options, values, f"[evaluators.{name}]")
+    if problems:
+        raise ConfigError(problems)
+    return cls(options, base_dir)

@@ -1,0 +1,189 @@
+"""Scoring tokens: the one model verb every evaluator uses.
+
+Evaluators turn examples into `Request(example_id, context_ids,
+continuation_ids)`; `score_requests` batches them by length and returns the
+log-probability of every continuation token. The output head and the softmax
+run only on the rows that are scored, in chunks of `chunk_rows`, so a batch
+never materialises full float32 logits over a 50k vocabulary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Request:
+    """Score `continuation_ids` given `context_ids` (token ids, no specials added)."""
+
+    example_id: object
+    context_ids: tuple[int, ...]
+    continuation_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TokenScores:
+    """Log-probabilities (nats) of each continuation token of a request."""
+
+    request: Request
+    logprobs: np.ndarray  # (n_continuation,) float32
+    truncated: int = 0  # context tokens dropped from the left to fit the window
+
+    @property
+    def total(self) -> float:
+        return float(self.logprobs.astype(np.float64).sum())
+
+
+class ContextTooLongError(ValueError):
+    """A continuation alone does not fit the model's context window."""
+
+
+def final_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
+    """Hidden states after the final layer norm: (batch, pos, d_model)."""
+    out = model.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    return out.last_hidden_state
+
+
+def _check_head(model) -> None:
+    """Once per model: logits must equal lm_head(final hidden) (no soft-capping etc.)."""
+    if getattr(model, "_dynamics_head_checked", False):
+        return
+    ids = torch.arange(1, 9, device=next(model.parameters()).device).unsqueeze(0) % max(
+        2, model.config.vocab_size
+    )
+    with torch.inference_mode():
+        full = model(input_ids=ids).logits.float()
+        ours = model.get_output_embeddings()(final_hidden(model, ids)).float()
+    tol = 1e-3 * max(1.0, full.abs().max().item())
+    if not torch.allclose(full, ours, atol=tol, rtol=1e-3):
+        raise NotImplementedError(
+            f"{type(model).__name__}: logits are not lm_head(last_hidden_state); "
+            "chunked scoring does not support this architecture"
+        )
+    model._dynamics_head_checked = True
+
+
+def target_logprobs(
+    model, hidden: torch.Tensor, targets: torch.Tensor, chunk_rows: int = 2048
+) -> torch.Tensor:
+    """log p(target | row) for selected rows, computed in chunks of rows.
+
+    Args:
+        hidden: (rows, d_model) final hidden states of the positions to score.
+        targets: (rows,) the next-token ids those positions predict.
+    Returns:
+        (rows,) float32 log-probabilities.
+    """
+    head = model.get_output_embeddings()
+    out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+    for start in range(0, hidden.shape[0], chunk_rows):
+        sl = slice(start, start + chunk_rows)
+        logits = head(hidden[sl]).float()  # (chunk, vocab)
+        out[sl] = -F.cross_entropy(logits, targets[sl], reduction="none")
+    return out
+
+
+def token_logprobs(model, input_ids: torch.Tensor, chunk_rows: int = 2048) -> torch.Tensor:
+    """Per-token log p(x_t | x_<t) for full windows: (batch, pos - 1), float32.
+
+    Equivalent to `-F.cross_entropy(model(ids).logits[:, :-1], ids[:, 1:])` but
+    the head runs in chunks of `chunk_rows` rows.
+    """
+    _check_head(model)
+    with torch.inference_mode():
+        hidden = final_hidden(model, input_ids)[:, :-1]  # (batch, pos-1, d)
+        b, p, d = hidden.shape
+        flat = target_logprobs(model, hidden.reshape(b * p, d), input_ids[:, 1:].reshape(-1),
+                               chunk_rows)
+    return flat.view(b, p)
+
+
+def fit_request(req: Request, max_length: int, prefix_id: int) -> tuple[list[int], int, int]:
+    """Token ids of context + continuation, left-truncated to `max_length`.
+
+    An empty context gets `prefix_id` (usually EOS/BOS) so the first
+    continuation token has something to condition on.
+
+    Returns (ids, n_context_kept, n_truncated).
+    Example: context [5, 6, 7], continuation [8, 9], max_length 4 -> ids
+    [6, 7, 8, 9], 2 context tokens kept, 1 truncated.
+    """
+    ctx = list(req.context_ids) or [prefix_id]
+    cont = list(req.continuation_ids)
+    if not cont:
+        raise ValueError(f"request {req.example_id!r} has an empty continuation")
+    if len(cont) + 1 > max_length:
+        raise ContextTooLongError(
+            f"request {req.example_id!r}: continuation of {len(cont)} tokens does not fit "
+            f"a context window of {max_length} tokens (needs at least one context token)"
+        )
+    keep = min(len(ctx), max_length - len(cont))
+    return ctx[len(ctx) - keep:] + cont, keep, len(ctx) - keep
+
+
+def _batches(lengths: Sequence[int], batch_tokens: int) -> list[list[int]]:
+    """Indices grouped longest-first so each padded batch has <= batch_tokens tokens."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches, current = [], []
+    for i in order:
+        width = lengths[current[0]] if current else lengths[i]
+        if current and width * (len(current) + 1) > batch_tokens:
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def score_requests(
+    model,
+    requests: Sequence[Request],
+    *,
+    max_length: int,
+    prefix_id: int = 0,
+    pad_id: int = 0,
+    batch_tokens: int = 16384,
+    chunk_rows: int = 2048,
+    progress=None,
+) -> list[TokenScores]:
+    """Log-probability of every continuation token of every request (nats).
+
+    Requests are right-padded into batches of similar length; only the
+    continuation rows go through the output head.
+    """
+    _check_head(model)
+    device = next(model.parameters()).device
+    fitted = [fit_request(r, max_length, prefix_id) for r in requests]
+    results: list[TokenScores | None] = [None] * len(requests)
+    for idx in _batches([len(f[0]) for f in fitted], batch_tokens):
+        width = len(fitted[idx[0]][0])
+        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        rows_b, rows_p, targets = [], [], []
+        for j, i in enumerate(idx):
+            seq, n_ctx, _ = fitted[i]
+            ids[j, : len(seq)] = torch.tensor(seq)
+            mask[j, : len(seq)] = 1
+            for p in range(n_ctx - 1, len(seq) - 1):  # position p predicts seq[p + 1]
+                rows_b.append(j)
+                rows_p.append(p)
+                targets.append(seq[p + 1])
+        with torch.inference_mode():
+            hidden = final_hidden(model, ids.to(device), mask.to(device))
+            sel = hidden[torch.tensor(rows_b, device=device), torch.tensor(rows_p, device=device)]
+            lp = target_logprobs(model, sel, torch.tensor(targets, device=device), chunk_rows)
+        lp = lp.cpu().numpy()
+        offset = 0
+        for i in idx:
+            n = len(requests[i].continuation_ids)
+            results[i] = TokenScores(requests[i], lp[offset: offset + n].copy(), fitted[i][2])
+            offset += n
+        if progress is not None:
+            progress.update(len(idx))
+    return results  # type: ignore[return-value]

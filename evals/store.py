@@ -1,0 +1,135 @@
+"""The results store: one parquet part per table x checkpoint, written atomically.
+
+Layout under the store root::
+
+    <root>/batch.toml                                 the batch config that wrote it (last run)
+    <root>/<table>/<family>/<model>/step=<N>.parquet  one part per table x checkpoint
+    <root>/_failures/<what>/<family>/<model>/step=<N>.json   error text of a failed unit
+
+A part is written to a temp file in the same folder, fsynced, then renamed,
+so a reader (or a resumed run) never sees a partial part. Resume = skip the
+parts that exist. Polars only: `stats` reads the store without torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import polars as pl
+
+from evals.schema import KEY_COLUMNS, table_schema, validate
+
+_SAFE = re.compile(r"[^A-Za-z0-9._+-]")
+
+
+def _safe(name: str) -> str:
+    """A path component for a family/model name (no separators, no dot-dot)."""
+    out = _SAFE.sub("_", name)
+    return "_" + out if out.startswith(".") else out
+
+
+def _atomic_write_bytes(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Store:
+    """A folder of parquet parts keyed by table and checkpoint."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    # -- parts ------------------------------------------------------------
+    def part_path(self, table: str, key: dict) -> Path:
+        return (
+            self.root / table / _safe(key["family"]) / _safe(key["model"])
+            / f"step={int(key['step'])}.parquet"
+        )
+
+    def has(self, table: str, key: dict) -> bool:
+        return self.part_path(table, key).is_file()
+
+    def write(self, table: str, frame: pl.DataFrame) -> Path:
+        """Validate `frame` (one checkpoint) against the table schema and write it atomically."""
+        validate(frame, table_schema(table), table)
+        keys = frame.select(KEY_COLUMNS).unique()
+        if keys.height != 1:
+            raise ValueError(f"{table}: a part holds one checkpoint, got {keys.height} key rows")
+        path = self.part_path(table, keys.row(0, named=True))
+        _atomic_write_bytes(path, lambda fh: frame.write_parquet(fh))
+        return path
+
+    def parts(self, table: str) -> list[Path]:
+        folder = self.root / table
+        return sorted(folder.glob("*/*/step=*.parquet")) if folder.is_dir() else []
+
+    def tables(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            p.name for p in self.root.iterdir()
+            if p.is_dir() and not p.name.startswith("_") and any(p.glob("*/*/step=*.parquet"))
+        )
+
+    def scan(self, table: str) -> pl.LazyFrame:
+        """Lazy scan of all parts of a table (empty frame with the schema when none)."""
+        schema = table_schema(table)
+        parts = self.parts(table)
+        if not parts:
+            return pl.LazyFrame(schema=schema)
+        return pl.scan_parquet(parts, schema=schema, hive_partitioning=False)
+
+    def read(self, table: str) -> pl.DataFrame:
+        frame = self.scan(table).collect()
+        return validate(frame, table_schema(table), f"store table {table}")
+
+    # -- failures ---------------------------------------------------------
+    def failure_path(self, what: str, key: dict) -> Path:
+        return (
+            self.root / "_failures" / _safe(what) / _safe(key["family"]) / _safe(key["model"])
+            / f"step={int(key['step'])}.json"
+        )
+
+    def record_failure(self, what: str, key: dict, error: BaseException | str) -> Path:
+        """Record why `what` (an evaluator name, or "load") failed on a checkpoint."""
+        text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        body = {"what": what, **{k: key[k] for k in KEY_COLUMNS}, "error": text, "time": time.time()}
+        path = self.failure_path(what, key)
+        data = json.dumps(body, indent=1).encode()
+        _atomic_write_bytes(path, lambda fh: fh.write(data))
+        return path
+
+    def clear_failure(self, what: str, key: dict) -> None:
+        self.failure_path(what, key).unlink(missing_ok=True)
+
+    def has_failure(self, what: str, key: dict) -> bool:
+        return self.failure_path(what, key).is_file()
+
+    def failures(self) -> pl.DataFrame:
+        """All recorded failures as a frame (what, keys, error)."""
+        rows = [json.loads(p.read_text()) for p in sorted(self.root.glob("_failures/*/*/*/*.json"))]
+        if not rows:
+            return pl.DataFrame(schema={"what": pl.String, "family": pl.String, "model": pl.String,
+                                        "step": pl.Int64, "error": pl.String})
+        return pl.DataFrame(rows).select("what", "family", "model", "step", "error")
+
+    # -- config -----------------------------------------------------------
+    def write_config(self, text: str, name: str = "batch.toml") -> Path:
+        path = self.root / name
+        data = text.encode()
+        _atomic_write_bytes(path, lambda fh: fh.write(data))
+        return path

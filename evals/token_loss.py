@@ -1,0 +1,181 @@
+"""Per-token validation loss (nats), the x-axis of everything (validation ppl).
+
+Text comes from `datasets`: a hub dataset name, or a local .txt / .json /
+.jsonl / .parquet / .csv file. Documents are tokenized once per tokenizer
+(cached by tokenizer fingerprint, so a sweep over checkpoints that share a
+tokenizer tokenizes once), joined with EOS into one stream, and cut into
+windows of the context length. Each window overlaps the previous one by one
+token so that every token after the first is scored exactly once.
+
+Worked example, context = 4, stream = [a b c d e f g h] (8 tokens):
+windows start at 0, 3, 6 -> [a b c d], [d e f g], [g h]. Window 1 scores b, c, d
+(given a; a b; a b c); window 2 scores e, f, g (given d; d e; d e f); window 3
+scores h given g. Every token but `a` is scored once, with at most
+`context - 1` tokens of left context, all from its own window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from evals.base import Evaluator, tokenizer_fingerprint
+from evals.scoring import token_logprobs
+
+LOCAL_FORMATS = {".txt": "text", ".json": "json", ".jsonl": "json", ".parquet": "parquet",
+                 ".csv": "csv"}
+
+
+@dataclass(frozen=True)
+class TokenLossOptions:
+    """Options of the token-loss evaluator.
+
+    Attributes:
+        dataset: local file (.txt/.json/.jsonl/.parquet/.csv) or a hub dataset name.
+        dataset_config: hub dataset config name.
+        split: dataset split; default "train" for local files, "validation" for the hub.
+        text_column: column holding the text.
+        max_docs: use at most this many documents (in order).
+        max_tokens: stop adding documents once the stream has this many tokens.
+        context: window length; default the model's context, capped at 2048.
+        batch_size: windows per forward pass.
+        chunk_rows: rows per output-head chunk (bounds logits memory).
+    """
+
+    dataset: str
+    dataset_config: str | None = None
+    split: str | None = None
+    text_column: str = "text"
+    max_docs: int | None = None
+    max_tokens: int = 100_000
+    context: int | None = None
+    batch_size: int = 8
+    chunk_rows: int = 2048
+
+    def __post_init__(self) -> None:
+        for name in ("max_tokens", "batch_size", "chunk_rows"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.context is not None and self.context < 2:
+            raise ValueError(f"context must be >= 2 tokens, got {self.context}")
+
+
+def load_texts(dataset: str, *, config=None, split=None, column="text", max_docs=None) -> list[str]:
+    """Documents from a local file or a hub dataset, via `datasets`."""
+    import datasets
+
+    path = Path(dataset).expanduser()
+    if path.suffix in LOCAL_FORMATS and not path.exists():
+        raise FileNotFoundError(f"validation file {dataset} does not exist")
+    if path.exists():
+        kind = LOCAL_FORMATS.get(path.suffix)
+        if kind is None:
+            raise ValueError(f"{dataset}: unsupported file type; use one of {list(LOCAL_FORMATS)}")
+        ds = datasets.load_dataset(kind, data_files=str(path), split=split or "train")
+    else:
+        ds = datasets.load_dataset(dataset, config, split=split or "validation")
+    if column not in ds.column_names:
+        raise ValueError(f"{dataset}: no column {column!r}; columns are {ds.column_names}")
+    texts = ds[column] if max_docs is None else ds.select(range(min(max_docs, len(ds))))[column]
+    texts = [t for t in texts if t and t.strip()]
+    if not texts:
+        raise ValueError(f"{dataset}: no non-empty documents in column {column!r}")
+    return texts
+
+
+@dataclass(frozen=True)
+class TokenStream:
+    """A tokenized validation set: token ids with the doc and index of each token."""
+
+    token_ids: np.ndarray  # (n,) int64
+    doc_id: np.ndarray  # (n,) int64
+    token_index: np.ndarray  # (n,) int64, position within its document (EOS = len(doc))
+
+
+def build_stream(texts: list[str], tokenizer, max_tokens: int) -> TokenStream:
+    """Tokenize documents (no specials), join with EOS, stop after `max_tokens` tokens."""
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError("tokenizer has no eos_token_id to separate documents")
+    ids, docs, index = [], [], []
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    for d, toks in enumerate(encoded):
+        toks = list(toks) + [eos]
+        ids.extend(toks)
+        docs.extend([d] * len(toks))
+        index.extend(range(len(toks)))
+        if len(ids) >= max_tokens:
+            break
+    n = min(len(ids), max_tokens)
+    return TokenStream(np.asarray(ids[:n], np.int64), np.asarray(docs[:n], np.int64),
+                       np.asarray(index[:n], np.int64))
+
+
+def window_starts(n_tokens: int, context: int) -> list[int]:
+    """Start offsets of windows of `context` tokens overlapping by one (see module doc)."""
+    return list(range(0, max(n_tokens - 1, 0), context - 1))
+
+
+class TokenLoss(Evaluator):
+    """Per-token loss on a validation set."""
+
+    name = "token-loss"
+    tables = ("token-loss",)
+    Options = TokenLossOptions
+
+    def __init__(self, options: TokenLossOptions, base_dir=None):
+        super().__init__(options, base_dir)
+        self._texts: list[str] | None = None
+        self._streams: dict[str, TokenStream] = {}
+
+    def texts(self) -> list[str]:
+        if self._texts is None:
+            o = self.options
+            self._texts = load_texts(self.resolve_path(o.dataset), config=o.dataset_config,
+                                     split=o.split, column=o.text_column, max_docs=o.max_docs)
+        return self._texts
+
+    def stream(self, tokenizer) -> TokenStream:
+        key = tokenizer_fingerprint(tokenizer)
+        if key not in self._streams:
+            self._streams[key] = build_stream(self.texts(), tokenizer, self.options.max_tokens)
+        return self._streams[key]
+
+    def run(self, lm) -> dict[str, pl.DataFrame]:
+        stream = self.stream(lm.tokenizer)
+        context = min(self.options.context or min(lm.context_length, 2048), lm.context_length)
+        losses = np.empty(len(stream.token_ids), np.float32)
+        losses[0] = np.nan  # the first token has no context
+        starts = window_starts(len(stream.token_ids), context)
+        ids = torch.from_numpy(stream.token_ids)
+        device = lm.device
+        bs = self.options.batch_size
+        for b in range(0, len(starts), bs):
+            group = starts[b: b + bs]
+            full = [s for s in group if s + context <= len(ids)]
+            tail = [s for s in group if s + context > len(ids)]
+            if full:
+                batch = torch.stack([ids[s: s + context] for s in full]).to(device)
+                lp = token_logprobs(lm.model, batch, self.options.chunk_rows).cpu().numpy()
+                for row, s in enumerate(full):
+                    losses[s + 1: s + context] = -lp[row]
+            for s in tail:  # the last, shorter window
+                lp = token_logprobs(lm.model, ids[s:].unsqueeze(0).to(device),
+                                    self.options.chunk_rows).cpu().numpy()
+                losses[s + 1:] = -lp[0]
+        if not np.isfinite(losses[1:]).all():
+            bad = int((~np.isfinite(losses[1:])).sum())
+            raise FloatingPointError(f"{bad} non-finite token losses for {lm.ref.label}")
+        frame = pl.DataFrame(
+            {
+                "doc_id": stream.doc_id[1:],
+                "token_index": stream.token_index[1:],
+                "token_id": stream.token_ids[1:],
+                "loss_nats": losses[1:],
+            }
+        )
+        return {"token-loss": frame}
