@@ -80,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
+    except BrokenPipeError:  # e.g. `dynamics suites | head`
+        sys.stderr.close()
+        return 0
     except (ValueError, KeyError, FileNotFoundError) as err:
         # ConfigError / SuiteError / SchemaError: user input; one clear message, no traceback.
         print(f"error: {err}", file=sys.stderr)
