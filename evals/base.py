@@ -27,6 +27,7 @@ import polars as pl
 # without importing every evaluator's dependencies).
 EVALUATORS: dict[str, str] = {
     "token-loss": "evals.token_loss:TokenLoss",
+    "sequences": "evals.sequences:Sequences",
 }
 
 

@@ -1,0 +1,239 @@
+"""Sequence likelihoods of labeled sets (factual / hallucinated / ungrammatical / ...).
+
+Xia et al. (2023) track the likelihood of fixed sequence sets over training:
+factual statements against minimally edited false ("hallucinated") versions,
+and noised/ungrammatical text. This evaluator scores every sequence of such a
+labeled source at each checkpoint and writes the `sequences` table: one row per
+(set, pair_id) with the total log-probability (`logprob_nats`) and the number
+of scored tokens (`n_tokens`); per-token log-prob = logprob_nats / n_tokens.
+
+Source format (jsonl, json, csv or parquet file, or a `datasets` name), one row
+per sequence::
+
+    {"pair_id": "capital-fr", "set": "factual",      "prefix": "The capital of France is", "text": " Paris."}
+    {"pair_id": "capital-fr", "set": "hallucinated", "prefix": "The capital of France is", "text": " Rome."}
+
+- `pair_id` links the versions of one statement; every set must hold the same
+  pair ids (one row per set and pair) and at least `min_pairs` of them.
+- `prefix` (optional column, may be empty): shared context, not scored. Only
+  `text` is scored. Prefix and text are tokenized separately (as BIG-bench
+  does), so put the separating space at the start of `text`.
+- Without a prefix, the first token of `text` is conditioned on the
+  tokenizer's BOS token (EOS when there is no BOS, as for Pythia/GPT-2, whose
+  documents are separated by EOS). Every token of `text` is scored.
+
+Worked example, prefix "A B" -> [5, 6], text " C D" -> [7, 8]: the request is
+context [5, 6], continuation [7, 8]; the model sees [5, 6, 7, 8] and
+logprob_nats = log p(7 | 5 6) + log p(8 | 5 6 7), n_tokens = 2. Without the
+prefix the model sees [bos, 7, 8]: log p(7 | bos) + log p(8 | bos 7).
+
+A sequence (prefix + text, or BOS + text) longer than the model's context is an
+error, never silently truncated: sets must be scored under the same context.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from evals.base import Evaluator, tokenizer_fingerprint
+from evals.scoring import Request, score_requests
+
+LOCAL_READERS = {".jsonl": "ndjson", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+REQUIRED = ("pair_id", "set", "text")
+
+
+class SequenceSetError(ValueError):
+    """A labeled sequence source is malformed (names the file, row and value)."""
+
+
+@dataclass(frozen=True)
+class SequencesOptions:
+    """Options of the sequences evaluator.
+
+    Attributes:
+        dataset: local .jsonl/.json/.csv/.parquet file, or a `datasets` name.
+        dataset_config: `datasets` config name (hub/`datasets` sources only).
+        split: `datasets` split (default "train" for local-style sources).
+        sets: score only these sets (default: every set in the source).
+        min_pairs: each set needs at least this many pairs (a CI over pairs needs 2).
+        batch_tokens: padded tokens per forward pass.
+        chunk_rows: rows per output-head chunk (bounds logits memory).
+    """
+
+    dataset: str
+    dataset_config: str | None = None
+    split: str | None = None
+    sets: list[str] | None = None
+    min_pairs: int = 2
+    batch_tokens: int = 16384
+    chunk_rows: int = 2048
+
+    def __post_init__(self) -> None:
+        for name in ("min_pairs", "batch_tokens", "chunk_rows"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+def _read_source(dataset: str, config: str | None, split: str | None) -> pl.DataFrame:
+    path = Path(dataset).expanduser()
+    if path.suffix in LOCAL_READERS:
+        if not path.is_file():
+            raise FileNotFoundError(f"sequence file {dataset} does not exist")
+        kind = LOCAL_READERS[path.suffix]
+        if kind == "csv":
+            return pl.read_csv(path, infer_schema=False)  # every column a string
+        if kind == "parquet":
+            return pl.read_parquet(path)
+        try:
+            return pl.read_ndjson(path) if kind == "ndjson" else pl.read_json(path)
+        except pl.exceptions.ComputeError as err:
+            raise SequenceSetError(f"{dataset}: not valid {kind}: {err}") from err
+    import datasets
+
+    ds = datasets.load_dataset(dataset, config, split=split or "train")
+    return pl.from_arrow(ds.data.table)  # type: ignore[return-value]
+
+
+def load_sequence_sets(dataset: str, *, config: str | None = None, split: str | None = None,
+                       sets: list[str] | None = None, min_pairs: int = 2) -> pl.DataFrame:
+    """Read and check a labeled source: columns row, pair_id, set, prefix, text.
+
+    `row` is the 1-based data row (line of a jsonl file; row after the header of
+    a csv). Raises SequenceSetError naming the file, the row and the bad value.
+    """
+    raw = _read_source(dataset, config, split)
+    missing = [c for c in REQUIRED if c not in raw.columns]
+    if missing:
+        raise SequenceSetError(
+            f"{dataset}: missing columns {missing}; need {list(REQUIRED)} (+ optional 'prefix'), "
+            f"found {raw.columns}")
+    prefix = pl.col("prefix").cast(pl.String) if "prefix" in raw.columns else pl.lit(None, pl.String)
+    frame = raw.with_row_index("row", offset=1).select(
+        pl.col("row").cast(pl.Int64), pl.col("pair_id").cast(pl.String),
+        pl.col("set").cast(pl.String), prefix.fill_null("").alias("prefix"),
+        pl.col("text").cast(pl.String))
+    if sets is not None:
+        unknown = sorted(set(sets) - set(frame["set"].drop_nulls()))
+        if unknown:
+            raise SequenceSetError(f"{dataset}: sets {unknown} not found; the source has sets "
+                                   f"{sorted(frame['set'].drop_nulls().unique())}")
+        frame = frame.filter(pl.col("set").is_in(sets))
+    check_sets(frame, dataset, min_pairs)
+    return frame
+
+
+def check_sets(frame: pl.DataFrame, where: str, min_pairs: int = 2) -> None:
+    """Empty/null values, duplicates, too few pairs, and pair ids that differ across sets."""
+    for col in REQUIRED:
+        bad = frame.filter(pl.col(col).is_null() | (pl.col(col).str.strip_chars() == ""))
+        if bad.height:
+            r = bad.row(0, named=True)
+            raise SequenceSetError(f"{where}: row {r['row']} (set {r['set']!r}, pair_id "
+                                   f"{r['pair_id']!r}) has an empty {col!r} "
+                                   f"({bad.height} such rows)")
+    dup = frame.filter(pl.struct("set", "pair_id").is_duplicated())
+    if dup.height:
+        r = dup.row(0, named=True)
+        raise SequenceSetError(f"{where}: row {r['row']}: pair_id {r['pair_id']!r} appears more "
+                               f"than once in set {r['set']!r}; rows {dup['row'].to_list()[:10]}")
+    names = sorted(frame["set"].unique())
+    if not names:
+        raise SequenceSetError(f"{where}: no sequences")
+    ids = {s: set(frame.filter(pl.col("set") == s)["pair_id"]) for s in names}
+    for s in names:
+        if len(ids[s]) < min_pairs:
+            raise SequenceSetError(f"{where}: set {s!r} has {len(ids[s])} pair(s) "
+                                   f"({sorted(ids[s])}); need at least {min_pairs}")
+    ref = names[0]
+    for s in names[1:]:
+        only_ref, only_s = sorted(ids[ref] - ids[s]), sorted(ids[s] - ids[ref])
+        if only_ref or only_s:
+            raise SequenceSetError(
+                f"{where}: pair ids differ between sets {ref!r} and {s!r}: only in {ref!r}: "
+                f"{only_ref[:10]}, only in {s!r}: {only_s[:10]}")
+
+
+def start_token_id(tokenizer) -> int:
+    """The token that conditions the first token of an unprefixed text (BOS, else EOS)."""
+    for name in ("bos_token_id", "eos_token_id"):
+        value = getattr(tokenizer, name, None)
+        if value is not None:
+            return int(value)
+    raise SequenceSetError("tokenizer has neither a BOS nor an EOS token to condition "
+                           "unprefixed texts on; add a 'prefix' column")
+
+
+def build_requests(frame: pl.DataFrame, tokenizer, context_length: int,
+                   where: str) -> list[Request]:
+    """One Request per row (prefix -> context, text -> continuation), length-checked."""
+    rows = frame.to_dicts()
+    texts = tokenizer([r["text"] for r in rows], add_special_tokens=False)["input_ids"]
+    prefixes = tokenizer([r["prefix"] for r in rows], add_special_tokens=False)["input_ids"]
+    out = []
+    for r, cont, ctx in zip(rows, texts, prefixes, strict=True):
+        label = f"{where}: row {r['row']} (set {r['set']!r}, pair_id {r['pair_id']!r})"
+        if not cont:
+            raise SequenceSetError(f"{label}: text {r['text']!r} tokenizes to no tokens")
+        total = max(len(ctx), 1) + len(cont)  # an empty prefix is replaced by BOS/EOS
+        if total > context_length:
+            raise SequenceSetError(f"{label}: {total} tokens (prefix {len(ctx)}, text "
+                                   f"{len(cont)}) exceed the model's context of "
+                                   f"{context_length} tokens")
+        out.append(Request((r["set"], r["pair_id"]), tuple(ctx), tuple(cont)))
+    return out
+
+
+class Sequences(Evaluator):
+    """Total and per-token log-probability of every sequence of labeled sets."""
+
+    name = "sequences"
+    tables = ("sequences",)
+    Options = SequencesOptions
+
+    def __init__(self, options: SequencesOptions, base_dir=None):
+        super().__init__(options, base_dir)
+        self._frame: pl.DataFrame | None = None
+        self._requests: dict[tuple[str, int], list[Request]] = {}
+
+    @property
+    def source(self) -> str:
+        return self.resolve_path(self.options.dataset)
+
+    def frame(self) -> pl.DataFrame:
+        """The checked source (read once)."""
+        if self._frame is None:
+            o = self.options
+            self._frame = load_sequence_sets(self.source, config=o.dataset_config, split=o.split,
+                                             sets=o.sets, min_pairs=o.min_pairs)
+        return self._frame
+
+    def requests(self, tokenizer, context_length: int) -> list[Request]:
+        """Requests for a tokenizer, tokenized once per tokenizer fingerprint."""
+        key = (tokenizer_fingerprint(tokenizer), context_length)
+        if key not in self._requests:
+            self._requests[key] = build_requests(self.frame(), tokenizer, context_length,
+                                                 self.source)
+        return self._requests[key]
+
+    def run(self, lm) -> dict[str, pl.DataFrame]:
+        reqs = self.requests(lm.tokenizer, lm.context_length)
+        start = start_token_id(lm.tokenizer)
+        pad = lm.tokenizer.pad_token_id
+        scores = score_requests(lm.model, reqs, max_length=lm.context_length, prefix_id=start,
+                                pad_id=start if pad is None else int(pad),
+                                batch_tokens=self.options.batch_tokens,
+                                chunk_rows=self.options.chunk_rows)
+        frame = pl.DataFrame(
+            {
+                "set": [s.request.example_id[0] for s in scores],
+                "pair_id": [s.request.example_id[1] for s in scores],
+                "logprob_nats": [s.total for s in scores],
+                "n_tokens": [len(s.logprobs) for s in scores],
+            },
+            schema={"set": pl.String, "pair_id": pl.String, "logprob_nats": pl.Float64,
+                    "n_tokens": pl.Int64},
+        )
+        return {"sequences": frame}
