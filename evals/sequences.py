@@ -10,8 +10,8 @@ of scored tokens (`n_tokens`); per-token log-prob = logprob_nats / n_tokens.
 Source format (jsonl, json, csv or parquet file, or a `datasets` name), one row
 per sequence::
 
-    {"pair_id": "capital-fr", "set": "factual",      "prefix": "The capital of France is", "text": " Paris."}
-    {"pair_id": "capital-fr", "set": "hallucinated", "prefix": "The capital of France is", "text": " Rome."}
+    {"pair_id": "fr", "set": "factual", "prefix": "The capital of France is", "text": " Paris."}
+    {"pair_id": "fr", "set": "hallucinated", "prefix": "The capital of France is", "text": " Rome."}
 
 - `pair_id` links the versions of one statement; every set must hold the same
   pair ids (one row per set and pair) and at least `min_pairs` of them.
@@ -110,7 +110,8 @@ def load_sequence_sets(dataset: str, *, config: str | None = None, split: str | 
         raise SequenceSetError(
             f"{dataset}: missing columns {missing}; need {list(REQUIRED)} (+ optional 'prefix'), "
             f"found {raw.columns}")
-    prefix = pl.col("prefix").cast(pl.String) if "prefix" in raw.columns else pl.lit(None, pl.String)
+    has_prefix = "prefix" in raw.columns
+    prefix = pl.col("prefix").cast(pl.String) if has_prefix else pl.lit(None, pl.String)
     frame = raw.with_row_index("row", offset=1).select(
         pl.col("row").cast(pl.Int64), pl.col("pair_id").cast(pl.String),
         pl.col("set").cast(pl.String), prefix.fill_null("").alias("prefix"),
@@ -137,8 +138,9 @@ def check_sets(frame: pl.DataFrame, where: str, min_pairs: int = 2) -> None:
     dup = frame.filter(pl.struct("set", "pair_id").is_duplicated())
     if dup.height:
         r = dup.row(0, named=True)
-        raise SequenceSetError(f"{where}: row {r['row']}: pair_id {r['pair_id']!r} appears more "
-                               f"than once in set {r['set']!r}; rows {dup['row'].to_list()[:10]}")
+        rows = dup.filter((pl.col("set") == r["set"]) & (pl.col("pair_id") == r["pair_id"]))
+        raise SequenceSetError(f"{where}: pair_id {r['pair_id']!r} appears more than once in "
+                               f"set {r['set']!r} (rows {rows['row'].to_list()})")
     names = sorted(frame["set"].unique())
     if not names:
         raise SequenceSetError(f"{where}: no sequences")
