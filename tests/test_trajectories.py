@@ -1,4 +1,4 @@
-"""Token trajectory classes, class fractions, token sets and cross-size overlap on synthetic data."""
+"""Token trajectory classes, fractions, token sets and cross-size overlap (synthetic data)."""
 
 from __future__ import annotations
 
