@@ -164,3 +164,58 @@ def test_gap_per_checkpoint_and_size(tmp_path, suite):
                       & (pl.col("model") == "tiny-neox-1"))["value"].item()
     assert abs(got - diffs.mean()) < 1e-12
     assert hallucination.behaviors(Store(tmp_path / "empty")) is None
+
+
+def _suite_and_sets(request, tmp_path) -> tuple[Path, Path, Path]:
+    """The toy suite with its exported sets and validation text when the fixture exists;
+    otherwise (toy suite not built yet) a tiny random suite with the FACTS sets."""
+    try:
+        toy = Path(request.getfixturevalue("toy_suite"))
+    except pytest.FixtureLookupError:
+        toy = None
+    if toy is not None and (toy / "data" / "sequences.jsonl").is_file():
+        val = next((toy / "data").glob("val*"), None)
+        if val is not None:
+            return toy, toy / "data" / "sequences.jsonl", val
+    from tests.helpers import write_val
+
+    suite = make_tiny_suite(tmp_path / "suite", "neox", steps=(0, 5, 10, 20), n_models=2)
+    return suite, write_sets(tmp_path / "s.jsonl", fact_rows()), write_val(tmp_path / "v.jsonl")
+
+
+@pytest.mark.slow
+def test_suite_end_to_end_sequences_and_trajectories(request, tmp_path):
+    from stats import token_overlap, trajectories
+
+    suite, seqs, val = _suite_and_sets(request, tmp_path)
+    cfg = load_batch({"suite": str(suite), "output": str(tmp_path / "out"), "prefetch": False,
+                      "evaluators": {"sequences": {"dataset": str(seqs)},
+                                     "token-loss": {"dataset": str(val), "max_tokens": 4000}}})
+    assert not run_batch(cfg, progress=False).failed
+    store = Store(tmp_path / "out")
+    table = store.read("sequences")
+    refs = get_suite(suite).select(None, "all")
+    # factual per-token log-probs equal a direct forward pass at every checkpoint
+    source = load_sequence_sets(str(seqs))
+    for ref in refs:
+        lm = load_checkpoint(ref)
+        got = table.filter((pl.col("model") == ref.model) & (pl.col("step") == ref.step)
+                           & (pl.col("set") == "factual"))
+        for row in got.head(20).iter_rows(named=True):
+            src = source.filter((pl.col("set") == "factual")
+                                & (pl.col("pair_id") == row["pair_id"])).row(0, named=True)
+            cont = lm.tokenizer(src["text"], add_special_tokens=False)["input_ids"]
+            ctx = (lm.tokenizer(src["prefix"], add_special_tokens=False)["input_ids"]
+                   if src["prefix"] else [lm.tokenizer.bos_token_id])
+            want = direct_logprob(lm.model, ctx + cont, len(cont)) / len(cont)
+            assert abs(row["logprob_nats"] / row["n_tokens"] - want) < 1e-4
+    gap = hallucination.hallucination_gap(table)
+    assert gap.height == len(refs) and gap["gap"].is_finite().all()
+    assert (gap["ci_low"] <= gap["gap"]).all() and (gap["gap"] <= gap["ci_high"]).all()
+    fr = trajectories.class_fractions(store.scan("token-loss"))
+    assert fr["val_ppl"].is_not_null().all() and fr["model"].n_unique() == len(
+        get_suite(suite).model_names())
+    assert trajectories.behaviors(store)["behavior"].n_unique() == len(
+        trajectories.SHAPE_CLASSES)
+    ov = token_overlap.improvement_overlap(store.scan("token-loss"), max_log_ppl_gap=10.0)
+    assert ov.height > 0 and ov["jaccard"].is_between(0, 1).all()
