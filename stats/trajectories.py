@@ -5,12 +5,15 @@ loss_nats) of one fixed validation set scored at every checkpoint. A token is
 identified by (doc_id, token_index); its trajectory is its loss at each of a
 model's checkpoints in step order, restricted to a window that starts at a
 fraction `start_fraction` of training (the checkpoints with
-step >= start_fraction * last step of the window).
+step >= start_fraction * last step of the window; default 0.1 for "xia", the
+paper's smallest t, and 0 for "shape").
 
 Two classification rules (`TrendOptions.method`):
 
-- "shape" (default; ours): on the loss (nats) trajectory, with one threshold
-  delta = `min_change_nats` (default 0.2 nats, a ~22% change of the token's ppl):
+- "xia" (the default; the paper's rule, spec trajectories.md section 1): see below.
+- "shape" (ours; the only rule with a double-descent class): on the loss
+  (nats) trajectory, with one threshold delta = `min_change_nats` (default 0.2
+  nats, a ~22% change of the token's ppl):
 
   * double-descent: falls by >= delta, then rises by >= delta, then falls by
     >= delta (in that order, anywhere in the window);
@@ -26,7 +29,7 @@ Two classification rules (`TrendOptions.method`):
   2.5]: no second fall, ends 0.5 above its minimum: increasing. [3.0, 2.0, 2.1]:
   decreasing. [3.0, 3.1, 2.95]: stagnant.
 
-- "xia" (the paper's rule, spec trajectories.md section 1): y = token ppl /
+- "xia": y = token ppl /
   its first value in the window, OLS y ~ 1 + log(step) over the window (step 0
   is excluded: log 0); increasing if slope > 0 and p < `alpha`, decreasing if
   slope < 0 and p < `alpha`; stagnant if neither and the window's geometric
@@ -60,17 +63,19 @@ class TrendOptions:
     """How token trajectories are classified (see the module docstring).
 
     Attributes:
-        method: "shape" (ours: four shapes from one loss threshold) or "xia" (the paper's rule).
+        method: "xia" (the paper's rule, default) or "shape" (ours: four shapes, double
+            descent included, from one loss threshold).
         min_change_nats: shape: the smallest fall/rise in loss (nats) that counts as a move.
-        start_fraction: both: the window starts at this fraction of the last step (0 = all).
+        start_fraction: both: the window starts at this fraction of the last step (0 = all);
+            None: 0.1 for "xia" (the paper's smallest t), 0.0 for "shape".
         alpha: xia: significance level of the OLS slope.
         band: xia: stagnant tokens keep their geometric mean ppl within this relative band.
         min_points: windows with fewer checkpoints are not classified.
     """
 
-    method: str = "shape"
+    method: str = "xia"
     min_change_nats: float = 0.2
-    start_fraction: float = 0.0
+    start_fraction: float | None = None
     alpha: float = 0.05
     band: float = 0.05
     min_points: int = 3
@@ -80,6 +85,8 @@ class TrendOptions:
             raise ValueError(f"method {self.method!r} not allowed; choose one of {METHODS}")
         if self.min_change_nats <= 0:
             raise ValueError(f"min_change_nats must be > 0, got {self.min_change_nats}")
+        if self.start_fraction is None:
+            object.__setattr__(self, "start_fraction", 0.1 if self.method == "xia" else 0.0)
         if not 0.0 <= self.start_fraction < 1.0:
             raise ValueError(f"start_fraction must be in [0, 1), got {self.start_fraction}")
         if not 0.0 < self.alpha < 1.0 or not 0.0 < self.band < 1.0:
@@ -270,7 +277,7 @@ def class_fractions(token_loss: pl.DataFrame | pl.LazyFrame,
 
 def fractions_by_start(token_loss: pl.DataFrame | pl.LazyFrame,
                        starts: tuple[float, ...] = (0.1, 0.3, 0.7),
-                       options: TrendOptions = TrendOptions(method="xia")) -> pl.DataFrame:
+                       options: TrendOptions = TrendOptions()) -> pl.DataFrame:
     """The paper's figure: fraction per class vs the start of the window (fraction of training).
 
     Returns family, model, params, start_fraction, trend, n_tokens, fraction;

@@ -216,6 +216,6 @@ def test_suite_end_to_end_sequences_and_trajectories(request, tmp_path):
     assert fr["val_ppl"].is_not_null().all() and fr["model"].n_unique() == len(
         get_suite(suite).model_names())
     assert trajectories.behaviors(store)["behavior"].n_unique() == len(
-        trajectories.SHAPE_CLASSES)
+        trajectories.XIA_CLASSES)
     ov = token_overlap.improvement_overlap(store.scan("token-loss"), max_log_ppl_gap=10.0)
     assert ov.height > 0 and ov["jaccard"].is_between(0, 1).all()

@@ -129,6 +129,7 @@ def test_options_are_checked():
         TrendOptions(method="ols")
     with pytest.raises(ValueError, match="start_fraction"):
         TrendOptions(start_fraction=1.0)
+    assert TrendOptions().start_fraction == 0.1 and TrendOptions(method="shape").start_fraction == 0
     with pytest.raises(ValueError, match="min_points"):
         TrendOptions(min_points=2)
 
@@ -142,11 +143,12 @@ def test_classify_tokens_and_fractions():
     rng = np.random.default_rng(2)
     loss, steps = _mixed_model(rng)
     frame = token_loss_frame({"m": (1000, steps, loss)})
-    labels = trajectories.classify_tokens(frame)
+    shape = TrendOptions(method="shape")
+    labels = trajectories.classify_tokens(frame, shape)
     expected = np.repeat(trajectories.SHAPE_CLASSES, 30)
     assert labels["trend"].to_list() == expected.tolist()
     assert labels["n_checkpoints"].unique().to_list() == [len(steps)]
-    fr = trajectories.class_fractions(frame)
+    fr = trajectories.class_fractions(frame, shape)
     assert fr["step"].unique().sort().to_list() == steps[2:]  # windows of >= 3 checkpoints
     sums = fr.group_by("step").agg(pl.col("fraction").sum())["fraction"]
     assert np.allclose(sums.to_numpy(), 1.0)
@@ -155,9 +157,14 @@ def test_classify_tokens_and_fractions():
     vp = validation_ppl(frame).select("step", "val_ppl")
     joined = last.join(vp, on="step")
     assert np.allclose(joined["val_ppl"], joined["val_ppl_right"])
-    late = trajectories.classify_tokens(frame, TrendOptions(start_fraction=0.2))
+    late = trajectories.classify_tokens(frame, TrendOptions(method="shape", start_fraction=0.2))
     assert late["first_step"].unique().to_list() == [64]  # first step >= 0.2 * 256
     assert trajectories.classify_tokens(frame, TrendOptions(start_fraction=0.5)).height == 0
+    xia = trajectories.classify_tokens(frame)  # the paper's rule, window from 0.1 * 256
+    assert xia["first_step"].unique().to_list() == [32]
+    assert set(xia["trend"]) <= set(trajectories.XIA_CLASSES)
+    # the paper's rule agrees with the shapes on monotone tokens
+    assert (xia["trend"][:30] == "decreasing").all() and (xia["trend"][60:90] == "increasing").all()
 
 
 def test_fractions_by_start_and_token_sets():
@@ -169,7 +176,7 @@ def test_fractions_by_start_and_token_sets():
     assert fbs.height == 2 * 2 * len(trajectories.XIA_CLASSES)
     sums = fbs.group_by("model", "start_fraction").agg(pl.col("fraction").sum())
     assert np.allclose(sums["fraction"].to_numpy(), 1.0)
-    labels = trajectories.classify_tokens(frame)
+    labels = trajectories.classify_tokens(frame, TrendOptions(method="shape"))
     sets = labels.filter((pl.col("model") == "small") & (pl.col("trend") == "increasing")).select(
         "doc_id", "token_index", pl.lit("small:increasing").alias("token_set"))
     tracked = trajectories.token_set_ppl(frame, sets)
@@ -208,6 +215,7 @@ def test_behaviors_from_store(tmp_path):
     rows = trajectories.behaviors(store)
     assert rows.columns == ["family", "model", "params", "step", "tokens_seen", "flops",
                             "behavior", "value", "n_trials"]
-    assert set(rows["behavior"]) == {"frac_" + c.replace("-", "_")
-                                     for c in trajectories.SHAPE_CLASSES}
+    assert set(rows["behavior"]) == {"frac_" + c for c in trajectories.XIA_CLASSES}
+    shape = trajectories.behaviors(store, TrendOptions(method="shape"))
+    assert "frac_double_descent" in set(shape["behavior"])
     assert rows["n_trials"].is_null().all() and rows["value"].dtype == pl.Float64
