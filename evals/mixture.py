@@ -198,3 +198,39 @@ def write_sets(frames: list[pl.DataFrame], path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in frame.iter_rows(named=True)))
     return path
+
+
+# The paper's grid: (a, b) in {-1, 0, 1}^2 with some positive mass.
+PAPER_GRID = ((1.0, -1.0), (-1.0, 1.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0))
+
+
+def generate_from_suite(suite: str, small: str, large: str, dataset: str, out: str | Path, *,
+                        step_small: int | None = None, step_large: int | None = None,
+                        grid=PAPER_GRID, n_prompts: int = 100, prompt_tokens: int = 16,
+                        max_new_tokens: int = 50, top_p: float | None = None, seed: int = 0,
+                        load_options=None) -> Path:
+    """Generate one labeled set per (a, b) of `grid` between two checkpoints of a suite.
+
+    Args:
+        suite: suite name or folder (dynamics.suites.get_suite).
+        small, large: model names; step_small/step_large: their steps (None = final).
+        dataset: validation text source for prompts (as the token-loss evaluator reads it).
+        out: the jsonl written (the `sequences` evaluator's `dataset`).
+        n_prompts: prompts drawn with `seed`; each cut to `prompt_tokens` tokens.
+    Returns:
+        `out`, holding len(grid) sets with the same pair ids.
+    """
+    from dynamics.loading import load_checkpoint
+    from dynamics.suites import get_suite
+    from evals.token_loss import load_texts
+
+    s = get_suite(suite)
+    refs = [s.select([m], "final" if step is None else [step])[0]
+            for m, step in ((small, step_small), (large, step_large))]
+    lms = [load_checkpoint(r, load_options) for r in refs]
+    prompts = pick_prompts(load_texts(dataset), n_prompts, seed)
+    frames = [generate_set(lms[0], lms[1], prompts,
+                           MixtureOptions(a=a, b=b, max_new_tokens=max_new_tokens, top_p=top_p,
+                                          seed=seed), prompt_tokens)
+              for a, b in grid]
+    return write_sets(frames, out)

@@ -126,3 +126,24 @@ def test_generated_sets_score_with_the_sequences_evaluator(tmp_path):
                                   .alias("lp"))
     lp = dict(zip(per["set"].str.split(" |").list.first(), per["lp"], strict=True))
     assert lp["mix a=1 b=-1"] < lp["mix a=-1 b=1"]
+
+
+def test_generate_from_suite_is_deterministic(tmp_path):
+    from dynamics.suites import SuiteError
+    from evals.mixture import generate_from_suite
+    from tests.helpers import make_tiny_suite, write_val
+
+    suite = make_tiny_suite(tmp_path / "suite", "neox", steps=(0, 10), n_models=2)
+    val = write_val(tmp_path / "val.jsonl")
+    kw = {"n_prompts": 3, "prompt_tokens": 4, "max_new_tokens": 5, "top_p": 0.9, "seed": 1}
+    first = generate_from_suite(str(suite), "tiny-neox-0", "tiny-neox-1", str(val),
+                                tmp_path / "a.jsonl", **kw)
+    again = generate_from_suite(str(suite), "tiny-neox-0", "tiny-neox-1", str(val),
+                                tmp_path / "b.jsonl", **kw)
+    assert first.read_text() == again.read_text()
+    sets = load_sequence_sets(str(first))
+    assert sets["set"].n_unique() == 5
+    assert all("tiny-neox-0@step10" in name for name in sets["set"].unique())
+    with pytest.raises(SuiteError, match="7"):
+        generate_from_suite(str(suite), "tiny-neox-0", "tiny-neox-1", str(val),
+                            tmp_path / "c.jsonl", step_small=7, **kw)
