@@ -301,6 +301,18 @@ def fractions_by_start(token_loss: pl.DataFrame | pl.LazyFrame,
             .sort("family", "model", "start_fraction", "trend"))
 
 
+def token_sets_by_trend(labels: pl.DataFrame, model: str) -> pl.DataFrame:
+    """The token sets one model's classification defines: doc_id, token_index, token_set.
+
+    `labels` is `classify_tokens` output; token_set is "<model>:<trend>", one set per class.
+    """
+    if model not in set(labels["model"]):
+        raise KeyError(f"model {model!r} not in the labels; models: "
+                       f"{sorted(labels['model'].unique())}")
+    return labels.filter(pl.col("model") == model).select(
+        *TOKEN_ID, pl.concat_str(pl.lit(model + ":"), pl.col("trend")).alias("token_set"))
+
+
 def token_set_ppl(token_loss: pl.DataFrame | pl.LazyFrame,
                   token_sets: pl.DataFrame) -> pl.DataFrame:
     """Ppl of token sets at every checkpoint of every model, with the checkpoint's val ppl.
@@ -308,9 +320,7 @@ def token_set_ppl(token_loss: pl.DataFrame | pl.LazyFrame,
     Args:
         token_loss: the token-loss table (all models share the validation set).
         token_sets: doc_id, token_index, token_set (a label); e.g. the tokens one
-            model classifies as increasing:
-            `classify_tokens(tl).filter(model == "m", trend == "increasing")
-            .select("doc_id", "token_index", pl.lit("m:increasing").alias("token_set"))`.
+            model classifies in each class: `token_sets_by_trend(classify_tokens(tl), "m")`.
     Returns:
         keys + token_set, n_tokens, ppl (exp of the mean loss over the set), val_ppl.
     """

@@ -181,6 +181,10 @@ def test_fractions_by_start_and_token_sets():
         "doc_id", "token_index", pl.lit("small:increasing").alias("token_set"))
     tracked = trajectories.token_set_ppl(frame, sets)
     assert tracked.height == 2 * len(steps) and (tracked["n_tokens"] == 30).all()
+    all_sets = trajectories.token_sets_by_trend(labels, "small")
+    assert set(all_sets["token_set"]) == {"small:" + c for c in trajectories.SHAPE_CLASSES}
+    with pytest.raises(KeyError, match="'tiny'.*'big', 'small'"):
+        trajectories.token_sets_by_trend(labels, "tiny")
     row = tracked.filter((pl.col("model") == "big") & (pl.col("step") == steps[4]))
     assert abs(row["ppl"].item() - np.exp(loss[60:90, 4].astype(np.float32).mean() - 0.5)) < 1e-4
 
