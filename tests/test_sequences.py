@@ -52,6 +52,18 @@ def lm(suite):
     return load_checkpoint(get_suite(suite).checkpoints("tiny-neox-0")[-1])
 
 
+@pytest.fixture(scope="module")
+def opt_lm():
+    from dynamics.checkpoints import CheckpointRef
+    from dynamics.loading import LoadedModel
+    from dynamics.tiny import tiny_opt
+    from tests.helpers import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    ref = CheckpointRef("tiny-opt", "o", 1, 0, 0, source="/nowhere", is_local=True)
+    return LoadedModel(ref, tiny_opt(vocab_size=len(tok), seed=7), tok)
+
+
 def direct_logprob(model, ids: list[int], n_scored: int) -> float:
     """Sum of log p(ids[t] | ids[:t]) over the last n_scored tokens, one plain forward pass."""
     with torch.no_grad():
@@ -65,8 +77,10 @@ def run_eval(lm, path: Path, **opts) -> pl.DataFrame:
     return ev.run(lm)["sequences"]
 
 
+@pytest.mark.parametrize("arch", ["neox", "opt"])
 @pytest.mark.parametrize("prefix", [None, "near quiet rivers"])
-def test_logprobs_match_direct_forward(tmp_path, lm, prefix):
+def test_logprobs_match_direct_forward(request, tmp_path, arch, prefix):
+    lm = request.getfixturevalue({"neox": "lm", "opt": "opt_lm"}[arch])
     path = write_sets(tmp_path / "s.jsonl", fact_rows(prefix))
     out = run_eval(lm, path, batch_tokens=40, chunk_rows=3)  # several batches and head chunks
     assert out.height == 2 * len(FACTS)
