@@ -233,3 +233,11 @@ def test_suite_end_to_end_sequences_and_trajectories(request, tmp_path):
         trajectories.XIA_CLASSES)
     ov = token_overlap.improvement_overlap(store.scan("token-loss"), max_log_ppl_gap=10.0)
     assert ov.height > 0 and ov["jaccard"].is_between(0, 1).all()
+
+
+def test_datasets_source_folder(tmp_path):
+    folder = tmp_path / "facts"
+    folder.mkdir()
+    write_sets(folder / "data.jsonl", fact_rows("near"))
+    frame = load_sequence_sets(str(folder))  # a `datasets` source (local folder, no hub)
+    assert frame.height == 8 and set(frame["prefix"]) == {"near"}
