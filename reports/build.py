@@ -1,0 +1,243 @@
+"""Build the report of a results store: `build_report(store_dir, out_dir) -> index.html`.
+
+Each section reads the store tables it needs, aggregates them with stats/
+functions (validation ppl, class fractions, set log-probs, ...), and draws
+them with the chart builders. A table that is missing or empty turns into a
+note saying which table (and which evaluator writes it) is missing, so an
+empty or partial store still gives a report. Stats modules that this
+installation lacks are skipped the same way.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+
+from evals.schema import KEY_COLUMNS
+from evals.store import Store
+from reports import charts, mechanism_charts
+from reports.html import Section, write_html
+from stats import hallucination, trajectories
+from stats.perplexity import validation_ppl
+
+log = logging.getLogger(__name__)
+KEYS = list(KEY_COLUMNS)
+MAX_HEATMAPS = 12
+MAX_BEHAVIORS = 16
+WRITER = {"token-loss": "token-loss", "sequences": "sequences", "bigbench-mc": "bigbench-mc",
+          "circuit-summary": "circuits", "circuit-edges": "circuits", "components": "circuits"}
+
+
+def _missing(table: str) -> str:
+    return (f"No `{table}` table in this store (written by the `{WRITER.get(table, table)}` "
+            "evaluator); this section is empty.")
+
+
+def _optional(module: str, attr: str) -> Callable | None:
+    """A stats function if this installation has it (stats modules land independently)."""
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError):
+        return None
+
+
+class Context:
+    """The store plus values shared by sections (validation ppl is everyone's x-axis)."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.tables = set(store.tables())
+        self.ppl = (validation_ppl(store.scan("token-loss")) if "token-loss" in self.tables
+                    else None)
+
+    def with_ppl(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """`frame` with the checkpoint's val_ppl joined on the keys (null when unknown)."""
+        if self.ppl is None:
+            return frame.with_columns(pl.lit(None, pl.Float64).alias("val_ppl"))
+        return frame.join(self.ppl.select(*KEYS, "val_ppl"), on=KEYS, how="left")
+
+
+def ppl_section(ctx: Context) -> Section:
+    sec = Section("Validation perplexity")
+    if ctx.ppl is None:
+        sec.notes.append(_missing("token-loss") + " Every other figure uses validation "
+                         "perplexity as its x-axis, so they are empty too.")
+        return sec
+    sec.charts.append(("ppl_vs_tokens", charts.ppl_vs_tokens(ctx.ppl)))
+    sec.tables.append(("Validation perplexity per checkpoint",
+                       ctx.ppl.select(*KEYS, "n_tokens", "val_ppl")))
+    return sec
+
+
+def behavior_table(ctx: Context) -> pl.DataFrame | None:
+    """Behavior rows (keys, behavior, value, n_trials, val_ppl) from the stats providers."""
+    collect = _optional("stats.behaviors", "behavior_table")
+    if collect is not None:
+        return collect(ctx.store)
+    parts = [f(ctx.store) for f in (hallucination.behaviors, trajectories.behaviors)]
+    parts = [p for p in parts if p is not None and not p.is_empty()]
+    if not parts:
+        return None
+    return ctx.with_ppl(pl.concat(parts, how="diagonal_relaxed"))
+
+
+def behaviors_section(ctx: Context) -> Section:
+    sec = Section("Behaviors vs validation perplexity, tokens and FLOPs")
+    table = behavior_table(ctx)
+    if table is None or table.is_empty():
+        sec.notes.append("No behaviors: the store has no sequences, token-loss or "
+                         "bigbench-mc results to derive them from.")
+        return sec
+    names = sorted(table["behavior"].unique())
+    if len(names) > MAX_BEHAVIORS:
+        sec.notes.append(f"{len(names)} behaviors; showing the first {MAX_BEHAVIORS}.")
+    for name in names[:MAX_BEHAVIORS]:
+        slug = "".join(c if c.isalnum() else "_" for c in name)
+        sec.charts.append((f"behavior_{slug}", charts.behavior_panels(table, name)))
+    sec.notes.append("Fitted curves and the regression verdicts appear once stats.regression "
+                     "is available in this installation." if _optional(
+                         "stats.regression", "fit_curves") is None else "")
+    sec.notes = [n for n in sec.notes if n]
+    return sec
+
+
+def trajectories_section(ctx: Context) -> Section:
+    sec = Section("Token trajectory classes (Xia et al. 2023)")
+    if "token-loss" not in ctx.tables:
+        sec.notes.append(_missing("token-loss"))
+        return sec
+    fracs = trajectories.class_fractions(ctx.store.scan("token-loss"))
+    if fracs.is_empty():
+        sec.notes.append("Too few checkpoints per model to classify token trajectories "
+                         "(a window needs at least 3).")
+        return sec
+    sec.charts.append(("class_fractions_vs_ppl", charts.class_fractions_vs_ppl(fracs)))
+    return sec
+
+
+def sequences_section(ctx: Context) -> Section:
+    sec = Section("Factual vs hallucinated sequences")
+    if "sequences" not in ctx.tables:
+        sec.notes.append(_missing("sequences"))
+        return sec
+    seqs = ctx.store.read("sequences")
+    sec.charts.append(("set_logprob_vs_ppl",
+                       charts.set_logprob_vs_ppl(ctx.with_ppl(hallucination.set_logprobs(seqs)))))
+    if {"factual", "hallucinated"} <= set(seqs["set"].unique()):
+        gap = ctx.with_ppl(hallucination.hallucination_gap(seqs))
+        sec.charts.append(("hallucination_gap_vs_ppl", charts.gap_vs_ppl(gap)))
+    else:
+        sec.notes.append("The sequences table lacks a factual or a hallucinated set; "
+                         "no hallucination gap.")
+    return sec
+
+
+def bigbench_section(ctx: Context) -> Section:
+    sec = Section("BIG-bench multiple choice")
+    if "bigbench-mc" not in ctx.tables:
+        sec.notes.append(_missing("bigbench-mc"))
+        return sec
+    per_task = _optional("stats.bigbench", "task_accuracy")
+    macro = _optional("stats.bigbench", "macro_accuracy")
+    if per_task is None or macro is None:
+        sec.notes.append("stats.bigbench (task_accuracy, macro_accuracy) is not available; "
+                         "accuracy charts skipped.")
+        return sec
+    table = ctx.store.read("bigbench-mc")
+    sec.charts.append(("bigbench_macro_vs_ppl",
+                       charts.bigbench_macro_vs_ppl(ctx.with_ppl(macro(table)))))
+    sec.charts.append(("bigbench_tasks_vs_ppl",
+                       charts.bigbench_tasks_vs_ppl(ctx.with_ppl(per_task(table)))))
+    return sec
+
+
+def circuits_section(ctx: Context) -> Section:
+    sec = Section("Circuits (Tigges et al. 2024)")
+    if "circuit-summary" not in ctx.tables:
+        sec.notes.append(_missing("circuit-summary"))
+    else:
+        summary = ctx.store.read("circuit-summary")
+        sec.charts.append(("circuit_size", mechanism_charts.circuit_size_over_tokens(summary)))
+    jaccard = _optional("stats.circuits", "circuit_jaccard")
+    if "circuit-edges" in ctx.tables and jaccard is not None:
+        sim = jaccard(ctx.store.read("circuit-edges"))
+        sec.charts.append(("circuit_jaccard", mechanism_charts.jaccard_over_tokens(sim)))
+    elif "circuit-edges" in ctx.tables:
+        sec.notes.append("stats.circuits (circuit_jaccard) is not available; no Jaccard chart.")
+    return sec
+
+
+def components_section(ctx: Context) -> Section:
+    sec = Section("Attention-head components")
+    if "components" not in ctx.tables:
+        sec.notes.append(_missing("components"))
+        return sec
+    comps = ctx.store.read("components")
+    pairs = comps.select("model", "params", "kind").unique().sort("params", "model", "kind")
+    if pairs.height > MAX_HEATMAPS:
+        sec.notes.append(f"{pairs.height} model x score heatmaps; showing the first "
+                         f"{MAX_HEATMAPS} (smallest models first).")
+    for model, _, kind in pairs.head(MAX_HEATMAPS).iter_rows():
+        slug = "".join(c if c.isalnum() else "_" for c in f"{model}_{kind}")
+        sec.charts.append((f"heatmap_{slug}", mechanism_charts.component_heatmap(
+            comps, kind, model)))
+    return sec
+
+
+SECTIONS = (ppl_section, behaviors_section, trajectories_section, sequences_section,
+            bigbench_section, circuits_section, components_section)
+
+
+def _store_section(ctx: Context) -> Section:
+    sec = Section("Store contents")
+    counts = [(t, len(ctx.store.parts(t))) for t in sorted(ctx.tables)]
+    sec.tables.append(("Tables (parquet parts = table x checkpoint)",
+                       pl.DataFrame(counts, schema={"table": pl.String, "parts": pl.Int64},
+                                    orient="row")))
+    failures = ctx.store.failures()
+    if not failures.is_empty():
+        sec.tables.append(("Recorded failures", failures))
+    return sec
+
+
+def build_sections(store_dir: str | Path, strict: bool = False) -> list[Section]:
+    """Every report section for a store (a failing section becomes a note unless `strict`)."""
+    ctx = Context(Store(store_dir))
+    out = []
+    for make in SECTIONS:
+        try:
+            out.append(make(ctx))
+        except Exception as err:  # noqa: BLE001 - one broken section must not hide the rest
+            if strict:
+                raise
+            log.exception("report section %s failed", make.__name__)
+            title = make.__name__.removesuffix("_section").replace("_", " ")
+            out.append(Section(title, notes=[f"This section failed: {type(err).__name__}: "
+                                             f"{err}"]))
+    out.append(_store_section(ctx))
+    return out
+
+
+def build_report(store_dir: str | Path, out_dir: str | Path, *, images: bool = True,
+                 strict: bool = False) -> Path:
+    """Write the offline HTML report of a results store; return the path of index.html.
+
+    Args:
+        store_dir: the results store (the `output` of a batch).
+        out_dir: where index.html, vega-bundle.js and the PNG/SVG files go.
+        images: also write a PNG and an SVG of every chart.
+        strict: raise when a section fails instead of reporting the error in the page.
+
+    Raises:
+        FileNotFoundError: `store_dir` does not exist.
+    """
+    store_dir = Path(store_dir)
+    if not store_dir.is_dir():
+        raise FileNotFoundError(f"no results store at {store_dir}")
+    sections = build_sections(store_dir, strict=strict)
+    return write_html(sections, out_dir, title="Training dynamics report",
+                      subtitle=f"store: {store_dir.resolve()}", images=images)

@@ -1,0 +1,252 @@
+"""Chart builders and report assembly: assertions on chart specs (to_dict), not pixels."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from evals.schema import KEY_COLUMNS, table_schema
+from evals.store import Store
+from reports import charts, mechanism_charts
+from reports.build import build_report, build_sections
+from reports.html import Section, frame_to_html, write_html
+
+KEYS = list(KEY_COLUMNS)
+MODELS = (("toy-s", 1_000), ("toy-l", 8_000), ("toy-m", 3_000))
+STEPS = (0, 10, 30, 100, 300)
+
+
+def _key(model: str, params: int, step: int) -> dict:
+    tokens = step * 512
+    return {"family": "toy", "model": model, "params": params, "step": step,
+            "tokens_seen": tokens, "flops": 6.0 * params * tokens}
+
+
+def _part(table: str, key: dict, own: dict) -> pl.DataFrame:
+    n = len(next(iter(own.values())))
+    frame = pl.DataFrame({**{k: [v] * n for k, v in key.items()}, **own})
+    return frame.cast(dict(table_schema(table))).select(list(table_schema(table)))
+
+
+def synthetic_store(root: Path, tables=("token-loss", "sequences", "components",
+                                        "circuit-summary"), seed: int = 0) -> Path:
+    """A small store with every checkpoint of MODELS x STEPS: losses fall with step and size."""
+    rng = np.random.default_rng(seed)
+    store = Store(root)
+    for model, params, in MODELS:
+        for step in STEPS:
+            key = _key(model, params, step)
+            level = 5.0 / (1 + np.log1p(step) * np.log10(params) / 6)
+            if "token-loss" in tables:
+                loss = np.clip(level + rng.normal(0, 0.5, 60), 0.01, None)
+                store.write("token-loss", _part("token-loss", key, {
+                    "doc_id": [i // 20 for i in range(60)], "token_index": [i % 20 for i in range(60)],
+                    "token_id": list(range(60)), "loss_nats": loss.tolist()}))
+            if "sequences" in tables:
+                n = 6
+                fact = (-level * 5 + rng.normal(0, 0.3, n)).tolist()
+                hall = (-level * 5 - np.log1p(step) / 3 + rng.normal(0, 0.3, n)).tolist()
+                store.write("sequences", _part("sequences", key, {
+                    "set": ["factual"] * n + ["hallucinated"] * n,
+                    "pair_id": [f"p{i}" for i in range(n)] * 2,
+                    "logprob_nats": fact + hall, "n_tokens": [5] * (2 * n)}))
+            if "components" in tables:
+                heads = [(a, b) for a in range(2) for b in range(4)]
+                store.write("components", _part("components", key, {
+                    "layer": [a for a, _ in heads], "head": [b for _, b in heads],
+                    "kind": ["induction"] * len(heads),
+                    "score": rng.uniform(0, 1, len(heads)).tolist()}))
+            if "circuit-summary" in tables:
+                store.write("circuit-summary", _part("circuit-summary", key, {
+                    "task": ["ioi"], "metric_clean": [1.0], "metric_corrupted": [0.1],
+                    "circuit_edges": [int(50 + step // 3)], "faithfulness": [0.8]}))
+    return root
+
+
+# -- chart specs ------------------------------------------------------------------
+
+
+def _ppl_frame() -> pl.DataFrame:
+    rows = [{**_key(m, p, s), "val_ppl": 100.0 / (1 + s) + 1000 / p}
+            for m, p in MODELS for s in STEPS]
+    return pl.DataFrame(rows)
+
+
+def _dataset(spec: dict) -> list[dict]:
+    """The inlined rows of a single-dataset spec."""
+    (rows,) = spec["datasets"].values()
+    return rows
+
+
+def test_ppl_vs_tokens_log_axes_size_order_and_no_zero_tokens():
+    spec = charts.ppl_vs_tokens(_ppl_frame()).to_dict()
+    enc = spec["encoding"]
+    assert enc["x"]["field"] == "tokens_seen" and enc["x"]["scale"]["type"] == "log"
+    assert enc["y"]["field"] == "val_ppl" and enc["y"]["scale"]["type"] == "log"
+    assert enc["color"]["sort"] == ["toy-s", "toy-m", "toy-l"]  # by params, not by name
+    rows = _dataset(spec)
+    assert all(r["tokens_seen"] > 0 for r in rows)  # step 0 cannot sit on a log axis
+    assert len(rows) == len(MODELS) * (len(STEPS) - 1)
+    assert spec["params"][0]["select"]["fields"] == ["model"]
+    assert spec["params"][0]["bind"] == "legend"
+    assert "val_ppl" in [t["field"] for t in enc["tooltip"]]
+
+
+def test_behavior_panels_ppl_axis_is_log_and_reversed_and_shares_y():
+    frame = _ppl_frame().with_columns(pl.lit("acc").alias("behavior"),
+                                      (1 / pl.col("val_ppl")).alias("value"))
+    frame = pl.concat([frame, frame.with_columns(pl.lit("other").alias("behavior"))])
+    spec = charts.behavior_panels(frame, "acc").to_dict()
+    assert len(spec["hconcat"]) == 3
+    xs = [p["layer"][0]["encoding"]["x"] for p in spec["hconcat"]]
+    assert [x["field"] for x in xs] == ["val_ppl", "tokens_seen", "flops"]
+    assert xs[0]["scale"] == {"type": "log", "reverse": True}
+    assert all(x["scale"]["type"] == "log" and not x["scale"]["reverse"] for x in xs[1:])
+    assert spec["resolve"]["scale"]["y"] == "shared"
+    for rows in spec["datasets"].values():
+        assert {r["behavior"] for r in rows} == {"acc"}
+
+
+def test_behavior_vs_axis_draws_fitted_curves_dashed():
+    frame = _ppl_frame().with_columns(pl.lit("acc").alias("behavior"),
+                                      (1 / pl.col("val_ppl")).alias("value"))
+    curves = pl.DataFrame({"model": ["toy-s"] * 3, "val_ppl": [50.0, 20.0, 5.0],
+                           "fitted": [0.1, 0.2, 0.3]})
+    spec = charts.behavior_vs_axis(frame, "acc", "val_ppl", curves).to_dict()
+    fit = spec["layer"][1]
+    assert fit["mark"]["strokeDash"] == [6, 3]
+    assert fit["encoding"]["y"]["field"] == "fitted"
+    assert len(spec["datasets"][fit["data"]["name"]]) == 3
+
+
+def test_builders_name_missing_columns():
+    with pytest.raises(charts.ChartDataError, match=r"lacks columns \['val_ppl'\]"):
+        charts.ppl_vs_tokens(_ppl_frame().drop("val_ppl"))
+    with pytest.raises(ValueError, match="fitted"):
+        charts.behavior_vs_axis(_ppl_frame().with_columns(pl.lit("a").alias("behavior"),
+                                                          pl.lit(1.0).alias("value")),
+                                "a", curves=pl.DataFrame({"model": ["x"], "val_ppl": [1.0]}))
+
+
+def test_class_fractions_facets_models_by_size():
+    frame = _ppl_frame().join(pl.DataFrame({"trend": ["decreasing", "stagnant"],
+                                            "fraction": [0.7, 0.3]}), how="cross")
+    spec = charts.class_fractions_vs_ppl(frame).to_dict()
+    assert spec["facet"]["field"] == "model"
+    assert spec["facet"]["sort"] == ["toy-s", "toy-m", "toy-l"]
+    enc = spec["spec"]["encoding"]
+    assert enc["x"]["scale"]["reverse"] is True and enc["color"]["field"] == "trend"
+
+
+def test_set_logprob_and_gap_charts(tmp_path):
+    ctx_sections = build_sections(synthetic_store(tmp_path, ("token-loss", "sequences")),
+                                  strict=True)
+    seq = next(s for s in ctx_sections if s.title.startswith("Factual"))
+    specs = {name: c.to_dict() for name, c in seq.charts}
+    lp = specs["set_logprob_vs_ppl"]
+    assert lp["encoding"]["strokeDash"]["field"] == "set"
+    assert {r["set"] for r in _dataset(lp)} == {"factual", "hallucinated"}
+    gap = specs["hallucination_gap_vs_ppl"]
+    band = gap["layer"][0]["encoding"]
+    assert band["y"]["field"] == "ci_low" and band["y2"]["field"] == "ci_high"
+    rows = gap["datasets"][gap["layer"][1]["data"]["name"]]
+    assert len(rows) == len(MODELS) * len(STEPS)
+    assert all(r["ci_low"] <= r["gap"] <= r["ci_high"] for r in rows)
+
+
+def test_bigbench_charts():
+    acc = _ppl_frame().join(pl.DataFrame({"task": ["a", "b"]}), how="cross").with_columns(
+        pl.lit(0.5).alias("accuracy"), pl.lit(0.25).alias("random_baseline"))
+    per_task = charts.bigbench_tasks_vs_ppl(acc).to_dict()
+    assert per_task["facet"]["field"] == "task"
+    macro = charts.bigbench_macro_vs_ppl(acc.filter(pl.col("task") == "a")).to_dict()
+    rule = macro["layer"][1]
+    assert rule["mark"]["type"] == "rule"
+    assert macro["datasets"][rule["data"]["name"]] == [{"y": 0.25}]
+
+
+def test_mechanism_charts():
+    comp = pl.concat([_ppl_frame().with_columns(pl.lit(a).alias("layer"), pl.lit(b).alias("head"))
+                      for a in (1, 0) for b in (1, 0)]).with_columns(
+        pl.lit("induction").alias("kind"), pl.lit(0.5).alias("score"))
+    heat = mechanism_charts.component_heatmap(comp, "induction", "toy-m").to_dict()
+    assert heat["mark"]["type"] == "rect"
+    assert heat["encoding"]["y"]["sort"] == ["L0.H0", "L0.H1", "L1.H0", "L1.H1"]
+    assert heat["encoding"]["x"]["field"] == "step"
+    assert {r["model"] for r in _dataset(heat)} == {"toy-m"}
+    summary = _ppl_frame().with_columns(pl.lit("ioi").alias("task"),
+                                        pl.lit(40).alias("circuit_edges"))
+    size = mechanism_charts.circuit_size_over_tokens(summary).to_dict()
+    assert size["spec"]["encoding"]["x"]["scale"]["type"] == "log"
+    sim = summary.with_columns(pl.lit(0.5).alias("jaccard"))
+    jac = mechanism_charts.jaccard_over_tokens(sim).to_dict()
+    assert jac["spec"]["encoding"]["y"]["scale"]["domain"] == [0, 1]
+    points = pl.DataFrame({"model": ["a", "b"], "params": [1, 2], "behavior": ["x", "x"],
+                           "tokens_seen": [1000, None]})
+    em = mechanism_charts.emergence_points(points).to_dict()
+    assert [r["model"] for r in _dataset(em)] == ["a"]  # never emerged: not drawn
+
+
+# -- report assembly ---------------------------------------------------------------
+
+
+def _spec_blocks(page: str) -> dict[str, dict]:
+    blocks = re.findall(r'<script type="application/json" id="spec-([^"]+)">(.*?)</script>',
+                        page, flags=re.S)
+    return {name: json.loads(text) for name, text in blocks}
+
+
+def test_report_from_full_store_is_offline_and_has_every_chart(tmp_path):
+    store = synthetic_store(tmp_path / "store")
+    index = build_report(store, tmp_path / "out", images=False, strict=True)
+    page = index.read_text()
+    specs = _spec_blocks(page)
+    assert {"ppl_vs_tokens", "class_fractions_vs_ppl", "set_logprob_vs_ppl",
+            "hallucination_gap_vs_ppl", "circuit_size"} <= set(specs)
+    assert any(n.startswith("heatmap_toy-s") or n.startswith("heatmap_toy_s") for n in specs)
+    assert any(n.startswith("behavior_") for n in specs)
+    assert f'data-views-expected="{len(specs)}"' in page
+    assert not re.search(r'src="https?://', page)  # no CDN: the bundle ships beside the page
+    assert (tmp_path / "out" / "vega-bundle.js").stat().st_size > 100_000
+    assert max(len(json.dumps(s)) for s in specs.values()) < 200_000
+
+
+def test_empty_store_report_says_what_is_missing(tmp_path):
+    (tmp_path / "store").mkdir()
+    index = build_report(tmp_path / "store", tmp_path / "out", images=False, strict=True)
+    page = index.read_text()
+    for table in ("token-loss", "sequences", "bigbench-mc", "circuit-summary", "components"):
+        assert f"No `{table}` table" in page
+    assert 'data-views-expected="0"' in page
+
+
+def test_missing_store_raises(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no results store"):
+        build_report(tmp_path / "nope", tmp_path / "out")
+
+
+def test_png_and_svg_written_per_chart(tmp_path):
+    chart = charts.ppl_vs_tokens(_ppl_frame())
+    index = write_html([Section("ppl", charts=[("ppl", chart)])], tmp_path, images=True)
+    assert (tmp_path / "ppl.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    svg = (tmp_path / "ppl.svg").read_text()
+    assert svg.lstrip().startswith("<svg") and "toy-l" in svg
+    assert 'href="ppl.png"' in index.read_text()
+
+
+def test_duplicate_chart_names_rejected(tmp_path):
+    chart = charts.ppl_vs_tokens(_ppl_frame())
+    with pytest.raises(ValueError, match=r"repeated: \['a'\]"):
+        write_html([Section("x", charts=[("a", chart), ("a", chart)])], tmp_path, images=False)
+
+
+def test_frame_to_html_escapes_and_truncates():
+    frame = pl.DataFrame({"name": ["<b>", "x"], "v": [1.234567, None]})
+    out = frame_to_html(frame, max_rows=1)
+    assert "<td>&lt;b&gt;</td>" in out and "<td><b></td>" not in out
+    assert "1.235" in out and "first 1 of 2 rows" in out
