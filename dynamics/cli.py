@@ -3,6 +3,7 @@
 Verbs are thin wrappers of Python functions:
     dynamics suites [--steps NAME]        list suites, models, and a model's revisions
     dynamics run batch.toml [key=value]   run an evaluation batch (resumable)
+    dynamics report RESULTS --out DIR     offline HTML report (charts, PNG/SVG, tables)
 """
 
 from __future__ import annotations
@@ -55,6 +56,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if result.failed else 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from reports.build import build_report
+
+    index = build_report(args.results, args.out, images=not args.no_images)
+    print(f"report: {index}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dynamics", description=__doc__.split("\n")[0])
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -71,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--retry-failed", action="store_true", help="retry units recorded as failed")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     r.set_defaults(func=cmd_run)
+
+    rp = sub.add_parser("report", help="write the offline HTML report of a results store")
+    rp.add_argument("results", help="the results store (a batch's output folder)")
+    rp.add_argument("--out", required=True, help="folder for index.html and chart files")
+    rp.add_argument("--no-images", action="store_true", help="skip the PNG/SVG of each chart")
+    rp.set_defaults(func=cmd_report)
     return p
 
 
