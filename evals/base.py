@@ -28,6 +28,7 @@ import polars as pl
 EVALUATORS: dict[str, str] = {
     "token-loss": "evals.token_loss:TokenLoss",
     "sequences": "evals.sequences:Sequences",
+    "circuits": "evals.circuits.evaluator:Circuits",
 }
 
 
