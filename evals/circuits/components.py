@@ -1,0 +1,83 @@
+"""Per-head component scores (Tigges et al. `get_induction_scores`, copy scores).
+
+Attention-pattern scores on `n_seqs` sequences of `seq_len` random token ids
+repeated twice (no BOS): the mean, over the second copy's query positions, of
+the attention each head puts on one offset diagonal:
+
+- `induction`: key = query - (seq_len - 1) (the token after the earlier copy),
+- `previous-token`: key = query - 1,
+- `duplicate-token`: key = query - seq_len (the earlier copy of the same token).
+
+Example, seq_len = 4, tokens [a b c d a b c d] (positions 0..7): the query at
+position 5 (b) has induction key 2 (c), previous-token key 4 (a), duplicate key 1 (b).
+
+`copy` (name movers, Wang et al.): the residual stream after block 0 at the
+IO / S1 / S2 name positions of IOI prompts goes through each head's OV circuit
+alone (the head's pre-LN, v projection and its W_O slice, computed as the
+head's output on a one-token sequence, where it can only attend to itself)
+and the unembedding (no final LN); score = fraction of (prompt, position)
+where the name is in the top 5 logits. Needs single-token names, so it is
+skipped (no rows) for tokenizers without them.
+
+Not implemented: successor heads (Gould et al.), copy suppression (CSPA),
+S2-inhibition path patching.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+from evals.circuits.model_surgery import graph_forward
+from evals.circuits.tasks import ioi
+
+KINDS = ("induction", "previous-token", "duplicate-token", "copy")
+
+
+@torch.no_grad()
+def attention_scores(adapter, vocab: tuple[int, int], *, n_seqs: int = 8, seq_len: int = 50,
+                     seed: int = 0) -> dict[str, torch.Tensor]:
+    """{kind: (layer, head) float tensor} for induction, previous-token, duplicate-token."""
+    lo, hi = vocab
+    rng = random.Random(seed)
+    ids = [[rng.randrange(lo, hi) for _ in range(seq_len)] for _ in range(n_seqs)]
+    device = next(adapter.model.parameters()).device
+    x = torch.tensor([s + s for s in ids], device=device)
+    patterns = torch.stack(graph_forward(adapter, x).patterns)  # (layer, b, head, q, k)
+    queries = torch.arange(seq_len, 2 * seq_len, device=device)
+    out = {}
+    for kind, offset in (("induction", seq_len - 1), ("previous-token", 1),
+                         ("duplicate-token", seq_len)):
+        diag = patterns[:, :, :, queries, queries - offset]  # (layer, b, head, q)
+        out[kind] = diag.float().mean(dim=(1, 3)).cpu()
+    return out
+
+
+@torch.no_grad()
+def copy_scores(adapter, tokenizer, *, n_prompts: int = 20, top_k: int = 5,
+                seed: int = 0) -> torch.Tensor | None:
+    """(layer, head) fraction of name positions whose name is in the head's OV top-k, or None."""
+    task = ioi(tokenizer, n_prompts, seed)
+    if task.n_kept == 0:
+        return None
+    device = next(adapter.model.parameters()).device
+    rows, names = [], []
+    for prompt, (io,), (s,) in zip(task.clean, task.correct, task.incorrect, strict=True):
+        ids = torch.tensor([prompt], device=device)
+        hidden = adapter.model(ids, output_hidden_states=True).hidden_states[1][0]  # (pos, d)
+        for pos, tok in enumerate(prompt):
+            if tok in (io, s):
+                rows.append(hidden[pos])
+                names.append(tok)
+    x = torch.stack(rows)[:, None, None, None, :]  # (n, pos=1, 1, 1, d)
+    H = adapter.n_heads
+    x = x.expand(-1, 1, 3, H, -1)
+    head = adapter.model.get_output_embeddings()
+    target = torch.tensor(names, device=device)
+    out = torch.zeros(adapter.n_layers, H)
+    for layer in range(adapter.n_layers):
+        z = adapter.attn(layer, x)[0][:, 0]  # (n, H, d)
+        top = head(z).topk(top_k, dim=-1).indices  # (n, H, k)
+        out[layer] = (top == target[:, None, None]).any(-1).float().mean(0).cpu()
+    return out

@@ -1,0 +1,187 @@
+"""The `circuits` evaluator: EAP-IG circuits per task and head component scores.
+
+Per checkpoint and task: build the clean/corrupted pairs (cached per
+tokenizer), score every edge with EAP-IG (`ig_steps`), find the minimal
+greedy circuit reaching `threshold` faithfulness, and write
+
+- `circuit-edges`: task, edge ("a0.h3->m1", "input->a1.h2<q>"), score, in_circuit,
+- `circuit-summary`: task, metric_clean, metric_corrupted, circuit_edges, faithfulness,
+- `components`: layer, head, kind, score (see `evals.circuits.components`).
+
+A task with no usable example for this tokenizer (e.g. no single-token names)
+is skipped and logged, never written as NaN. Task `trigger` reads the toy
+suite's `trigger.jsonl` (`trigger_path`, default `<suite>/data/trigger.jsonl`
+found from the checkpoint folder); task `induction` generates repeated random
+token ids.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import polars as pl
+
+from evals.base import Evaluator, tokenizer_fingerprint
+from evals.circuits import components as comp
+from evals.circuits.attribution import edge_scores
+from evals.circuits.model_surgery import adapter_for, graph_of
+from evals.circuits.search import minimal_circuit
+from evals.circuits.tasks import TASKS, TaskPairs, make_task
+
+log = logging.getLogger(__name__)
+ALL_TASKS = (*TASKS, "trigger")
+
+
+@dataclass(frozen=True)
+class CircuitsOptions:
+    """Options of the `circuits` evaluator.
+
+    Attributes:
+        tasks: any of ioi, greater-than, gender-pronoun, sva, induction, trigger.
+        n_examples: clean/corrupted pairs per task (before tokenizer filtering).
+        ig_steps: EAP-IG interpolation steps m (1 = plain EAP; Tigges used 30).
+        threshold: faithfulness the minimal circuit must reach.
+        faithfulness: "ratio" (Tigges: m(C)/m(model)) or "normalized" (Hanna).
+        search_start: first circuit size tried (edges).
+        search_step: step of the stepped search before the binary search.
+        batch_size: pairs per forward/backward batch.
+        components: head scores to compute (induction, previous-token, duplicate-token, copy).
+        component_seq_len: length of the random sequence repeated twice for attention scores.
+        edges: "all" writes every edge's score, "circuit" only the in-circuit edges.
+        prepend_bos: prepend the tokenizer's BOS to the natural-language task prompts.
+        trigger_path: the toy suite's trigger.jsonl (default: found from the checkpoint).
+        seed: seed of the generated datasets.
+    """
+
+    tasks: tuple[str, ...] = ("ioi", "greater-than", "gender-pronoun", "sva", "induction")
+    n_examples: int = 32
+    ig_steps: int = 30
+    threshold: float = 0.8
+    faithfulness: Literal["ratio", "normalized"] = "ratio"
+    search_start: int = 25
+    search_step: int = 25
+    batch_size: int = 8
+    components: tuple[str, ...] = ("induction", "previous-token", "duplicate-token", "copy")
+    component_seq_len: int = 50
+    edges: Literal["all", "circuit"] = "all"
+    prepend_bos: bool = False
+    trigger_path: str | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        bad = [t for t in self.tasks if t not in ALL_TASKS]
+        if bad:
+            raise ValueError(f"unknown circuit tasks {bad}; allowed: {', '.join(ALL_TASKS)}")
+        bad = [k for k in self.components if k not in comp.KINDS]
+        if bad:
+            raise ValueError(f"unknown component kinds {bad}; allowed: {', '.join(comp.KINDS)}")
+        if self.ig_steps < 1 or self.n_examples < 1 or self.batch_size < 1:
+            raise ValueError("ig_steps, n_examples and batch_size must be >= 1")
+        if not 0 < self.threshold <= 1:
+            raise ValueError(f"threshold {self.threshold} must be in (0, 1]")
+
+
+def load_trigger_task(path: Path, tokenizer, n: int) -> TaskPairs:
+    """TaskPairs from the toy suite's trigger.jsonl (EOS prepended, as in training rows)."""
+    task = TaskPairs("trigger", "logit_diff")
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    enc = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    for line in path.read_text().splitlines()[:n]:
+        row = json.loads(line)
+        good, bad = enc(row["correct"]), enc(row["incorrect"])
+        task.add(eos + enc(row["clean"]), eos + enc(row["corrupted"]), good[:1], bad[:1])
+    return task
+
+
+class Circuits(Evaluator):
+    """EAP-IG circuits and head component scores."""
+
+    name: ClassVar[str] = "circuits"
+    tables: ClassVar[tuple[str, ...]] = ("circuit-edges", "circuit-summary", "components")
+    Options: ClassVar[type] = CircuitsOptions
+
+    def __init__(self, options: CircuitsOptions, base_dir: Path | None = None):
+        super().__init__(options, base_dir)
+        self._tasks: dict[tuple[str, str], TaskPairs] = {}
+
+    def _task(self, name: str, lm, vocab: int) -> TaskPairs:
+        key = (name, tokenizer_fingerprint(lm.tokenizer) if lm.tokenizer is not None else "")
+        if key not in self._tasks:
+            o = self.options
+            if name == "trigger":
+                path = (Path(self.resolve_path(o.trigger_path)) if o.trigger_path else
+                        Path(lm.local_dir or ".").parents[1] / "data" / "trigger.jsonl")
+                if not path.is_file():
+                    raise FileNotFoundError(f"trigger task file {path} not found; set trigger_path")
+                task = load_trigger_task(path, lm.tokenizer, o.n_examples)
+            else:
+                task = make_task(name, lm.tokenizer, o.n_examples, o.seed, vocab, o.prepend_bos)
+            log.info("circuits task %s: %d/%d pairs kept %s", name, task.n_kept,
+                     task.n_candidates, task.notes)
+            self._tasks[key] = task
+        return self._tasks[key]
+
+    def run(self, lm) -> dict[str, pl.DataFrame]:
+        o = self.options
+        adapter = adapter_for(lm.model)
+        g = graph_of(adapter)
+        vocab = lm.model.config.vocab_size
+        if lm.tokenizer is not None:
+            vocab = min(vocab, len(lm.tokenizer))
+        edges, summary = [], []
+        names = [g.edge_name(u, v) for u, v in g.edge_mask.nonzero().tolist()]
+        for name in o.tasks:
+            task = self._task(name, lm, vocab)
+            if task.n_kept == 0:
+                log.warning("circuits: task %s has no usable pairs for this tokenizer (%s); skipped",
+                            name, task.notes)
+                continue
+            scores = edge_scores(adapter, task, ig_steps=o.ig_steps, batch_size=o.batch_size)
+            res = minimal_circuit(adapter, task, scores, threshold=o.threshold,
+                                  start=o.search_start, step=o.search_step,
+                                  batch_size=o.batch_size, faithfulness=o.faithfulness)
+            frame = pl.DataFrame({"task": name, "edge": names,
+                                  "score": scores[g.edge_mask].numpy(),
+                                  "in_circuit": res.in_circuit[g.edge_mask].numpy()})
+            edges.append(frame.filter(pl.col("in_circuit")) if o.edges == "circuit" else frame)
+            summary.append({"task": name, "metric_clean": res.metric_clean,
+                            "metric_corrupted": res.metric_corrupted,
+                            "circuit_edges": res.n_edges, "faithfulness": res.faithfulness})
+        return {"circuit-edges": _concat(edges, "circuit-edges"),
+                "circuit-summary": pl.DataFrame(summary, schema=_own("circuit-summary")),
+                "components": self._components(adapter, lm, vocab)}
+
+    def _components(self, adapter, lm, vocab: int) -> pl.DataFrame:
+        o = self.options
+        scores = {}
+        attn_kinds = [k for k in o.components if k != "copy"]
+        if attn_kinds:
+            low = len(getattr(lm.tokenizer, "all_special_ids", []) or [])
+            att = comp.attention_scores(adapter, (low, vocab), seq_len=o.component_seq_len,
+                                        seed=o.seed)
+            scores.update({k: att[k] for k in attn_kinds})
+        if "copy" in o.components and lm.tokenizer is not None:
+            copy = comp.copy_scores(adapter, lm.tokenizer, seed=o.seed)
+            if copy is not None:
+                scores["copy"] = copy
+        rows = [{"layer": layer, "head": head, "kind": kind, "score": float(t[layer, head])}
+                for kind, t in scores.items()
+                for layer in range(t.shape[0]) for head in range(t.shape[1])]
+        return pl.DataFrame(rows, schema=_own("components"))
+
+
+def _own(table: str) -> pl.Schema:
+    from evals.schema import TABLES
+
+    return TABLES[table]
+
+
+def _concat(frames: list[pl.DataFrame], table: str) -> pl.DataFrame:
+    schema = _own(table)
+    if not frames:
+        return pl.DataFrame(schema=schema)
+    return pl.concat([f.cast(dict(schema)) for f in frames])
