@@ -1,0 +1,277 @@
+"""Token-loss throughput: our evaluator vs a plain HF loop vs lm-eval's rolling loglikelihood.
+
+    .venv/bin/python -m bench.bench_token_loss --quick   # ~2 min on 2 idle cores
+    .venv/bin/python -m bench.bench_token_loss           # full run
+
+Same random-init Pythia-shaped GPTNeoX object for all three tools (70m and 14m
+shapes, vocab 50304), same text (the licence texts in /usr/share/common-licenses,
+real English), same locally trained byte-level BPE tokenizer. Reports tokens/s,
+speed ratios, and MFU = 2 * params(excluding the input embedding) * tokens/s
+divided by the fp32 2048^3 matmul rate measured at the start of the same run.
+
+Agreement: lm-eval scores each document on its own behind an EOT prefix in
+windows of `max_length` tokens that each predict `max_length` tokens; our
+evaluator scores one EOS-joined stream in windows of `context` tokens that
+each predict `context - 1` tokens. With our stream = [EOS] + document and
+lm-eval's max_length = context - 1, every token is predicted from exactly the
+same context by both (worked example, context 4, document t0..t6: ours
+windows [EOS t0 t1 t2], [t2 t3 t4 t5], [t5 t6 EOS] score t0-t2 | t3-t5 | t6;
+lm-eval windows of 3: [EOT t0 t1], [t2 t3 t4], [t5] (+ t4 as context) score
+t0-t2 | t3-t5 | t6). lm-eval returns only the document total, so we compare
+totals (as mean per-token difference); the plain HF loop is compared per token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bench._common import (build_model, licence_texts, licence_tokenizer, matmul_ceiling,
+                           matmul_params, maxrss_mb, run_child, table, write_jsonl)
+from dynamics.checkpoints import CheckpointRef
+from dynamics.loading import LoadedModel
+from evals.token_loss import TokenLoss, TokenLossOptions, TokenStream, window_starts
+
+
+def loaded(model, tokenizer, shape: str) -> LoadedModel:
+    ref = CheckpointRef("bench", f"neox-{shape}", sum(p.numel() for p in model.parameters()),
+                        0, 0, source="/nonexistent", is_local=True)
+    return LoadedModel(ref=ref, model=model, tokenizer=tokenizer)
+
+
+class EosFirstTokenLoss(TokenLoss):
+    """TokenLoss whose stream starts with EOS, to line up with lm-eval's EOT prefix."""
+
+    def stream(self, tokenizer) -> TokenStream:
+        s = super().stream(tokenizer)
+        eos = np.asarray([tokenizer.eos_token_id], np.int64)
+        return TokenStream(np.concatenate([eos, s.token_ids]), np.concatenate([[-1], s.doc_id]),
+                           np.concatenate([[-1], s.token_index]))
+
+
+def run_ours(ev: TokenLoss, lm) -> tuple[np.ndarray, float]:
+    """Per-token losses (stream order, first token dropped) and seconds, tokenization excluded."""
+    ev.stream(lm.tokenizer)
+    t0 = time.perf_counter()
+    frame = ev.run(lm)["token-loss"]
+    return frame["loss_nats"].to_numpy(), time.perf_counter() - t0
+
+
+def run_plain_hf(model, ids: np.ndarray, context: int) -> tuple[np.ndarray, float]:
+    """One window at a time, full logits, F.cross_entropy: what a user would write."""
+    t0 = time.perf_counter()
+    out = []
+    ids_t = torch.from_numpy(ids)
+    with torch.no_grad():
+        for s in window_starts(len(ids), context):
+            window = ids_t[s: s + context].unsqueeze(0)
+            logits = model(input_ids=window).logits[0]
+            out.append(F.cross_entropy(logits[:-1], window[0, 1:], reduction="none").numpy())
+    return np.concatenate(out), time.perf_counter() - t0
+
+
+def run_lm_eval(model, tokenizer, texts: list[str], max_length: int,
+                batch_size: int) -> tuple[list[float], float]:
+    """lm-eval HFLM.loglikelihood_rolling on the same model object; (per-doc logprob, s)."""
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device="cpu",
+              max_length=max_length, dtype="float32")
+    reqs = [Instance(request_type="loglikelihood_rolling", doc={}, arguments=(t,), idx=i)
+            for i, t in enumerate(texts)]
+    t0 = time.perf_counter()
+    res = lm.loglikelihood_rolling(reqs, disable_tqdm=True)
+    return [float(r) for r in res], time.perf_counter() - t0
+
+
+def docs_for_budget(texts: list[str], tokenizer, budget: int) -> list[str]:
+    """Whole documents (cut on a paragraph) totalling about `budget` tokens, EOS included."""
+    out, n = [], 0
+    for t in texts:
+        paras = t.split("\n\n")
+        doc = []
+        for p in paras:
+            k = len(tokenizer(p + "\n\n", add_special_tokens=False)["input_ids"])
+            if n + k + 1 > budget:
+                break
+            doc.append(p)
+            n += k
+        if doc:
+            out.append("\n\n".join(doc))
+            n += 1
+        if n >= budget - 8:
+            break
+    return out
+
+
+def whole_windows_text(text: str, tokenizer, n_tokens: int) -> str:
+    """A prefix of `text` that tokenizes to exactly its first `n_tokens` tokens.
+
+    lm-eval's last, partial window reaches back a full `max_length` of context,
+    so the agreement document must fill whole windows.
+    """
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    cut = text[: enc["offset_mapping"][n_tokens - 1][1]]
+    if tokenizer(cut, add_special_tokens=False)["input_ids"] != enc["input_ids"][:n_tokens]:
+        raise ValueError(f"the first {n_tokens} tokens of the text do not re-tokenize alone")
+    return cut
+
+
+def agreement(model, tokenizer, lm_model, text: str, context: int, tmp: Path) -> dict:
+    """Max |per-token diff| ours vs plain HF, and mean per-token total diff ours vs lm-eval."""
+    text = whole_windows_text(text, tokenizer, 3 * (context - 1))
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    path = write_jsonl([text], tmp / "agree.jsonl")
+    ev = EosFirstTokenLoss(TokenLossOptions(dataset=str(path), context=context,
+                                            max_tokens=len(ids) + 2, batch_size=4))
+    ours, _ = run_ours(ev, lm_model)
+    ours = ours[:-1]  # drop the EOS build_stream appends after the document
+    stream = np.asarray([tokenizer.eos_token_id] + ids, np.int64)
+    plain, _ = run_plain_hf(model, stream, context)
+    (lme,), _ = run_lm_eval(model, tokenizer, [text], context - 1, 4)
+    return {"tokens": len(ids), "max_abs_ours_vs_hf": float(np.abs(ours - plain).max()),
+            "mean_diff_ours_vs_lm_eval": abs(-float(ours.astype(np.float64).sum()) - lme)
+            / len(ids)}
+
+
+def bench_shape(shape: str, args, tokenizer, texts, tmp: Path, ceiling: float) -> list[dict]:
+    model = build_model(shape)
+    lm_model = loaded(model, tokenizer, shape)
+    ctx = args.context
+    with torch.inference_mode():  # warm-up (allocator, kernels)
+        model(input_ids=torch.zeros(1, 64, dtype=torch.long))
+    agree = agreement(model, tokenizer, lm_model, texts[0][: args.agree_chars], args.agree_context,
+                      tmp)
+    docs = docs_for_budget(texts, tokenizer, args.tokens)
+    path = write_jsonl(docs, tmp / f"docs-{shape}.jsonl")
+    opts = TokenLossOptions(dataset=str(path), context=ctx, max_tokens=10**9,
+                            batch_size=args.batch_size, chunk_rows=args.chunk_rows)
+    ours, t_ours = run_ours(TokenLoss(opts), lm_model)
+    n = len(ours)
+    rows = [{"tool": "ours (TokenLoss)", "tokens": n, "seconds": t_ours}]
+    if not args.skip_plain:
+        ev = TokenLoss(opts)
+        stream = ev.stream(tokenizer).token_ids
+        plain, t_plain = run_plain_hf(model, stream, ctx)
+        assert np.abs(plain - ours).max() < 1e-4, np.abs(plain - ours).max()
+        rows.append({"tool": "plain HF loop", "tokens": len(plain), "seconds": t_plain})
+    if not args.skip_lm_eval:
+        res, t_lme = run_lm_eval(model, tokenizer, docs, ctx, args.batch_size)
+        n_lme = sum(len(tokenizer(d, add_special_tokens=False)["input_ids"]) for d in docs)
+        rows.append({"tool": "lm-eval rolling", "tokens": n_lme, "seconds": t_lme})
+    flop_per_tok = 2 * matmul_params(model)
+    for r in rows:
+        r["tok/s"] = r["tokens"] / r["seconds"]
+        r["MFU"] = r["tok/s"] * flop_per_tok / (ceiling * 1e9)
+        r["vs ours"] = rows[0]["tok/s"] / r["tok/s"]
+        r.update(shape=shape, **{k: v for k, v in agree.items() if k != "tokens"})
+    print(f"[{shape}] agreement on {agree['tokens']} tokens (context {args.agree_context}): "
+          + json.dumps(agree), flush=True)
+    return rows
+
+
+def memory_child(impl: str, shape: str, vocab: int, batch: int, seq: int, chunk_rows: int) -> None:
+    """Subprocess body: peak RSS of one scoring call (printed as JSON)."""
+    from evals.scoring import token_logprobs
+
+    torch.set_num_threads(2)
+    model = build_model(shape, vocab_size=vocab, max_positions=max(seq, 2048))
+    ids = torch.randint(0, vocab, (batch, seq), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        model(input_ids=ids[:1, :8])
+    base = maxrss_mb()
+    with torch.inference_mode():
+        if impl == "ours":
+            token_logprobs(model, ids, chunk_rows)
+        else:
+            logits = model(input_ids=ids).logits
+            F.cross_entropy(logits[:, :-1].reshape(-1, vocab), ids[:, 1:].reshape(-1),
+                            reduction="none")
+    print(json.dumps({"base_mb": base, "peak_mb": maxrss_mb()}))
+
+
+def memory_grid(quick: bool, chunk_rows: int) -> list[dict]:
+    grid = [(50304, 1, 512), (50304, 4, 512), (50304, 4, 2048), (100608, 4, 512)]
+    if not quick:
+        grid += [(50304, 16, 512), (201216, 4, 512)]
+    rows = []
+    for vocab, batch, seq in grid:
+        r = {"vocab": vocab, "batch x seq": f"{batch} x {seq}"}
+        for impl in ("ours", "full-logits"):
+            m = run_child("bench.bench_token_loss",
+                          ["--memory-child", impl, "14m", str(vocab), str(batch), str(seq),
+                           str(chunk_rows)])
+            r[f"{impl} +MiB"] = round(m["peak_mb"] - m["base_mb"])
+        rows.append(r)
+        print(json.dumps(r), flush=True)
+    return rows
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="small run (~1-2 min on idle cores)")
+    p.add_argument("--shapes", nargs="+", default=["70m", "14m"], choices=["70m", "14m"])
+    p.add_argument("--tokens", type=int, default=None, help="tokens per tool (default 16384)")
+    p.add_argument("--context", type=int, default=None, help="window (default 2048; quick 512)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--chunk-rows", type=int, default=2048)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--skip-plain", action="store_true")
+    p.add_argument("--skip-lm-eval", action="store_true")
+    p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--memory-child", nargs=6, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    args.tokens = args.tokens or (4096 if args.quick else 16384)
+    args.context = args.context or (512 if args.quick else 2048)
+    args.agree_context, args.agree_chars = 128, 6000
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse(argv)
+    if args.memory_child:
+        impl, shape, vocab, batch, seq, chunk = args.memory_child
+        return memory_child(impl, shape, int(vocab), int(batch), int(seq), int(chunk))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(args.threads)
+    ceiling = matmul_ceiling()
+    print(f"matmul ceiling: {ceiling:.0f} GFLOP/s (fp32 2048^3, best of 10, "
+          f"{args.threads} threads)", flush=True)
+    texts = licence_texts()
+    tokenizer = licence_tokenizer()
+    print(f"text: {len(texts)} licence files, tokenizer vocab {len(tokenizer)}", flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for shape in args.shapes:
+            rows += bench_shape(shape, args, tokenizer, texts, Path(tmp), ceiling)
+            print(json.dumps(rows[-1], default=str), flush=True)
+    after = matmul_ceiling()
+    for r in rows:
+        r["seconds"] = f"{r['seconds']:.1f}"
+        r["tok/s"] = f"{r['tok/s']:,.0f}"
+        r["MFU"] = f"{100 * r['MFU']:.0f} %"
+        r["vs ours"] = f"{r['vs ours']:.2f}x"
+        r["max_abs_ours_vs_hf"] = f"{r['max_abs_ours_vs_hf']:.1e}"
+        r["mean_diff_ours_vs_lm_eval"] = f"{r['mean_diff_ours_vs_lm_eval']:.1e}"
+    print(f"\n## Token loss: context {args.context}, batch {args.batch_size}, "
+          f"chunk_rows {args.chunk_rows}, {args.threads} threads, matmul ceiling "
+          f"{ceiling:.0f} GFLOP/s (after: {after:.0f})\n")
+    print(table(rows, ["shape", "tool", "tokens", "seconds", "tok/s", "vs ours", "MFU",
+                       "max_abs_ours_vs_hf", "mean_diff_ours_vs_lm_eval"]))
+    if not args.skip_memory:
+        mem = memory_grid(args.quick, args.chunk_rows)
+        print("\n## Peak RSS above the loaded 14m-shaped model (MiB)\n")
+        print(table(mem, ["vocab", "batch x seq", "ours +MiB", "full-logits +MiB"]))
+
+
+if __name__ == "__main__":
+    main()
