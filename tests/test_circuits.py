@@ -1,0 +1,154 @@
+"""Circuits (issue #6): graph shapes, graph forward, EAP vs brute-force patching, search, stats."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+import torch
+
+from dynamics.tiny import tiny_gpt2, tiny_gpt_neox, tiny_opt
+from evals.circuits.attribution import corrupted_activations, edge_scores, evaluate_circuit
+from evals.circuits.graph import Graph
+from evals.circuits.model_surgery import adapter_for, graph_forward, graph_of
+from evals.circuits.search import circuit_from_order, greedy_order, minimal_circuit, prune_
+from evals.circuits.tasks import induction
+
+BUILDERS = {"neox": tiny_gpt_neox, "opt": tiny_opt, "gpt2": tiny_gpt2}
+
+
+@pytest.mark.parametrize(("layers", "heads", "edges"), [
+    (6, 8, 3_580), (12, 12, 32_347), (24, 16, 231_493), (32, 32, 1_591_857)])
+def test_parallel_edge_counts_match_pythia(layers, heads, edges):
+    g = Graph(layers, heads, parallel=True)
+    assert g.expected_edges() == edges
+    if edges < 300_000:
+        assert g.n_edges == edges
+
+
+@pytest.mark.parametrize(("layers", "heads"), [(2, 4), (12, 12), (3, 5)])
+def test_sequential_edge_counts_match_formula(layers, heads):
+    seq, par = Graph(layers, heads, parallel=False), Graph(layers, heads, parallel=True)
+    assert seq.n_edges == seq.expected_edges()
+    assert seq.n_edges - par.n_edges == layers * heads  # m{l} also reads layer l's heads
+    assert len(seq.src_names) == seq.n_forward and len(seq.dst_names) == seq.n_backward
+
+
+def test_edge_names_follow_eap_ig():
+    g = Graph(2, 2, parallel=True)
+    assert g.edge_name(g.head_src(0, 1), g.mlp_dst(1)) == "a0.h1->m1"
+    assert g.edge_name(0, g.head_dst(1, 0, 0)) == "input->a1.h0<q>"
+    assert g.edge_name(g.mlp_src(1), g.logits_dst) == "m1->logits"
+    assert not g.edge_mask[g.head_src(0, 0), g.mlp_dst(0)]  # parallel: m0 does not read a0
+    assert Graph(2, 2, parallel=False).edge_mask[g.head_src(0, 0), g.mlp_dst(0)]
+
+
+@pytest.mark.parametrize("arch", ["neox", "opt", "gpt2"])
+def test_graph_forward_equals_hf_forward(arch):
+    model = BUILDERS[arch](vocab_size=96, hidden_size=32, num_layers=2, num_heads=4, seed=1)
+    ids = torch.randint(3, 96, (3, 11), generator=torch.Generator().manual_seed(0))
+    adapter = adapter_for(model)
+    with torch.no_grad():
+        ref = model(ids).logits
+        run = graph_forward(adapter, ids)
+    torch.testing.assert_close(run.logits, ref, atol=1e-5, rtol=1e-4)
+    g = graph_of(adapter)
+    assert run.z.shape == (3, 11, g.n_forward, 32)
+    assert g.parallel == (arch == "neox")
+
+
+def _tiny(arch, seed=3):
+    model = BUILDERS[arch](vocab_size=64, hidden_size=32, num_layers=2, num_heads=2, seed=seed)
+    return adapter_for(model), induction((3, 64), 12, seed=seed, seq_len=6)
+
+
+@pytest.mark.parametrize("arch", ["neox", "opt"])
+def test_eap_matches_brute_force_edge_patching(arch):
+    adapter, task = _tiny(arch)
+    g = graph_of(adapter)
+    scores = edge_scores(adapter, task, ig_steps=1, batch_size=6)
+    clean = evaluate_circuit(adapter, task, None, run="clean").mean()
+    full = g.edge_mask.clone()
+    exact = torch.zeros_like(scores)
+    z_corr = corrupted_activations(adapter, task, 16)
+    for u, v in g.edge_mask.nonzero().tolist():
+        circuit = full.clone()
+        circuit[u, v] = False
+        exact[u, v] = clean - evaluate_circuit(adapter, task, circuit, z_corr=z_corr).mean()
+    a, b = scores[g.edge_mask], exact[g.edge_mask]
+    assert torch.corrcoef(torch.stack([a, b]))[0, 1] > 0.9
+    top_a = set(a.abs().topk(5).indices.tolist())
+    top_b = set(b.abs().topk(5).indices.tolist())
+    assert b.abs().argmax().item() in top_a and len(top_a & top_b) >= 3
+
+
+def test_ig_steps_change_scores_but_keep_shape():
+    adapter, task = _tiny("neox")
+    s1 = edge_scores(adapter, task, ig_steps=1, batch_size=12)
+    s3 = edge_scores(adapter, task, ig_steps=3, batch_size=5)  # batching must not matter
+    g = graph_of(adapter)
+    assert s1.dtype == torch.float32 and s3.shape == s1.shape
+    assert (s1[~g.edge_mask] == 0).all() and not torch.equal(s1, s3)
+    assert torch.corrcoef(torch.stack([s1[g.edge_mask], s3[g.edge_mask]]))[0, 1] > 0.5
+
+
+@pytest.mark.parametrize("arch", ["neox", "opt"])
+def test_full_circuit_is_model_and_empty_circuit_is_corrupted(arch):
+    adapter, task = _tiny(arch)
+    g = graph_of(adapter)
+    clean = evaluate_circuit(adapter, task, None, run="clean")
+    corrupted = evaluate_circuit(adapter, task, None, run="corrupted")
+    assert not torch.allclose(clean, corrupted)
+    torch.testing.assert_close(evaluate_circuit(adapter, task, g.edge_mask), clean,
+                               atol=1e-5, rtol=1e-4)
+    empty = torch.zeros_like(g.edge_mask)
+    torch.testing.assert_close(evaluate_circuit(adapter, task, empty), corrupted,
+                               atol=1e-5, rtol=1e-4)
+
+
+def test_greedy_order_grows_from_logits_and_prune_drops_dangling_nodes():
+    g = Graph(2, 2, parallel=True)
+    scores = torch.rand(g.n_forward, g.n_backward, generator=torch.Generator().manual_seed(0))
+    order = greedy_order(scores * g.edge_mask, g)
+    assert len(order) == g.n_edges and len(set(order)) == g.n_edges
+    assert order[0][1] == g.logits_dst
+    assert order[0][0] == int((scores[:, g.logits_dst]).argmax())
+    mask = torch.zeros(g.n_forward, g.n_backward, dtype=torch.bool)
+    mask[g.head_src(1, 0), g.logits_dst] = True  # a1.h0 -> logits, but a1.h0 has no input
+    mask[0, g.mlp_dst(0)] = True  # input -> m0, but m0 feeds nothing
+    assert not prune_(mask, g).any()
+    full = circuit_from_order(order, g.n_edges, g)
+    assert torch.equal(full, g.edge_mask)
+
+
+def test_minimal_circuit_reaches_threshold_and_is_smallest_found():
+    adapter, task = _tiny("neox", seed=5)
+    g = graph_of(adapter)
+    scores = edge_scores(adapter, task, ig_steps=2, batch_size=12)
+    res = minimal_circuit(adapter, task, scores, threshold=0.8, start=4, step=4,
+                          faithfulness="normalized")
+    assert res.faithfulness >= 0.8 and 0 < res.n_edges <= g.n_edges
+    assert res.in_circuit.sum() == res.n_edges and not (res.in_circuit & ~g.edge_mask).any()
+
+
+def _edges_frame():
+    rows = []
+    circuits = {0: {"e1": 2.0, "e2": 1.0}, 10: {"e2": 3.0, "e3": 1.0}, 20: {"e2": 1.0, "e3": 1.0}}
+    for step, circ in circuits.items():
+        for e in ("e1", "e2", "e3", "e4"):
+            rows.append({"family": "f", "model": "m", "params": 10, "step": step,
+                         "tokens_seen": step * 100, "flops": 6000.0 * step, "task": "t",
+                         "edge": e, "score": circ.get(e, 0.5), "in_circuit": e in circ})
+    return pl.DataFrame(rows)
+
+
+def test_jaccard_adjacent_and_to_final():
+    from stats.circuits import circuit_jaccard
+
+    adj = circuit_jaccard(_edges_frame(), "previous")
+    assert adj["step"].to_list() == [10, 20] and adj["ref_step"].to_list() == [0, 10]
+    assert adj["jaccard"].to_list() == pytest.approx([1 / 3, 1.0])
+    assert adj["weighted_jaccard"].to_list() == pytest.approx([1 / 6, 2 / 4])
+    fin = circuit_jaccard(_edges_frame(), "final")
+    assert fin["jaccard"].to_list() == pytest.approx([1 / 3, 1.0, 1.0])
+    with pytest.raises(ValueError, match="previous"):
+        circuit_jaccard(_edges_frame(), "first")
