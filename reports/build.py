@@ -21,7 +21,7 @@ from evals.schema import KEY_COLUMNS
 from evals.store import Store
 from reports import charts, mechanism_charts
 from reports.html import Section, write_html
-from stats import hallucination, trajectories
+from stats import circuits, hallucination, trajectories
 from stats.perplexity import validation_ppl
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,8 @@ def behavior_table(ctx: Context) -> pl.DataFrame | None:
     collect = _optional("stats.behaviors", "behavior_table")
     if collect is not None:
         return collect(ctx.store)
-    parts = [f(ctx.store) for f in (hallucination.behaviors, trajectories.behaviors)]
+    parts = [f(ctx.store) for f in (hallucination.behaviors, trajectories.behaviors,
+                                        circuits.behaviors)]
     parts = [p for p in parts if p is not None and not p.is_empty()]
     if not parts:
         return None
@@ -162,12 +163,19 @@ def circuits_section(ctx: Context) -> Section:
     else:
         summary = ctx.store.read("circuit-summary")
         sec.charts.append(("circuit_size", mechanism_charts.circuit_size_over_tokens(summary)))
-    jaccard = _optional("stats.circuits", "circuit_jaccard")
-    if "circuit-edges" in ctx.tables and jaccard is not None:
-        sim = jaccard(ctx.store.read("circuit-edges"))
+    if "circuit-edges" not in ctx.tables:
+        sec.notes.append(_missing("circuit-edges") + " No circuit similarity chart.")
+        return sec
+    edges = ctx.store.read("circuit-edges")
+    keys = edges.select(KEYS).unique()
+    sim = circuits.circuit_jaccard(edges, reference="final").join(
+        keys, on=["family", "model", "step"], how="left")
+    if sim.is_empty():
+        sec.notes.append("No checkpoint has a circuit to compare with its model's final circuit.")
+    else:
+        sec.notes.append("Jaccard similarity of each checkpoint's circuit edge set with the "
+                         "same model's final circuit (1 = identical edges).")
         sec.charts.append(("circuit_jaccard", mechanism_charts.jaccard_over_tokens(sim)))
-    elif "circuit-edges" in ctx.tables:
-        sec.notes.append("stats.circuits (circuit_jaccard) is not available; no Jaccard chart.")
     return sec
 
 

@@ -13,7 +13,9 @@ import pytest
 from evals.schema import KEY_COLUMNS, table_schema
 from evals.store import Store
 from reports import charts, mechanism_charts
-from reports.build import build_report, build_sections
+from reports import build
+from reports.build import build_report
+from reports import html as html_mod
 from reports.html import Section, frame_to_html, write_html
 
 KEYS = list(KEY_COLUMNS)
@@ -34,7 +36,7 @@ def _part(table: str, key: dict, own: dict) -> pl.DataFrame:
 
 
 def synthetic_store(root: Path, tables=("token-loss", "sequences", "components",
-                                        "circuit-summary"), seed: int = 0) -> Path:
+                                        "circuit-summary", "circuit-edges"), seed: int = 0) -> Path:
     """A small store with every checkpoint of MODELS x STEPS: losses fall with step and size."""
     rng = np.random.default_rng(seed)
     store = Store(root)
@@ -65,6 +67,11 @@ def synthetic_store(root: Path, tables=("token-loss", "sequences", "components",
                 store.write("circuit-summary", _part("circuit-summary", key, {
                     "task": ["ioi"], "metric_clean": [1.0], "metric_corrupted": [0.1],
                     "circuit_edges": [int(50 + step // 3)], "faithfulness": [0.8]}))
+            if "circuit-edges" in tables:
+                edges = [f"a0.h{h}->m1" for h in range(4)] + [f"m0->a1.h{h}" for h in range(4)]
+                store.write("circuit-edges", _part("circuit-edges", key, {
+                    "task": ["ioi"] * 8, "edge": edges, "score": rng.normal(0, 1, 8).tolist(),
+                    "in_circuit": (rng.uniform(0, 1, 8) < 0.6).tolist()}))
     return root
 
 
@@ -144,9 +151,8 @@ def test_class_fractions_facets_models_by_size():
 
 
 def test_set_logprob_and_gap_charts(tmp_path):
-    ctx_sections = build_sections(synthetic_store(tmp_path, ("token-loss", "sequences")),
-                                  strict=True)
-    seq = next(s for s in ctx_sections if s.title.startswith("Factual"))
+    store = Store(synthetic_store(tmp_path, ("token-loss", "sequences")))
+    seq = build.sequences_section(build.Context(store))
     specs = {name: c.to_dict() for name, c in seq.charts}
     lp = specs["set_logprob_vs_ppl"]
     assert lp["encoding"]["strokeDash"]["field"] == "set"
@@ -201,13 +207,22 @@ def _spec_blocks(page: str) -> dict[str, dict]:
     return {name: json.loads(text) for name, text in blocks}
 
 
+@pytest.fixture
+def stub_bundle(monkeypatch):
+    """Skip building the 0.9 MB Vega bundle (seconds) where a test only reads the specs."""
+    monkeypatch.setattr(html_mod, "vega_bundle", lambda: "/* vega bundle stub */")
+
+
+@pytest.mark.slow
 def test_report_from_full_store_is_offline_and_has_every_chart(tmp_path):
     store = synthetic_store(tmp_path / "store")
     index = build_report(store, tmp_path / "out", images=False, strict=True)
     page = index.read_text()
     specs = _spec_blocks(page)
     assert {"ppl_vs_tokens", "class_fractions_vs_ppl", "set_logprob_vs_ppl",
-            "hallucination_gap_vs_ppl", "circuit_size"} <= set(specs)
+            "hallucination_gap_vs_ppl", "circuit_size", "circuit_jaccard"} <= set(specs)
+    jac = _dataset(specs["circuit_jaccard"])
+    assert all(r["tokens_seen"] > 0 and 0 <= r["jaccard"] <= 1 for r in jac)
     assert any(n.startswith("heatmap_toy-s") or n.startswith("heatmap_toy_s") for n in specs)
     assert any(n.startswith("behavior_") for n in specs)
     assert f'data-views-expected="{len(specs)}"' in page
@@ -216,7 +231,18 @@ def test_report_from_full_store_is_offline_and_has_every_chart(tmp_path):
     assert max(len(json.dumps(s)) for s in specs.values()) < 200_000
 
 
-def test_empty_store_report_says_what_is_missing(tmp_path):
+def test_token_loss_only_store_report(tmp_path, stub_bundle):
+    store = synthetic_store(tmp_path / "store", ("token-loss",))
+    page = build_report(store, tmp_path / "out", images=False, strict=True).read_text()
+    specs = _spec_blocks(page)
+    assert {"ppl_vs_tokens", "class_fractions_vs_ppl"} <= set(specs)
+    assert "behavior_frac_decreasing" in specs
+    assert "No `sequences` table" in page and "No `components` table" in page
+    ppl = _dataset(specs["ppl_vs_tokens"])
+    assert {r["model"] for r in ppl} == {m for m, _ in MODELS}
+
+
+def test_empty_store_report_says_what_is_missing(tmp_path, stub_bundle):
     (tmp_path / "store").mkdir()
     index = build_report(tmp_path / "store", tmp_path / "out", images=False, strict=True)
     page = index.read_text()
@@ -230,7 +256,7 @@ def test_missing_store_raises(tmp_path):
         build_report(tmp_path / "nope", tmp_path / "out")
 
 
-def test_png_and_svg_written_per_chart(tmp_path):
+def test_png_and_svg_written_per_chart(tmp_path, stub_bundle):
     chart = charts.ppl_vs_tokens(_ppl_frame())
     index = write_html([Section("ppl", charts=[("ppl", chart)])], tmp_path, images=True)
     assert (tmp_path / "ppl.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -239,7 +265,7 @@ def test_png_and_svg_written_per_chart(tmp_path):
     assert 'href="ppl.png"' in index.read_text()
 
 
-def test_duplicate_chart_names_rejected(tmp_path):
+def test_duplicate_chart_names_rejected(tmp_path, stub_bundle):
     chart = charts.ppl_vs_tokens(_ppl_frame())
     with pytest.raises(ValueError, match=r"repeated: \['a'\]"):
         write_html([Section("x", charts=[("a", chart), ("a", chart)])], tmp_path, images=False)
