@@ -18,6 +18,7 @@ import altair as alt
 import polars as pl
 
 TOOLTIP_KEYS = ("model", "step", "tokens_seen")
+TRAINING_ORDER = alt.Order("step:Q")  # lines join checkpoints in step order, whatever the x
 AXIS_TITLES = {"val_ppl": "validation perplexity", "tokens_seen": "tokens seen",
                "flops": "training FLOPs", "step": "step"}
 
@@ -76,7 +77,8 @@ def ppl_vs_tokens(ppl: pl.DataFrame) -> alt.Chart:
         .mark_line(point=True)
         .encode(x_axis("tokens_seen"),
                 alt.Y("val_ppl:Q", scale=alt.Scale(type="log"), title="validation perplexity"),
-                _model_color(ppl), opacity=alt.condition(pick, alt.value(1.0), alt.value(0.15)),
+                _model_color(ppl), order=TRAINING_ORDER,
+                opacity=alt.condition(pick, alt.value(1.0), alt.value(0.15)),
                 tooltip=_tooltip(ppl, "val_ppl"))
         .add_params(pick)
     )
@@ -108,7 +110,7 @@ def behavior_vs_axis(frame: pl.DataFrame, behavior: str, axis: str = "val_ppl",
     )
     if curves is None or curves.is_empty():
         line = alt.Chart(rows).mark_line(opacity=0.4).encode(
-            x_axis(axis), alt.Y("value:Q"), color, detail="model:N")
+            x_axis(axis), alt.Y("value:Q"), color, detail="model:N", order=TRAINING_ORDER)
         return alt.layer(points, line, title=f"{behavior} vs {AXIS_TITLES[axis]}")
     _need(curves, ("model", axis, "fitted"), "behavior_vs_axis curves")
     fit = alt.Chart(_positive(curves, axis)).mark_line(strokeDash=[6, 3]).encode(
@@ -144,7 +146,7 @@ def class_fractions_vs_ppl(fractions: pl.DataFrame) -> alt.FacetChart:
     return (
         alt.Chart(fractions).mark_line(point=True)
         .encode(x_axis("val_ppl"), alt.Y("fraction:Q", title="fraction of tokens"),
-                alt.Color("trend:N", title="trajectory class"),
+                alt.Color("trend:N", title="trajectory class"), order=TRAINING_ORDER,
                 opacity=alt.condition(pick, alt.value(1.0), alt.value(0.1)),
                 tooltip=_tooltip(fractions, "trend", "fraction", "val_ppl"))
         .add_params(pick).properties(width=220, height=180)
@@ -167,6 +169,7 @@ def set_logprob_vs_ppl(set_lp: pl.DataFrame) -> alt.Chart:
         .mark_line(point=True)
         .encode(x_axis("val_ppl"), alt.Y("logprob_per_token:Q", title="log-prob per token (nats)"),
                 _model_color(set_lp), alt.StrokeDash("set:N", title="set"),
+                order=TRAINING_ORDER,
                 opacity=alt.condition(pick, alt.value(1.0), alt.value(0.15)),
                 tooltip=_tooltip(set_lp, "set", "logprob_per_token", "val_ppl"))
         .add_params(pick)
@@ -184,9 +187,9 @@ def gap_vs_ppl(gap: pl.DataFrame) -> alt.LayerChart:
     color = _model_color(gap)
     band = alt.Chart(gap).mark_area(opacity=0.2).encode(
         x_axis("val_ppl"), alt.Y("ci_low:Q", title="hallucination gap (nats/token)"),
-        alt.Y2("ci_high:Q"), color)
+        alt.Y2("ci_high:Q"), color, order=TRAINING_ORDER)
     line = alt.Chart(gap).mark_line(point=True).encode(
-        x_axis("val_ppl"), alt.Y("gap:Q"), color,
+        x_axis("val_ppl"), alt.Y("gap:Q"), color, order=TRAINING_ORDER,
         tooltip=_tooltip(gap, "gap", "ci_low", "ci_high", "val_ppl"))
     zero = alt.Chart(pl.DataFrame({"y": [0.0]})).mark_rule(color="gray").encode(y="y:Q")
     return alt.layer(band, line, zero, title="Hallucination gap vs validation perplexity")
@@ -204,7 +207,7 @@ def bigbench_macro_vs_ppl(accuracy: pl.DataFrame) -> alt.LayerChart:
     line = (
         alt.Chart(accuracy).mark_line(point=True)
         .encode(x_axis("val_ppl"), alt.Y("accuracy:Q", title="accuracy (macro over tasks)"),
-                _model_color(accuracy),
+                _model_color(accuracy), order=TRAINING_ORDER,
                 opacity=alt.condition(pick, alt.value(1.0), alt.value(0.15)),
                 tooltip=_tooltip(accuracy, "accuracy", "val_ppl"))
         .add_params(pick)
@@ -228,6 +231,7 @@ def bigbench_tasks_vs_ppl(accuracy: pl.DataFrame, columns: int = 4) -> alt.Facet
     return (
         alt.Chart(accuracy).mark_line(point=True)
         .encode(x_axis("val_ppl"), alt.Y("accuracy:Q"), _model_color(accuracy),
+                order=TRAINING_ORDER,
                 opacity=alt.condition(pick, alt.value(1.0), alt.value(0.15)),
                 tooltip=_tooltip(accuracy, "task", "accuracy", "val_ppl"))
         .add_params(pick).properties(width=160, height=120)

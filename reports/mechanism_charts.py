@@ -9,7 +9,8 @@ from __future__ import annotations
 import altair as alt
 import polars as pl
 
-from reports.charts import _legend_selection, _model_color, _need, _positive, _tooltip, x_axis
+from reports.charts import (TRAINING_ORDER, _legend_selection, _model_color, _need, _positive,
+                            _tooltip, x_axis)
 
 
 def circuit_size_over_tokens(summary: pl.DataFrame) -> alt.FacetChart:
@@ -23,7 +24,7 @@ def circuit_size_over_tokens(summary: pl.DataFrame) -> alt.FacetChart:
     return (
         alt.Chart(_positive(summary, "tokens_seen")).mark_line(point=True)
         .encode(x_axis("tokens_seen"), alt.Y("circuit_edges:Q", title="circuit edges"),
-                _model_color(summary),
+                _model_color(summary), order=TRAINING_ORDER,
                 opacity=alt.condition(pick, alt.value(1.0), alt.value(0.15)),
                 tooltip=_tooltip(summary, "task", "circuit_edges", "faithfulness"))
         .add_params(pick).properties(width=240, height=180)
@@ -43,7 +44,7 @@ def jaccard_over_tokens(similarity: pl.DataFrame, value: str = "jaccard") -> alt
         alt.Chart(_positive(similarity, "tokens_seen")).mark_line(point=True)
         .encode(x_axis("tokens_seen"),
                 alt.Y(f"{value}:Q", scale=alt.Scale(domain=[0, 1]), title="Jaccard similarity"),
-                _model_color(similarity),
+                _model_color(similarity), order=TRAINING_ORDER,
                 opacity=alt.condition(pick, alt.value(1.0), alt.value(0.15)),
                 tooltip=_tooltip(similarity, "task", value))
         .add_params(pick).properties(width=240, height=180)

@@ -47,7 +47,8 @@ def synthetic_store(root: Path, tables=("token-loss", "sequences", "components",
             if "token-loss" in tables:
                 loss = np.clip(level + rng.normal(0, 0.5, 60), 0.01, None)
                 store.write("token-loss", _part("token-loss", key, {
-                    "doc_id": [i // 20 for i in range(60)], "token_index": [i % 20 for i in range(60)],
+                    "doc_id": [i // 20 for i in range(60)],
+                    "token_index": [i % 20 for i in range(60)],
                     "token_id": list(range(60)), "loss_nats": loss.tolist()}))
             if "sequences" in tables:
                 n = 6
@@ -102,6 +103,13 @@ def test_ppl_vs_tokens_log_axes_size_order_and_no_zero_tokens():
     assert spec["params"][0]["select"]["fields"] == ["model"]
     assert spec["params"][0]["bind"] == "legend"
     assert "val_ppl" in [t["field"] for t in enc["tooltip"]]
+    assert enc["order"]["field"] == "step"  # lines follow training, not the x sort
+
+
+def test_ppl_lines_follow_steps_even_when_ppl_goes_back_up():
+    frame = _ppl_frame().with_columns(pl.lit("b").alias("behavior"), pl.lit(1.0).alias("value"))
+    for chart in (charts.behavior_vs_axis(frame, "b").to_dict(),):
+        assert chart["layer"][1]["encoding"]["order"]["field"] == "step"
 
 
 def test_behavior_panels_ppl_axis_is_log_and_reversed_and_shares_y():
