@@ -139,7 +139,7 @@ def write_html(sections: list[Section], out_dir: str | Path, title: str = "Train
         out_dir: created if missing; existing files of the same names are replaced.
         title: page title and heading.
         subtitle: a line under the heading (e.g. the store path).
-        images: also write PNG/SVG of every chart (vl-convert; about 0.2 s per chart).
+        images: also write PNG/SVG of every chart (vl-convert; about 1 s per chart).
 
     Returns:
         The path of index.html.
