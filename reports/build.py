@@ -10,6 +10,7 @@ installation lacks are skipped the same way.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import logging
 from collections.abc import Callable
@@ -19,7 +20,7 @@ import polars as pl
 
 from evals.schema import KEY_COLUMNS
 from evals.store import Store
-from reports import charts, mechanism_charts
+from reports import charts, mechanism_charts, xia_charts
 from reports.html import Section, write_html
 from stats import circuits, hallucination, trajectories
 from stats.perplexity import validation_ppl
@@ -97,8 +98,7 @@ def behaviors_section(ctx: Context) -> Section:
     if len(names) > MAX_BEHAVIORS:
         sec.notes.append(f"{len(names)} behaviors; showing the first {MAX_BEHAVIORS}.")
     for name in names[:MAX_BEHAVIORS]:
-        slug = "".join(c if c.isalnum() else "_" for c in name)
-        sec.charts.append((f"behavior_{slug}", charts.behavior_panels(table, name)))
+        sec.charts.append((f"behavior_{_slug(name)}", charts.behavior_panels(table, name)))
     sec.notes.append("Fitted curves and the regression verdicts appear once stats.regression "
                      "is available in this installation." if _optional(
                          "stats.regression", "fit_curves") is None else "")
@@ -190,14 +190,53 @@ def components_section(ctx: Context) -> Section:
         sec.notes.append(f"{pairs.height} model x score heatmaps; showing the first "
                          f"{MAX_HEATMAPS} (smallest models first).")
     for model, _, kind in pairs.head(MAX_HEATMAPS).iter_rows():
-        slug = "".join(c if c.isalnum() else "_" for c in f"{model}_{kind}")
-        sec.charts.append((f"heatmap_{slug}", mechanism_charts.component_heatmap(
-            comps, kind, model)))
+        heatmap = mechanism_charts.component_heatmap(comps, kind, model)
+        sec.charts.append((f"heatmap_{_slug(f'{model}_{kind}')}", heatmap))
     return sec
 
 
+def xia_section(ctx: Context) -> Section:
+    """The paper's figures (Xia et al. 2023; issue #12) that the store's tables support."""
+    sec = Section("Xia et al. 2023 figures: token sets, classes over training, generated sets")
+    if "token-loss" in ctx.tables:
+        scan = ctx.store.scan("token-loss")
+        fracs = trajectories.fractions_by_start(scan)
+        if not fracs.is_empty():
+            sec.charts.append(("fractions_by_start", xia_charts.fractions_by_start_chart(fracs)))
+        labels = trajectories.classify_tokens(scan)
+        if not labels.is_empty():
+            largest = charts.model_order(labels)[-1]
+            sets = trajectories.token_sets_by_trend(labels, largest)
+            set_ppl = trajectories.token_set_ppl(scan, sets)
+            sec.notes.append(f"Token sets are the tokens the largest model ({largest}) puts in "
+                             "each trajectory class (the paper's rule), tracked in every model.")
+            for name in sorted(set_ppl["token_set"].unique()):
+                sec.charts.append((f"token_set_{_slug(name)}",
+                                   xia_charts.token_set_ppl_panels(set_ppl, name)))
+    else:
+        sec.notes.append(_missing("token-loss"))
+    if "sequences" in ctx.tables:
+        seqs = ctx.store.scan("sequences").filter(pl.col("set").str.starts_with("mix "))
+        set_ppl = ctx.with_ppl(hallucination.set_logprobs(seqs))
+        for name in sorted(set_ppl["set"].unique())[:MAX_BEHAVIORS]:
+            sec.charts.append((f"generated_{_slug(name)}",
+                               xia_charts.generated_set_panels(set_ppl, name)))
+        if set_ppl.is_empty():
+            sec.notes.append("No generated sets (set names starting with 'mix ', written by "
+                             "evals.mixture) in the sequences table.")
+    return sec
+
+
+def _slug(text: str) -> str:
+    """A file-name stem for a chart (long names keep a prefix and a short hash)."""
+    slug = "".join(c if c.isalnum() or c in "-." else "_" for c in text)
+    if len(slug) <= 60:
+        return slug
+    return f"{slug[:50]}_{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+
+
 SECTIONS = (ppl_section, behaviors_section, trajectories_section, sequences_section,
-            bigbench_section, circuits_section, components_section)
+            xia_section, bigbench_section, circuits_section, components_section)
 
 
 def _store_section(ctx: Context) -> Section:

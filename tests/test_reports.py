@@ -12,7 +12,7 @@ import pytest
 
 from evals.schema import KEY_COLUMNS, table_schema
 from evals.store import Store
-from reports import charts, mechanism_charts
+from reports import charts, mechanism_charts, xia_charts
 from reports import build
 from reports.build import build_report
 from reports import html as html_mod
@@ -21,6 +21,7 @@ from reports.html import Section, frame_to_html, write_html
 KEYS = list(KEY_COLUMNS)
 MODELS = (("toy-s", 1_000), ("toy-l", 8_000), ("toy-m", 3_000))
 STEPS = (0, 10, 30, 100, 300)
+MIX_SET = "mix a=1 b=-1 | small: toy/toy-s@step300 | large: toy/toy-l@step300"
 
 
 def _key(model: str, params: int, step: int) -> dict:
@@ -54,10 +55,11 @@ def synthetic_store(root: Path, tables=("token-loss", "sequences", "components",
                 n = 6
                 fact = (-level * 5 + rng.normal(0, 0.3, n)).tolist()
                 hall = (-level * 5 - np.log1p(step) / 3 + rng.normal(0, 0.3, n)).tolist()
+                mix = (-level * 4 + rng.normal(0, 0.3, n)).tolist()
                 store.write("sequences", _part("sequences", key, {
-                    "set": ["factual"] * n + ["hallucinated"] * n,
-                    "pair_id": [f"p{i}" for i in range(n)] * 2,
-                    "logprob_nats": fact + hall, "n_tokens": [5] * (2 * n)}))
+                    "set": ["factual"] * n + ["hallucinated"] * n + [MIX_SET] * n,
+                    "pair_id": [f"p{i}" for i in range(n)] * 3,
+                    "logprob_nats": fact + hall + mix, "n_tokens": [5] * (3 * n)}))
             if "components" in tables:
                 heads = [(a, b) for a in range(2) for b in range(4)]
                 store.write("components", _part("components", key, {
@@ -164,7 +166,7 @@ def test_set_logprob_and_gap_charts(tmp_path):
     specs = {name: c.to_dict() for name, c in seq.charts}
     lp = specs["set_logprob_vs_ppl"]
     assert lp["encoding"]["strokeDash"]["field"] == "set"
-    assert {r["set"] for r in _dataset(lp)} == {"factual", "hallucinated"}
+    assert {r["set"] for r in _dataset(lp)} == {"factual", "hallucinated", MIX_SET}
     gap = specs["hallucination_gap_vs_ppl"]
     band = gap["layer"][0]["encoding"]
     assert band["y"]["field"] == "ci_low" and band["y2"]["field"] == "ci_high"
@@ -229,6 +231,9 @@ def test_report_from_full_store_is_offline_and_has_every_chart(tmp_path):
     specs = _spec_blocks(page)
     assert {"ppl_vs_tokens", "class_fractions_vs_ppl", "set_logprob_vs_ppl",
             "hallucination_gap_vs_ppl", "circuit_size", "circuit_jaccard"} <= set(specs)
+    assert sum(n.startswith("token_set_toy-l_") for n in specs) >= 2  # largest model's classes
+    assert any(n.startswith("generated_mix_a_1_b_-1") for n in specs)
+    assert "fractions_by_start" in specs
     jac = _dataset(specs["circuit_jaccard"])
     assert all(r["tokens_seen"] > 0 and 0 <= r["jaccard"] <= 1 for r in jac)
     assert any(n.startswith("heatmap_toy-s") or n.startswith("heatmap_toy_s") for n in specs)
@@ -284,3 +289,22 @@ def test_frame_to_html_escapes_and_truncates():
     out = frame_to_html(frame, max_rows=1)
     assert "<td>&lt;b&gt;</td>" in out and "<td><b></td>" not in out
     assert "1.235" in out and "first 1 of 2 rows" in out
+
+
+def test_xia_axis_panels_and_fractions_by_start():
+    frame = _ppl_frame().with_columns(pl.lit("toy-l:increasing").alias("token_set"),
+                                      (pl.col("val_ppl") * 2).alias("ppl"))
+    spec = xia_charts.token_set_ppl_panels(frame, "toy-l:increasing").to_dict()
+    xs = [p["encoding"]["x"] for p in spec["hconcat"]]
+    assert [x["field"] for x in xs] == ["val_ppl", "tokens_seen", "flops"]
+    assert xs[0]["scale"]["reverse"] is True
+    assert all(p["encoding"]["y"]["scale"]["type"] == "log" for p in spec["hconcat"])
+    assert spec["resolve"]["scale"]["y"] == "shared"
+    assert len(spec["params"]) == 1  # one legend selection shared by the three panels
+    with pytest.raises(ValueError, match="token_set"):
+        xia_charts.token_set_ppl_panels(frame.drop("token_set"), "x")
+    fr = pl.DataFrame({"model": ["a"] * 2, "params": [1, 1], "start_fraction": [0.1, 0.3],
+                       "trend": ["decreasing"] * 2, "n_tokens": [3, 2], "fraction": [0.6, 0.4]})
+    fspec = xia_charts.fractions_by_start_chart(fr).to_dict()
+    assert fspec["spec"]["encoding"]["x"]["field"] == "start_fraction"
+    assert fspec["facet"]["field"] == "model"

@@ -1,0 +1,93 @@
+"""The figures of Xia et al. 2023 (issue #12), each against validation ppl, tokens and FLOPs.
+
+Same conventions as reports.charts: aggregated polars frames in (stats/ does
+the work), `alt` charts out, models colored in order of size with a legend
+selection shared by the three panels.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import altair as alt
+import polars as pl
+
+from reports.charts import (AXIS_TITLES, TRAINING_ORDER, _legend_selection, _model_color, _need,
+                            _positive, _tooltip, model_order, x_axis)
+
+AXES = ("val_ppl", "tokens_seen", "flops")
+
+
+def axis_panels(frame: pl.DataFrame, y: str, title: str, *, y_title: str | None = None,
+                log_y: bool = False, width: int = 240) -> alt.HConcatChart:
+    """`y` against validation ppl (log, reversed), tokens and FLOPs (log), side by side.
+
+    One line per model (colored by size, joined in step order); the y scale is
+    shared and a click on a legend entry highlights that model in all panels.
+    Axes missing from `frame` are left out.
+    """
+    _need(frame, ("model", "step", y, "val_ppl"), "axis_panels")
+    pick = _legend_selection()
+    y_enc = alt.Y(f"{y}:Q", title=y_title or y,
+                  scale=alt.Scale(type="log" if log_y else "linear", zero=False))
+    panels = []
+    for axis in (a for a in AXES if a in frame.columns):
+        rows = _positive(frame.drop_nulls(axis), axis)
+        panels.append(
+            alt.Chart(rows, title=f"vs {AXIS_TITLES[axis]}").mark_line(point=True)
+            .encode(x_axis(axis), y_enc, _model_color(frame), order=TRAINING_ORDER,
+                    opacity=alt.condition(pick, alt.value(1.0), alt.value(0.15)),
+                    tooltip=_tooltip(rows, "val_ppl", y))
+            .add_params(pick).properties(width=width, height=200))
+    with warnings.catch_warnings():  # the shared legend selection is merged on purpose
+        warnings.filterwarnings("ignore", "Automatically deduplicated selection", UserWarning)
+        return alt.hconcat(*panels, title=title).resolve_scale(y="shared")
+
+
+def token_set_ppl_panels(set_ppl: pl.DataFrame, token_set: str) -> alt.HConcatChart:
+    """Ppl of one token set (e.g. the tokens the largest model finds "increasing") in every model.
+
+    Args:
+        set_ppl: stats.trajectories.token_set_ppl output (keys, token_set, ppl, val_ppl).
+        token_set: the set drawn ("<model>:<class>").
+    """
+    _need(set_ppl, ("token_set", "ppl"), "token_set_ppl_panels")
+    rows = set_ppl.filter(pl.col("token_set") == token_set)
+    return axis_panels(rows, "ppl", f"Token set {token_set}: its perplexity in every model",
+                       y_title="token-set perplexity", log_y=True)
+
+
+def fractions_by_start_chart(fractions: pl.DataFrame) -> alt.FacetChart:
+    """Fraction of tokens per trajectory class vs where the window starts (fraction of training).
+
+    Args:
+        fractions: stats.trajectories.fractions_by_start output
+            (family, model, params, start_fraction, trend, n_tokens, fraction).
+    """
+    _need(fractions, ("model", "start_fraction", "trend", "fraction"), "fractions_by_start_chart")
+    pick = alt.selection_point(fields=["trend"], bind="legend")
+    return (
+        alt.Chart(fractions).mark_line(point=True)
+        .encode(alt.X("start_fraction:Q", title="window starts at this fraction of training"),
+                alt.Y("fraction:Q", title="fraction of tokens"),
+                alt.Color("trend:N", title="trajectory class"),
+                opacity=alt.condition(pick, alt.value(1.0), alt.value(0.1)),
+                tooltip=_tooltip(fractions, "trend", "start_fraction", "fraction", "n_tokens"))
+        .add_params(pick).properties(width=200, height=160)
+        .facet(facet=alt.Facet("model:N", sort=model_order(fractions)), columns=3,
+               title="Token trajectory classes vs fraction of training")
+    )
+
+
+def generated_set_panels(set_ppl: pl.DataFrame, name: str) -> alt.HConcatChart:
+    """Ppl of one generated set (e.g. "mix a=1 b=-1 | small: ... | large: ...") in every model.
+
+    Args:
+        set_ppl: stats.hallucination.set_logprobs output joined with val_ppl
+            (keys, set, ppl, val_ppl).
+        name: the set drawn.
+    """
+    _need(set_ppl, ("set", "ppl"), "generated_set_panels")
+    rows = set_ppl.filter(pl.col("set") == name)
+    return axis_panels(rows, "ppl", f"Generated set {name}: its perplexity in every model",
+                       y_title="set perplexity", log_y=True)
