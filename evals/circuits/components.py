@@ -37,15 +37,21 @@ KINDS = ("induction", "previous-token", "duplicate-token", "copy")
 
 @torch.no_grad()
 def attention_scores(adapter, vocab: tuple[int, int], *, n_seqs: int = 8, seq_len: int = 50,
-                     seed: int = 0) -> dict[str, torch.Tensor]:
-    """{kind: (layer, head) float tensor} for induction, previous-token, duplicate-token."""
+                     seed: int = 0, bos_id: int | None = None) -> dict[str, torch.Tensor]:
+    """{kind: (layer, head) float tensor} for induction, previous-token, duplicate-token.
+
+    With `bos_id` every sequence starts with that token (positions shift by one;
+    offsets are unchanged): models trained on rows that start with BOS/EOS use it
+    as an attention sink and attend oddly without it.
+    """
     lo, hi = vocab
     rng = random.Random(seed)
     ids = [[rng.randrange(lo, hi) for _ in range(seq_len)] for _ in range(n_seqs)]
     device = next(adapter.model.parameters()).device
-    x = torch.tensor([s + s for s in ids], device=device)
+    first = [] if bos_id is None else [bos_id]
+    x = torch.tensor([first + s + s for s in ids], device=device)
     patterns = torch.stack(graph_forward(adapter, x).patterns)  # (layer, b, head, q, k)
-    queries = torch.arange(seq_len, 2 * seq_len, device=device)
+    queries = torch.arange(seq_len, 2 * seq_len, device=device) + len(first)
     out = {}
     for kind, offset in (("induction", seq_len - 1), ("previous-token", 1),
                          ("duplicate-token", seq_len)):

@@ -52,7 +52,8 @@ class CircuitsOptions:
         components: head scores to compute (induction, previous-token, duplicate-token, copy).
         component_seq_len: length of the random sequence repeated twice for attention scores.
         edges: "all" writes every edge's score, "circuit" only the in-circuit edges.
-        prepend_bos: prepend the tokenizer's BOS to the natural-language task prompts.
+        prepend_bos: prepend the tokenizer's BOS to the natural-language task prompts and
+            to the random sequences of the attention component scores.
         trigger_path: the toy suite's trigger.jsonl (default: found from the checkpoint).
         seed: seed of the generated datasets.
     """
@@ -161,8 +162,9 @@ class Circuits(Evaluator):
         attn_kinds = [k for k in o.components if k != "copy"]
         if attn_kinds:
             low = len(getattr(lm.tokenizer, "all_special_ids", []) or [])
+            bos = getattr(lm.tokenizer, "bos_token_id", None) if o.prepend_bos else None
             att = comp.attention_scores(adapter, (low, vocab), seq_len=o.component_seq_len,
-                                        seed=o.seed)
+                                        seed=o.seed, bos_id=bos)
             scores.update({k: att[k] for k in attn_kinds})
         if "copy" in o.components and lm.tokenizer is not None:
             copy = comp.copy_scores(adapter, lm.tokenizer, seed=o.seed)
