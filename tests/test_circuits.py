@@ -152,3 +152,57 @@ def test_jaccard_adjacent_and_to_final():
     assert fin["jaccard"].to_list() == pytest.approx([1 / 3, 1.0, 1.0])
     with pytest.raises(ValueError, match="previous"):
         circuit_jaccard(_edges_frame(), "first")
+
+
+def test_tasks_filter_to_single_tokens_and_keep_lengths_equal():
+    from dynamics.tiny import word_tokenizer
+    from evals.circuits.tasks import make_task
+
+    words = ("Then, and went to the gave a to . So is such good cook isn't she he Mary John "
+             "Anna Tom store ring").split()
+    tok = word_tokenizer(words)
+    task = make_task("ioi", tok, 10, seed=1)
+    assert task.n_kept == 10 and task.notes.startswith("4/40")
+    for clean, corr, (good,), (bad,) in zip(task.clean, task.corrupted, task.correct,
+                                           task.incorrect, strict=True):
+        assert len(clean) == len(corr) and good != bad
+        assert good in clean and bad in clean and sum(a != b for a, b in zip(clean, corr)) == 1
+    pronoun = make_task("gender-pronoun", tok, 6)
+    assert pronoun.n_kept == 6 and {c[0] for c in pronoun.correct} == {tok.convert_tokens_to_ids(w)
+                                                                        for w in ("she", "he")}
+    gt = make_task("greater-than", tok, 5)
+    assert gt.n_kept == 0 and "two-digit" in gt.notes
+    with pytest.raises(KeyError, match="allowed"):
+        make_task("ioi2", tok, 3)
+
+
+def test_circuits_evaluator_through_the_sweep(tmp_path):
+    from evals.config import load_batch
+    from evals.store import Store
+    from evals.sweep import run_batch
+    from stats.circuits import behaviors, circuit_jaccard, circuit_size
+    from tests.helpers import make_tiny_suite
+
+    suite = make_tiny_suite(tmp_path / "suite", "neox", steps=(0, 10))
+    cfg = load_batch({"suite": str(suite), "output": str(tmp_path / "out"), "evaluators": {
+        "circuits": {"tasks": ["induction", "ioi"], "n_examples": 8, "ig_steps": 2,
+                     "batch_size": 8, "search_start": 20, "search_step": 20, "component_seq_len": 16,
+                     "faithfulness": "normalized"}}})
+    assert not run_batch(cfg, progress=False).failed
+    store = Store(tmp_path / "out")
+    edges, summary = store.read("circuit-edges"), store.read("circuit-summary")
+    g = Graph(2, 4, parallel=True)
+    assert edges.group_by("step").len()["len"].to_list() == [g.n_edges] * 2  # ioi skipped
+    assert summary["task"].to_list() == ["induction"] * 2
+    assert (summary["faithfulness"] >= 0.8).all()
+    per_step = edges.group_by("step").agg(pl.col("in_circuit").sum()).sort("step")
+    assert per_step["in_circuit"].to_list() == circuit_size(summary)["circuit_edges"].to_list()
+    comps = store.read("components")
+    assert sorted(comps["kind"].unique()) == ["duplicate-token", "induction", "previous-token"]
+    assert comps.height == 2 * 3 * 2 * 4 and comps["score"].is_between(0, 1).all()
+    rows = behaviors(store)
+    assert {"circuit_size:induction", "faithfulness:induction", "induction_max"} <= set(
+        rows["behavior"])
+    assert rows.schema["value"] == pl.Float64 and rows["n_trials"].is_null().all()
+    assert circuit_jaccard(edges, "final")["jaccard"].to_list()[-1] == 1.0
+    assert behaviors(Store(tmp_path / "empty")) is None

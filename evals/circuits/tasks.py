@@ -74,9 +74,10 @@ class TaskPairs:
         return len(self.clean)
 
     def add(self, clean, corrupted, correct, incorrect) -> bool:
-        """Append a pair if lengths match and answers are non-empty; returns whether kept."""
+        """Append a pair if lengths match and answers are non-empty and disjoint; returns kept."""
         self.n_candidates += 1
-        if len(clean) != len(corrupted) or not correct or not incorrect or not clean:
+        if (len(clean) != len(corrupted) or not correct or not incorrect or not clean
+                or set(correct) & set(incorrect)):
             return False
         self.clean.append(list(clean))
         self.corrupted.append(list(corrupted))
@@ -91,9 +92,10 @@ def _encode(tok, text: str, bos: bool) -> list[int]:
 
 
 def single_token(tok, word: str) -> int | None:
-    """The id of `word` if it is exactly one token, else None."""
+    """The id of `word` if it is exactly one known token (not the unknown token), else None."""
     ids = tok(word, add_special_tokens=False)["input_ids"]
-    return ids[0] if len(ids) == 1 else None
+    unk = getattr(tok, "unk_token_id", None)
+    return ids[0] if len(ids) == 1 and ids[0] != unk else None
 
 
 def _single(tok, words, prefix=" ") -> dict[str, int]:
