@@ -3,6 +3,7 @@
 Verbs are thin wrappers of Python functions:
     dynamics suites [--steps NAME]        list suites, models, and a model's revisions
     dynamics run batch.toml [key=value]   run an evaluation batch (resumable)
+    dynamics demo [--out DIR]             train the toy suite, evaluate it, write the report
     dynamics report RESULTS --out DIR     offline HTML report (charts, PNG/SVG, tables)
 """
 
@@ -64,6 +65,82 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def demo_evaluator_options(suite_dir) -> dict:
+    """The demo batch's `[evaluators.*]` tables for a toy suite: only registered evaluators.
+
+    Every option points at the suite's exported data (`<suite>/data/`, see
+    dynamics.toy.export); an evaluator appears only if its name is in EVALUATORS.
+    """
+    from pathlib import Path
+
+    from evals.base import EVALUATORS
+
+    data = Path(suite_dir).resolve() / "data"
+    wanted = {
+        "token-loss": {"dataset": str(data / "validation.jsonl"), "max_tokens": 20_000},
+        "sequences": {"dataset": str(data / "sequences.jsonl")},
+        "bigbench-mc": {"tasks": [str(p) for p in sorted((data / "bigbench").glob("*/task.json"))]},
+        "circuits": {"tasks": ["trigger"], "trigger_path": str(data / "trigger.jsonl"),
+                     "n_examples": 16, "ig_steps": 5, "edges": "circuit"},
+    }
+    return {name: opts for name, opts in wanted.items() if name in EVALUATORS}
+
+
+def _demo_batch(suite_dir, out_dir) -> "Path":
+    from pathlib import Path
+
+    from dynamics.manifest import _toml
+
+    path = Path(out_dir) / "batch.toml"
+    lines = [f"suite = {_toml(str(Path(suite_dir).resolve()))}", 'output = "results"', ""]
+    for name, opts in demo_evaluator_options(suite_dir).items():
+        lines.append(f"[evaluators.{name}]")
+        for key, value in opts.items():
+            rendered = "[" + ", ".join(_toml(v) for v in value) + "]" if isinstance(
+                value, list) else _toml(value)
+            lines.append(f"{key} = {rendered}")
+        lines.append("")
+    path.write_text("\n".join(lines))
+    return path
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import importlib.util
+    import time
+    from pathlib import Path
+
+    from dynamics.toy.train import build_toy_suite
+    from evals.base import EVALUATORS
+    from evals.config import load_batch_file
+    from evals.sweep import run_batch
+
+    t0 = time.perf_counter()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    suite = build_toy_suite(out / "suites", scale=args.scale, seed=args.seed)
+    print(f"toy suite: {suite} ({time.perf_counter() - t0:.0f} s so far)")
+    batch = _demo_batch(suite, out)
+    ran = demo_evaluator_options(suite)
+    skipped = sorted(set(EVALUATORS) - set(ran))
+    print(f"evaluators: {', '.join(ran)}" + (f" (no demo options for: {', '.join(skipped)})"
+                                              if skipped else ""))
+    cfg = load_batch_file(batch)
+    result = run_batch(cfg, progress=not args.quiet)
+    print(result.summary())
+    for label, what, err in result.failed:
+        print(f"  FAILED {label} [{what}]: {err.splitlines()[0] if err else ''}")
+    print(f"results: {cfg.output_dir} ({time.perf_counter() - t0:.0f} s so far)")
+    if importlib.util.find_spec("reports.build") is None:
+        print("report: skipped (reports.build is not installed yet)")
+    else:
+        from reports.build import build_report
+
+        index = build_report(cfg.output_dir, out / "report", images=not args.no_images)
+        print(f"report: {index}")
+    print(f"demo done in {time.perf_counter() - t0:.0f} s")
+    return 1 if result.failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dynamics", description=__doc__.split("\n")[0])
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -86,6 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", required=True, help="folder for index.html and chart files")
     rp.add_argument("--no-images", action="store_true", help="skip the PNG/SVG of each chart")
     rp.set_defaults(func=cmd_report)
+
+    d = sub.add_parser("demo", help="train the toy suite (cached), evaluate it, write the report")
+    d.add_argument("--out", default="demo-out", help="output folder (suite, results, report)")
+    d.add_argument("--scale", default="demo", choices=["fast", "demo"], help="toy suite scale")
+    d.add_argument("--seed", type=int, default=0, help="seed of the corpus and the models")
+    d.add_argument("--no-images", action="store_true", help="skip the PNG/SVG of each chart")
+    d.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    d.set_defaults(func=cmd_demo)
     return p
 
 

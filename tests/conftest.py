@@ -29,3 +29,17 @@ def _guarded_connect(self, address):
 def _no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
     yield
+
+
+@pytest.fixture(scope="session")
+def toy_suite():
+    """The trained toy suite, fast scale, seed 0 (its folder, holding suite.toml and data/).
+
+    Cached under <repo>/.cache/toy/ (git-ignored): trained once (~1-2 min on 2 cores),
+    reused while its config hash matches. Data files: see dynamics.toy.export.
+    """
+    from pathlib import Path
+
+    from dynamics.toy.train import build_toy_suite
+
+    return build_toy_suite(Path(__file__).resolve().parents[1] / ".cache" / "toy", "fast", 0)

@@ -109,8 +109,17 @@ def config_hash(scale: ToyScale, seed: int) -> str:
 
 
 def toy_tokenizer(spec: CorpusSpec):
-    """The word-level tokenizer of the corpus (specials first; eos = `<|endoftext|>`)."""
-    return word_tokenizer(vocabulary(spec))
+    """The word-level tokenizer of the corpus (specials first; eos = `<|endoftext|>`).
+
+    decode() joins words with single spaces ("paris ." stays "paris ."), so text
+    round-trips exactly.
+    """
+    from tokenizers import decoders
+
+    tok = word_tokenizer(vocabulary(spec))
+    tok.backend_tokenizer.decoder = decoders.WordPiece(prefix="##", cleanup=False)
+    tok.clean_up_tokenization_spaces = False
+    return tok
 
 
 def _lr_at(step: int, scale: ToyScale) -> float:
