@@ -206,3 +206,43 @@ def test_circuits_evaluator_through_the_sweep(tmp_path):
     assert rows.schema["value"] == pl.Float64 and rows["n_trials"].is_null().all()
     assert circuit_jaccard(edges, "final")["jaccard"].to_list()[-1] == 1.0
     assert behaviors(Store(tmp_path / "empty")) is None
+
+
+def test_copy_scores_on_single_token_names():
+    from dynamics.tiny import word_tokenizer
+    from evals.circuits.components import attention_scores, copy_scores
+
+    words = ("Then, and went to the gave a to . Mary John Anna Tom store ring garden bone").split()
+    tok = word_tokenizer(words)
+    model = tiny_gpt_neox(vocab_size=len(tok), hidden_size=32, num_layers=2, num_heads=4, seed=2)
+    adapter = adapter_for(model)
+    copy = copy_scores(adapter, tok, n_prompts=6)
+    assert copy.shape == (2, 4) and ((copy >= 0) & (copy <= 1)).all()
+    att = attention_scores(adapter, (3, len(tok)), n_seqs=2, seq_len=8, bos_id=0)
+    for kind, t in att.items():
+        assert t.shape == (2, 4) and ((t >= 0) & (t <= 1)).all(), kind
+    assert copy_scores(adapter, word_tokenizer(["x"]), n_prompts=3) is None
+
+
+def test_attention_scores_read_the_right_diagonals(monkeypatch):
+    """Synthetic patterns: head 0 induction, head 1 previous-token, head 2 duplicate-token."""
+    from types import SimpleNamespace
+
+    from evals.circuits import components
+
+    n, bos = 5, 1
+    size = bos + 2 * n
+
+    def fake_forward(adapter, x):
+        pat = torch.zeros(x.shape[0], 3, size, size)
+        for q in range(size):
+            for head, offset in enumerate((n - 1, 1, n)):
+                pat[:, head, q, max(0, q - offset)] = 1.0
+        return SimpleNamespace(patterns=[pat])
+
+    monkeypatch.setattr(components, "graph_forward", fake_forward)
+    adapter = SimpleNamespace(model=torch.nn.Linear(1, 1))
+    att = components.attention_scores(adapter, (3, 50), n_seqs=2, seq_len=n, bos_id=0)
+    assert att["induction"][0].tolist() == [1.0, 0.0, 0.0]
+    assert att["previous-token"][0].tolist() == [0.0, 1.0, 0.0]
+    assert att["duplicate-token"][0].tolist() == [0.0, 0.0, 1.0]

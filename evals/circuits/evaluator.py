@@ -9,7 +9,10 @@ greedy circuit reaching `threshold` faithfulness, and write
 - `components`: layer, head, kind, score (see `evals.circuits.components`).
 
 A task with no usable example for this tokenizer (e.g. no single-token names)
-is skipped and logged, never written as NaN. Task `trigger` reads the toy
+is skipped and logged, never written as NaN (so is a task whose full-model
+metric is exactly 0, where faithfulness is undefined). With the default
+"ratio" faithfulness a checkpoint whose clean metric is negative or near 0
+(an untrained model) gives unstable ratios; read `metric_clean` beside it. Task `trigger` reads the toy
 suite's `trigger.jsonl` (`trigger_path`, default `<suite>/data/trigger.jsonl`
 found from the checkpoint folder); task `induction` generates repeated random
 token ids.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -145,6 +149,10 @@ class Circuits(Evaluator):
             res = minimal_circuit(adapter, task, scores, threshold=o.threshold,
                                   start=o.search_start, step=o.search_step,
                                   batch_size=o.batch_size, faithfulness=o.faithfulness)
+            if not math.isfinite(res.faithfulness):
+                log.warning("circuits: task %s has a zero full-model metric (%s); faithfulness "
+                            "is undefined, skipped", name, res.metric_clean)
+                continue
             frame = pl.DataFrame({"task": name, "edge": names,
                                   "score": scores[g.edge_mask].numpy(),
                                   "in_circuit": res.in_circuit[g.edge_mask].numpy()})
