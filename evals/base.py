@@ -29,6 +29,7 @@ EVALUATORS: dict[str, str] = {
     "token-loss": "evals.token_loss:TokenLoss",
     "sequences": "evals.sequences:Sequences",
     "circuits": "evals.circuits.evaluator:Circuits",
+    "bigbench-mc": "evals.bigbench_mc:BigBenchMC",
 }
 
 

@@ -1,0 +1,240 @@
+"""BIG-bench multiple-choice evaluator: every choice scored from one pass over its prompt.
+
+Each choice's score is the sum of its tokens' log-probabilities given the
+prompt, with prompt and choice tokenized separately and concatenated (as
+BIG-bench's Hugging Face model does). Accuracy (raw and length-normalized) is
+derived in `stats.bigbench` from the stored per-choice rows.
+
+Fast path (`shared_prompt_scores`): the prompt of an example is run once with
+the key/value cache on; the cache rows are then repeated for each of its
+choices and all choices run together against it. A batch holds several
+examples: prompts are right-padded, and each choice's positions continue from
+its own prompt's true length (explicit `position_ids`; padded cache slots are
+masked out), so the result equals scoring `prompt + choice` alone.
+
+Worked example: prompts P1 (3 tokens) and P2 (5 tokens) are padded to 5; P1's
+choices ["a b", "c"] run at positions 3, 4 and 3 with attention over P1's 3
+real cache slots plus their own tokens. log p(a | P1) comes from the prompt
+pass (last real position of P1), log p(b | P1 a) from the choice pass.
+
+Prompts longer than the window are cut from the left so prompt + the longest
+choice fits; the number of truncated examples is recorded and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import torch
+
+from evals.base import Evaluator, tokenizer_fingerprint
+from evals.bigbench_tasks import MCExample, format_task, read_task, select_tasks
+from evals.scoring import ContextTooLongError, final_hidden, target_logprobs
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BigBenchOptions:
+    """Options of the bigbench-mc evaluator.
+
+    Attributes:
+        folder: a BIG-bench folder laid out as <task>/task.json (e.g. a clone's
+            bigbench/benchmark_tasks, or ../shared/data/bigbench).
+        tasks: task names, or a named selection: "all", "xia74", "breakthrough", "linear".
+        k: shots per prompt (Xia et al.: 2).
+        seed: BIG-bench's formatting/shot seed (42 in BIG-bench).
+        max_examples: score at most this many queries per task (None: all).
+        batch_tokens: padded prompt tokens per forward pass.
+        max_length: window in tokens (default: the model's context, capped at 2048).
+    """
+
+    folder: str
+    tasks: list[str] | str = "all"
+    k: int = 2
+    seed: int = 42
+    max_examples: int | None = None
+    batch_tokens: int = 8192
+    max_length: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.k < 0:
+            raise ValueError(f"k must be >= 0, got {self.k}")
+        if self.max_examples is not None and self.max_examples < 1:
+            raise ValueError(f"max_examples must be >= 1 or unset, got {self.max_examples}")
+        if self.batch_tokens < 1:
+            raise ValueError(f"batch_tokens must be >= 1, got {self.batch_tokens}")
+
+
+@dataclass(frozen=True)
+class Tokenized:
+    """An example's prompt and choices as token ids."""
+
+    example: MCExample
+    prompt: list[int]
+    choices: list[list[int]]
+
+
+def tokenize_examples(examples: list[MCExample], tokenizer) -> list[Tokenized]:
+    prompts = tokenizer([e.prompt for e in examples], add_special_tokens=False)["input_ids"]
+    flat = [c for e in examples for c in e.choices]
+    choice_ids = tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else []
+    out, i = [], 0
+    for e, p in zip(examples, prompts):
+        cs = [list(c) for c in choice_ids[i: i + len(e.choices)]]
+        i += len(e.choices)
+        empty = [e.choices[j] for j, c in enumerate(cs) if not c]
+        if empty:
+            raise ValueError(f"task {e.task} example {e.example_id}: choices {empty} have no tokens")
+        out.append(Tokenized(e, list(p), cs))
+    return out
+
+
+def fit_prompt(t: Tokenized, max_length: int, prefix_id: int) -> tuple[list[int], bool]:
+    """Left-truncate the prompt so prompt + longest choice fits; empty prompt -> [prefix_id]."""
+    longest = max(len(c) for c in t.choices)
+    if longest + 1 > max_length:
+        raise ContextTooLongError(
+            f"task {t.example.task} example {t.example.example_id}: a choice of {longest} tokens "
+            f"does not fit a window of {max_length} tokens"
+        )
+    prompt = t.prompt or [prefix_id]
+    keep = min(len(prompt), max_length - longest)
+    return prompt[len(prompt) - keep:], keep < len(prompt)
+
+
+def _batches(items: list[Tokenized], prompts: list[list[int]], batch_tokens: int):
+    order = sorted(range(len(items)), key=lambda i: -len(prompts[i]))
+    batch: list[int] = []
+    for i in order:
+        width = len(prompts[batch[0]]) if batch else len(prompts[i])
+        if batch and width * (len(batch) + 1) > batch_tokens:
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch
+
+
+def _score_batch(model, items, prompts, idx, device) -> dict[int, list[torch.Tensor]]:
+    """Log-probs of every choice token of the examples `idx` (shared-prompt fast path)."""
+    width = len(prompts[idx[0]])
+    n = len(idx)
+    ids = torch.zeros((n, width), dtype=torch.long)
+    pmask = torch.zeros((n, width), dtype=torch.long)
+    lens = torch.tensor([len(prompts[i]) for i in idx])
+    for r, i in enumerate(idx):
+        ids[r, : lens[r]] = torch.tensor(prompts[i])
+        pmask[r, : lens[r]] = 1
+    ids, pmask = ids.to(device), pmask.to(device)
+    out = model.base_model(input_ids=ids, attention_mask=pmask, use_cache=True,
+                           position_ids=(torch.arange(width, device=device).expand(n, -1)))
+    last = out.last_hidden_state[torch.arange(n, device=device), (lens - 1).to(device)]
+    cache = out.past_key_values
+    # one row per (example, choice)
+    owner = [r for r, i in enumerate(idx) for _ in items[i].choices]
+    choices = [c for i in idx for c in items[i].choices]
+    cw = max(len(c) for c in choices)
+    m = len(choices)
+    cids = torch.zeros((m, cw), dtype=torch.long)
+    cmask = torch.zeros((m, cw), dtype=torch.long)
+    for j, c in enumerate(choices):
+        cids[j, : len(c)] = torch.tensor(c)
+        cmask[j, : len(c)] = 1
+    owner_t = torch.tensor(owner, device=device)
+    cache.batch_select_indices(owner_t)
+    pos = lens[owner].unsqueeze(1).to(device) + torch.arange(cw, device=device)
+    mask = torch.cat([pmask[owner_t], cmask.to(device)], dim=1)
+    hid = model.base_model(input_ids=cids.to(device), attention_mask=mask, position_ids=pos,
+                           past_key_values=cache, use_cache=True).last_hidden_state
+    first = target_logprobs(model, last[owner_t], torch.tensor([c[0] for c in choices],
+                                                                device=device))
+    rows_j, rows_p, targets = [], [], []
+    for j, c in enumerate(choices):
+        for p in range(len(c) - 1):
+            rows_j.append(j)
+            rows_p.append(p)
+            targets.append(c[p + 1])
+    rest = torch.empty(0, device=device)
+    if rows_j:
+        sel = hid[torch.tensor(rows_j, device=device), torch.tensor(rows_p, device=device)]
+        rest = target_logprobs(model, sel, torch.tensor(targets, device=device))
+    scores: dict[int, list[torch.Tensor]] = {i: [] for i in idx}
+    off = 0
+    for j, c in enumerate(choices):
+        lp = torch.cat([first[j: j + 1], rest[off: off + len(c) - 1]]).cpu()
+        off += len(c) - 1
+        scores[idx[owner[j]]].append(lp)
+    return scores
+
+
+def shared_prompt_scores(model, items: list[Tokenized], *, max_length: int, prefix_id: int = 0,
+                         batch_tokens: int = 8192) -> tuple[list[list[torch.Tensor]], int]:
+    """Per-token log-probs of every choice of every example, and the truncation count."""
+    fitted = [fit_prompt(t, max_length, prefix_id) for t in items]
+    prompts = [f[0] for f in fitted]
+    result: list[list[torch.Tensor]] = [[] for _ in items]
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        for idx in _batches(items, prompts, batch_tokens):
+            for i, lps in _score_batch(model, items, prompts, idx, device).items():
+                result[i] = lps
+    return result, sum(f[1] for f in fitted)
+
+
+class BigBenchMC(Evaluator):
+    """BIG-bench multiple-choice log-likelihoods per choice."""
+
+    name = "bigbench-mc"
+    tables = ("bigbench-mc",)
+    Options = BigBenchOptions
+
+    def __init__(self, options: BigBenchOptions, base_dir=None):
+        super().__init__(options, base_dir)
+        self.folder = Path(self.resolve_path(options.folder))
+        names = select_tasks(self.folder, options.tasks)
+        self.examples: list[MCExample] = []
+        self.skipped: list[str] = []
+        for name in names:
+            tasks, skipped = read_task(self.folder / name)
+            self.skipped += skipped
+            for task in tasks:
+                self.examples += format_task(task, options.k, options.seed, options.max_examples)
+        if self.skipped:
+            log.warning("bigbench-mc: skipped generative subtasks %s", ", ".join(self.skipped))
+        self._tokenized: dict[str, list[Tokenized]] = {}
+        self.truncated = 0
+
+    def tokenized(self, tokenizer) -> list[Tokenized]:
+        key = tokenizer_fingerprint(tokenizer)
+        if key not in self._tokenized:
+            self._tokenized[key] = tokenize_examples(self.examples, tokenizer)
+        return self._tokenized[key]
+
+    def run(self, lm) -> dict[str, pl.DataFrame]:
+        items = self.tokenized(lm.tokenizer)
+        tok = lm.tokenizer
+        prefix = tok.bos_token_id if tok.bos_token_id is not None else (tok.eos_token_id or 0)
+        max_length = min(self.options.max_length or 2048, lm.context_length)
+        scores, self.truncated = shared_prompt_scores(
+            lm.model, items, max_length=max_length, prefix_id=prefix,
+            batch_tokens=self.options.batch_tokens)
+        if self.truncated:
+            log.warning("bigbench-mc: %d of %d prompts truncated from the left to fit %d tokens",
+                        self.truncated, len(items), max_length)
+        rows = {k: [] for k in ("task", "example_id", "choice_index", "logprob_nats", "n_tokens",
+                                "is_target", "target_score")}
+        for t, lps in zip(items, scores):
+            best = max(t.example.target_scores)
+            for c, lp in enumerate(lps):
+                rows["task"].append(t.example.task)
+                rows["example_id"].append(t.example.example_id)
+                rows["choice_index"].append(c)
+                rows["logprob_nats"].append(float(lp.double().sum()))
+                rows["n_tokens"].append(len(lp))
+                rows["is_target"].append(t.example.target_scores[c] == best)
+                rows["target_score"].append(t.example.target_scores[c])
+        return {"bigbench-mc": pl.DataFrame(rows)}

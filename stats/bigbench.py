@@ -1,0 +1,121 @@
+"""BIG-bench multiple-choice accuracy, random baselines and option perplexity (polars only).
+
+Input: the `bigbench-mc` table (keys + task, example_id, choice_index,
+logprob_nats, n_tokens, is_target, target_score). Subtasks are stored as
+"parent/subtask"; as in BIG-bench, a task's score is the mean over its subtasks.
+
+Outputs:
+- `task_accuracy`: keys + task, n_examples, accuracy, accuracy_norm,
+  random_baseline (one row per checkpoint x top-level task). `accuracy` is
+  BIG-bench's multiple_choice_grade: the target_score of the highest-scoring
+  choice (partial credit where several choices score), by total log-prob;
+  `accuracy_norm` picks by per-token log-prob. random_baseline = mean over
+  examples of sum(target_scores) / number of choices.
+- `macro_accuracy`: keys + n_tasks, accuracy, accuracy_norm, random_baseline
+  (unweighted means over tasks).
+- `option_ppl`: keys + option ("correct" | "incorrect"), n_tokens, option_ppl:
+  exp(-sum log-prob / sum tokens) over all options of that kind, i.e. the
+  token-weighted geometric mean over tasks of each task's option perplexity.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from evals.schema import KEY_COLUMNS
+
+KEYS = list(KEY_COLUMNS)
+
+
+def _top_task(col: str = "task") -> pl.Expr:
+    return pl.col(col).str.split("/").list.first()
+
+
+def example_grades(mc: pl.DataFrame) -> pl.DataFrame:
+    """One row per example: grade by raw and by per-token log-prob, and its random baseline."""
+    ex = KEYS + ["task", "example_id"]
+    scored = mc.with_columns((pl.col("logprob_nats") / pl.col("n_tokens")).alias("lp_norm"))
+    return scored.group_by(ex).agg(
+        pl.col("target_score").sort_by("logprob_nats", descending=True).first().alias("grade"),
+        pl.col("target_score").sort_by("lp_norm", descending=True).first().alias("grade_norm"),
+        (pl.col("target_score").sum() / pl.len()).alias("random"),
+    )
+
+
+def task_accuracy(mc: pl.DataFrame) -> pl.DataFrame:
+    """Accuracy per checkpoint x top-level task (subtasks averaged)."""
+    grades = example_grades(mc)
+    per_unit = grades.group_by(KEYS + ["task"]).agg(
+        pl.len().alias("n_examples"),
+        pl.col("grade").mean().alias("accuracy"),
+        pl.col("grade_norm").mean().alias("accuracy_norm"),
+        pl.col("random").mean().alias("random_baseline"),
+    )
+    return (
+        per_unit.with_columns(_top_task().alias("task"))
+        .group_by(KEYS + ["task"])
+        .agg(
+            pl.col("n_examples").sum(),
+            pl.col("accuracy").mean(),
+            pl.col("accuracy_norm").mean(),
+            pl.col("random_baseline").mean(),
+        )
+        .sort(["family", "model", "step", "task"])
+    )
+
+
+def macro_accuracy(mc: pl.DataFrame) -> pl.DataFrame:
+    """Unweighted mean over tasks per checkpoint."""
+    return (
+        task_accuracy(mc)
+        .group_by(KEYS)
+        .agg(
+            pl.len().alias("n_tasks"),
+            pl.col("accuracy").mean(),
+            pl.col("accuracy_norm").mean(),
+            pl.col("random_baseline").mean(),
+        )
+        .sort(["family", "model", "step"])
+    )
+
+
+def option_ppl(mc: pl.DataFrame) -> pl.DataFrame:
+    """Perplexity of correct and of incorrect options per checkpoint (token-weighted)."""
+    return (
+        mc.with_columns(
+            pl.when(pl.col("is_target")).then(pl.lit("correct")).otherwise(pl.lit("incorrect"))
+            .alias("option")
+        )
+        .group_by(KEYS + ["option"])
+        .agg(pl.col("n_tokens").sum(), pl.col("logprob_nats").sum().alias("lp"))
+        .with_columns((-pl.col("lp") / pl.col("n_tokens")).exp().alias("option_ppl"))
+        .drop("lp")
+        .sort(["family", "model", "step", "option"])
+    )
+
+
+def behaviors(store) -> pl.DataFrame | None:
+    """Behavior rows: per-task accuracy (n_trials = examples), macro accuracy, option ppl."""
+    if "bigbench-mc" not in store.tables():
+        return None
+    mc = store.read("bigbench-mc")
+    tasks = task_accuracy(mc)
+    per_task = tasks.select(
+        KEYS,
+        pl.concat_str(pl.lit("bigbench:"), pl.col("task")).alias("behavior"),
+        pl.col("accuracy").cast(pl.Float64).alias("value"),
+        pl.col("n_examples").cast(pl.Int64).alias("n_trials"),
+    )
+    macro = macro_accuracy(mc)
+    macro_rows = [
+        macro.select(KEYS, pl.lit(name).alias("behavior"), pl.col(col).alias("value"),
+                     pl.lit(None, dtype=pl.Int64).alias("n_trials"))
+        for name, col in (("bigbench_macro", "accuracy"), ("bigbench_macro_norm", "accuracy_norm"))
+    ]
+    opt = option_ppl(mc).select(
+        KEYS,
+        pl.concat_str(pl.lit("option_ppl_"), pl.col("option")).alias("behavior"),
+        pl.col("option_ppl").alias("value"),
+        pl.lit(None, dtype=pl.Int64).alias("n_trials"),
+    )
+    return pl.concat([per_task, *macro_rows, opt], how="vertical")
