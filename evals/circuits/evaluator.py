@@ -54,7 +54,8 @@ class CircuitsOptions:
         search_step: step of the stepped search before the binary search.
         batch_size: pairs per forward/backward batch.
         components: head scores to compute (induction, previous-token, duplicate-token, copy).
-        component_seq_len: length of the random sequence repeated twice for attention scores.
+        component_seq_len: length of the random sequence repeated twice for attention scores
+            (default: min(50, (max_position_embeddings - 1) // 2), so BOS + 2 copies fit).
         edges: "all" writes every edge's score, "circuit" only the in-circuit edges.
         prepend_bos: prepend the tokenizer's BOS to the natural-language task prompts and
             to the random sequences of the attention component scores.
@@ -71,7 +72,7 @@ class CircuitsOptions:
     search_step: int = 25
     batch_size: int = 8
     components: tuple[str, ...] = ("induction", "previous-token", "duplicate-token", "copy")
-    component_seq_len: int = 50
+    component_seq_len: int | None = None
     edges: Literal["all", "circuit"] = "all"
     prepend_bos: bool = False
     trigger_path: str | None = None
@@ -171,7 +172,9 @@ class Circuits(Evaluator):
         if attn_kinds:
             low = len(getattr(lm.tokenizer, "all_special_ids", []) or [])
             bos = getattr(lm.tokenizer, "bos_token_id", None) if o.prepend_bos else None
-            att = comp.attention_scores(adapter, (low, vocab), seq_len=o.component_seq_len,
+            n_pos = getattr(lm.model.config, "max_position_embeddings", None) or 101
+            seq_len = o.component_seq_len or max(2, min(50, (n_pos - 1) // 2))
+            att = comp.attention_scores(adapter, (low, vocab), seq_len=seq_len,
                                         seed=o.seed, bos_id=bos)
             scores.update({k: att[k] for k in attn_kinds})
         if "copy" in o.components and lm.tokenizer is not None:
