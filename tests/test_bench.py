@@ -1,0 +1,94 @@
+"""The benchmarks' own logic: token alignment with lm-eval, prefetch overlap, helpers."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from bench import bench_streaming as bs
+from bench import bench_token_loss as bt
+from bench._common import matmul_ceiling, matmul_params, table
+from dynamics.tiny import tiny_gpt_neox
+from evals.token_loss import TokenLossOptions
+from tests.helpers import make_tiny_suite, sample_texts, tiny_tokenizer, write_val
+
+
+def _model_and_lm():
+    tok = tiny_tokenizer()
+    model = tiny_gpt_neox(vocab_size=len(tok), hidden_size=32, max_positions=64, seed=3)
+    return model, tok, bt.loaded(model, tok, "tiny")
+
+
+@pytest.mark.slow  # imports lm-eval (heavy) and runs it three times
+def test_ours_agrees_with_plain_hf_and_lm_eval_rolling(tmp_path):
+    pytest.importorskip("lm_eval")
+    model, tok, lm = _model_and_lm()
+    text = " ".join(sample_texts(60, seed=5))
+    context = 16
+    agree = bt.agreement(model, tok, lm, text, context, tmp_path)
+    assert agree["tokens"] == 3 * (context - 1)
+    assert agree["max_abs_ours_vs_hf"] < 1e-4
+    assert agree["mean_diff_ours_vs_lm_eval"] < 1e-4
+    # Control: lm-eval windows one token longer put tokens in other contexts.
+    text = bt.whole_windows_text(text, tok, 3 * (context - 1))
+    (shifted,), _ = bt.run_lm_eval(model, tok, [text], context, 4)
+    (aligned,), _ = bt.run_lm_eval(model, tok, [text], context - 1, 4)
+    assert abs(shifted - aligned) / agree["tokens"] > 1e-4
+
+
+def test_whole_windows_text_tokenizes_to_exact_count():
+    tok = tiny_tokenizer()
+    text = " ".join(sample_texts(40, seed=2))
+    cut = bt.whole_windows_text(text, tok, 45)
+    assert len(tok(cut, add_special_tokens=False)["input_ids"]) == 45
+    assert text.startswith(cut)
+
+
+def test_eos_first_stream_prepends_eos(tmp_path):
+    tok = tiny_tokenizer()
+    path = write_val(tmp_path / "v.jsonl", n=3)
+    plain = bt.TokenLoss(TokenLossOptions(dataset=str(path))).stream(tok)
+    shifted = bt.EosFirstTokenLoss(TokenLossOptions(dataset=str(path))).stream(tok)
+    assert shifted.token_ids[0] == tok.eos_token_id
+    np.testing.assert_array_equal(shifted.token_ids[1:], plain.token_ids)
+
+
+def test_matmul_params_excludes_input_embedding_and_ceiling_is_positive():
+    model = tiny_gpt_neox(vocab_size=100, hidden_size=32)
+    total = sum(p.numel() for p in model.parameters())
+    assert matmul_params(model) == total - 100 * 32
+    assert matmul_ceiling(n=128, repeats=2) > 0
+
+
+def test_table_formats_rows():
+    out = table([{"a": 1, "b": "x"}], ["a", "b"]).splitlines()
+    assert out == ["| a | b |", "|---|---|", "| 1 | x |"]
+
+
+@pytest.mark.slow  # six tiny sweeps with sleeps
+def test_prefetch_hides_simulated_downloads(tmp_path):
+    """With prefetch, only the first simulated download is exposed (wall - compute)."""
+    suite = make_tiny_suite(tmp_path / "suite", steps=(0, 1, 2))
+    val = write_val(tmp_path / "v.jsonl", n=5)
+    ev = bs.TimedTokenLoss(TokenLossOptions(dataset=str(val), max_tokens=64, context=32))
+    ev.stream(tiny_tokenizer())
+    delay = 0.4
+
+    def loader(ref, options):
+        time.sleep(delay)
+        return bs.load_checkpoint(ref, options)
+
+    exposed = {}
+    for prefetch in (False, True):
+        ev.run_seconds = []
+        wall = bs.time_sweep(suite, tmp_path / f"out-{prefetch}", ev, prefetch, loader)
+        exposed[prefetch] = wall - sum(ev.run_seconds)
+    assert exposed[False] >= 3 * delay
+    assert exposed[True] < exposed[False] - 1.5 * delay
+
+
+def test_ideal_pipeline():
+    assert bs.ideal(load=2.0, comp=3.0, n=4) == pytest.approx(14.0)
+    assert bs.ideal(load=3.0, comp=2.0, n=4) == pytest.approx(14.0)
