@@ -22,7 +22,7 @@ from evals.schema import KEY_COLUMNS
 from evals.store import Store
 from reports import charts, mechanism_charts, xia_charts
 from reports.html import Section, write_html
-from stats import circuits, hallucination, trajectories
+from stats import bigbench, circuits, hallucination, trajectories
 from stats.perplexity import validation_ppl
 
 log = logging.getLogger(__name__)
@@ -74,24 +74,32 @@ def ppl_section(ctx: Context) -> Section:
     return sec
 
 
-def behavior_table(ctx: Context) -> pl.DataFrame | None:
-    """Behavior rows (keys, behavior, value, n_trials, val_ppl) from the stats providers."""
+def behavior_table(ctx: Context) -> tuple[pl.DataFrame | None, list[str]]:
+    """Behavior rows (keys, behavior, value, n_trials, val_ppl) and notes on skipped providers."""
     collect = _optional("stats.behaviors", "behavior_table")
     if collect is not None:
-        return collect(ctx.store)
-    parts = [f(ctx.store) for f in (hallucination.behaviors, trajectories.behaviors,
-                                        circuits.behaviors)]
-    parts = [p for p in parts if p is not None and not p.is_empty()]
+        return collect(ctx.store), []
+    parts, notes = [], []
+    for module in (hallucination, trajectories, circuits, bigbench):
+        part = module.behaviors(ctx.store)
+        if part is None or part.is_empty():
+            continue
+        bad = [c for c in (*KEYS, "behavior", "value") if c not in part.columns]
+        if bad:
+            notes.append(f"{module.__name__}.behaviors returned no {bad} columns (it has "
+                         f"{part.columns}); its behaviors are left out.")
+            continue
+        parts.append(part.select(*KEYS, "behavior", pl.col("value").cast(pl.Float64)))
     if not parts:
-        return None
-    return ctx.with_ppl(pl.concat(parts, how="diagonal_relaxed"))
+        return None, notes
+    return ctx.with_ppl(pl.concat(parts)), notes
 
 
 def behaviors_section(ctx: Context) -> Section:
     sec = Section("Behaviors vs validation perplexity, tokens and FLOPs")
-    table = behavior_table(ctx)
+    table, sec.notes = behavior_table(ctx)
     if table is None or table.is_empty():
-        sec.notes.append("No behaviors: the store has no sequences, token-loss or "
+        sec.notes.append("No behaviors: the store has no sequences, token-loss, circuits or "
                          "bigbench-mc results to derive them from.")
         return sec
     names = sorted(table["behavior"].unique())
@@ -99,10 +107,9 @@ def behaviors_section(ctx: Context) -> Section:
         sec.notes.append(f"{len(names)} behaviors; showing the first {MAX_BEHAVIORS}.")
     for name in names[:MAX_BEHAVIORS]:
         sec.charts.append((f"behavior_{_slug(name)}", charts.behavior_panels(table, name)))
-    sec.notes.append("Fitted curves and the regression verdicts appear once stats.regression "
-                     "is available in this installation." if _optional(
-                         "stats.regression", "fit_curves") is None else "")
-    sec.notes = [n for n in sec.notes if n]
+    if _optional("stats.regression", "fit_curves") is None:
+        sec.notes.append("Fitted curves and the regression verdicts appear once "
+                         "stats.regression is available in this installation.")
     return sec
 
 
@@ -142,17 +149,18 @@ def bigbench_section(ctx: Context) -> Section:
     if "bigbench-mc" not in ctx.tables:
         sec.notes.append(_missing("bigbench-mc"))
         return sec
-    per_task = _optional("stats.bigbench", "task_accuracy")
-    macro = _optional("stats.bigbench", "macro_accuracy")
-    if per_task is None or macro is None:
-        sec.notes.append("stats.bigbench (task_accuracy, macro_accuracy) is not available; "
-                         "accuracy charts skipped.")
-        return sec
     table = ctx.store.read("bigbench-mc")
-    sec.charts.append(("bigbench_macro_vs_ppl",
-                       charts.bigbench_macro_vs_ppl(ctx.with_ppl(macro(table)))))
-    sec.charts.append(("bigbench_tasks_vs_ppl",
-                       charts.bigbench_tasks_vs_ppl(ctx.with_ppl(per_task(table)))))
+    sec.charts.append(("bigbench_macro_vs_ppl", charts.bigbench_macro_vs_ppl(
+        ctx.with_ppl(bigbench.macro_accuracy(table)))))
+    sec.charts.append(("bigbench_tasks_vs_ppl", charts.bigbench_tasks_vs_ppl(
+        ctx.with_ppl(bigbench.task_accuracy(table)))))
+    options = ctx.with_ppl(bigbench.option_ppl(table))
+    for option in ("correct", "incorrect"):
+        rows = options.filter(pl.col("option") == option)
+        if not rows.is_empty():
+            sec.charts.append((f"option_ppl_{option}", xia_charts.axis_panels(
+                rows, "option_ppl", f"Perplexity of {option} options (token-weighted over tasks)",
+                y_title="option perplexity", log_y=True)))
     return sec
 
 

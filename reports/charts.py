@@ -224,17 +224,26 @@ def bigbench_tasks_vs_ppl(accuracy: pl.DataFrame, columns: int = 4) -> alt.Facet
     """Per-task BIG-bench accuracy vs validation ppl, one small panel per task.
 
     Args:
-        accuracy: keys, task, accuracy, val_ppl (one row per checkpoint x task).
+        accuracy: keys, task, accuracy, val_ppl (one row per checkpoint x task), and
+            optionally random_baseline (a dashed gray rule in each task's panel).
     """
     _need(accuracy, ("model", "task", "accuracy", "val_ppl"), "bigbench_tasks_vs_ppl")
     pick = _legend_selection()
-    return (
-        alt.Chart(accuracy).mark_line(point=True)
+    base = alt.Chart(accuracy)
+    line = (
+        base.mark_line(point=True)
         .encode(x_axis("val_ppl"), alt.Y("accuracy:Q"), _model_color(accuracy),
                 order=TRAINING_ORDER,
                 opacity=alt.condition(pick, alt.value(1.0), alt.value(0.15)),
                 tooltip=_tooltip(accuracy, "task", "accuracy", "val_ppl"))
-        .add_params(pick).properties(width=160, height=120)
+        .add_params(pick)
+    )
+    layers = [line]
+    if "random_baseline" in accuracy.columns:  # constant per task: max() just picks it
+        layers.append(base.mark_rule(color="gray", strokeDash=[4, 4])
+                      .encode(y="max(random_baseline):Q"))
+    return (
+        alt.layer(*layers).properties(width=160, height=120)
         .facet(facet=alt.Facet("task:N"), columns=columns,
-               title="BIG-bench accuracy per task vs validation perplexity")
+               title="BIG-bench accuracy per task vs validation perplexity (dashed: random)")
     )

@@ -37,7 +37,7 @@ def _part(table: str, key: dict, own: dict) -> pl.DataFrame:
 
 
 def synthetic_store(root: Path, tables=("token-loss", "sequences", "components",
-                                        "circuit-summary", "circuit-edges"), seed: int = 0) -> Path:
+                                        "circuit-summary", "circuit-edges", "bigbench-mc"), seed: int = 0) -> Path:
     """A small store with every checkpoint of MODELS x STEPS: losses fall with step and size."""
     rng = np.random.default_rng(seed)
     store = Store(root)
@@ -70,6 +70,15 @@ def synthetic_store(root: Path, tables=("token-loss", "sequences", "components",
                 store.write("circuit-summary", _part("circuit-summary", key, {
                     "task": ["ioi"], "metric_clean": [1.0], "metric_corrupted": [0.1],
                     "circuit_edges": [int(50 + step // 3)], "faithfulness": [0.8]}))
+            if "bigbench-mc" in tables:
+                n = 2 * 4 * 3  # 2 tasks x 4 examples x 3 choices, choice 0 is the target
+                store.write("bigbench-mc", _part("bigbench-mc", key, {
+                    "task": [("arith", "logic")[i // 12] for i in range(n)],
+                    "example_id": [(i // 3) % 4 for i in range(n)],
+                    "choice_index": [i % 3 for i in range(n)],
+                    "logprob_nats": (-rng.uniform(1, 5, n) - level).tolist(),
+                    "n_tokens": [2] * n, "is_target": [i % 3 == 0 for i in range(n)],
+                    "target_score": [float(i % 3 == 0) for i in range(n)]}))
             if "circuit-edges" in tables:
                 edges = [f"a0.h{h}->m1" for h in range(4)] + [f"m0->a1.h{h}" for h in range(4)]
                 store.write("circuit-edges", _part("circuit-edges", key, {
@@ -180,6 +189,8 @@ def test_bigbench_charts():
         pl.lit(0.5).alias("accuracy"), pl.lit(0.25).alias("random_baseline"))
     per_task = charts.bigbench_tasks_vs_ppl(acc).to_dict()
     assert per_task["facet"]["field"] == "task"
+    rule = per_task["spec"]["layer"][1]
+    assert rule["mark"]["type"] == "rule" and rule["encoding"]["y"]["field"] == "random_baseline"
     macro = charts.bigbench_macro_vs_ppl(acc.filter(pl.col("task") == "a")).to_dict()
     rule = macro["layer"][1]
     assert rule["mark"]["type"] == "rule"
@@ -234,6 +245,7 @@ def test_report_from_full_store_is_offline_and_has_every_chart(tmp_path):
     assert sum(n.startswith("token_set_toy-l_") for n in specs) >= 2  # largest model's classes
     assert any(n.startswith("generated_mix_a_1_b_-1") for n in specs)
     assert "fractions_by_start" in specs
+    assert {"bigbench_macro_vs_ppl", "bigbench_tasks_vs_ppl", "option_ppl_correct"} <= set(specs)
     jac = _dataset(specs["circuit_jaccard"])
     assert all(r["tokens_seen"] > 0 and 0 <= r["jaccard"] <= 1 for r in jac)
     assert any(n.startswith("heatmap_toy-s") or n.startswith("heatmap_toy_s") for n in specs)

@@ -229,3 +229,36 @@ def test_report_renders_in_chromium_without_errors(tmp_path):
     assert result.errors == []
     assert result.expected >= 10 and len(result.views) == result.expected
     assert result.unrendered == []
+
+
+@pytest.mark.slow
+def test_report_of_a_real_sweep_renders(tmp_path):
+    """A store written by the real sweep on a tiny random suite: CLI -> report -> browser."""
+    from dynamics.cli import main
+    from evals.config import load_batch
+    from evals.sweep import run_batch
+    from tests.helpers import make_tiny_suite, write_val
+    from tests.test_sequences import fact_rows, write_sets
+
+    suite = make_tiny_suite(tmp_path / "suite", "neox", steps=(0, 5, 10, 20), n_models=2)
+    seqs, val = write_sets(tmp_path / "s.jsonl", fact_rows()), write_val(tmp_path / "v.jsonl")
+    evaluators = {"token-loss": {"dataset": str(val), "max_tokens": 4000},
+                  "sequences": {"dataset": str(seqs)},
+                  "circuits": {"tasks": ["induction"], "n_examples": 8, "ig_steps": 2,
+                               "components": ["induction", "previous-token"]}}
+    cfg = load_batch({"suite": str(suite), "output": str(tmp_path / "store"), "prefetch": False,
+                      "evaluators": evaluators})
+    assert not run_batch(cfg, progress=False).failed
+    assert main(["report", str(tmp_path / "store"), "--out", str(tmp_path / "report")]) == 0
+    index = tmp_path / "report" / "index.html"
+    page = index.read_text()
+    for stem in ("ppl_vs_tokens", "set_logprob_vs_ppl", "hallucination_gap_vs_ppl", "circuit_size",
+                 "class_fractions_vs_ppl"):
+        assert f'id="spec-{stem}"' in page
+        assert (tmp_path / "report" / f"{stem}.png").stat().st_size > 1000
+    assert "section failed" not in page
+    assert 'id="spec-heatmap_' in page
+    result = render_page(index)
+    assert result.errors == []
+    assert result.expected >= 8 and len(result.views) == result.expected
+    assert result.unrendered == []
