@@ -246,3 +246,26 @@ def test_attention_scores_read_the_right_diagonals(monkeypatch):
     assert att["induction"][0].tolist() == [1.0, 0.0, 0.0]
     assert att["previous-token"][0].tolist() == [0.0, 1.0, 0.0]
     assert att["duplicate-token"][0].tolist() == [0.0, 0.0, 1.0]
+
+
+def test_task_induction_reads_positions_after_earlier_copies(monkeypatch):
+    from types import SimpleNamespace
+
+    from evals.circuits import components
+    from evals.circuits.tasks import TaskPairs
+
+    task = TaskPairs("trigger", "logit_diff")
+    task.add([0, 5, 9, 7, 9, 6, 9], [0, 5, 9, 8, 9, 8, 9], [6], [8])  # 9 at 2, 4 -> keys 3, 5
+
+    def fake_forward(adapter, x):
+        pat = torch.zeros(1, 2, 7, 7)
+        pat[0, 0, 6, 3] = pat[0, 0, 6, 5] = 0.5  # head 0: all on the induction targets
+        pat[0, 1, 6, 2] = 1.0  # head 1: on the earlier copy itself
+        return SimpleNamespace(patterns=[pat])
+
+    monkeypatch.setattr(components, "graph_forward", fake_forward)
+    adapter = SimpleNamespace(model=torch.nn.Linear(1, 1), n_layers=1, n_heads=2)
+    assert components.task_induction_scores(adapter, task).tolist() == [[1.0, 0.0]]
+    empty = TaskPairs("trigger", "logit_diff")
+    empty.add([1, 2, 3], [1, 2, 4], [5], [6])
+    assert components.task_induction_scores(adapter, empty) is None

@@ -19,6 +19,15 @@ and the unembedding (no final LN); score = fraction of (prompt, position)
 where the name is in the top 5 logits. Needs single-token names, so it is
 skipped (no rows) for tokenizers without them.
 
+`trigger-induction` (Bietti et al.'s layer-2 probe, for trigger/induction task
+prompts): the attention mass from the prompt's last token to every earlier
+position whose *previous* token equals the last token (where an induction head
+looks), averaged over prompts that have one. Example: [EOS z5 z0 z17 z9 z0]:
+the last token z0 occurred at position 2, so the score is the attention from
+position 5 to position 3 (z17). Use it where heads are specific to the
+training task's tokens: the toy suite's heads solve the trigger task but do
+not attend along the induction diagonal of random-token sequences.
+
 Not implemented: successor heads (Gould et al.), copy suppression (CSPA),
 S2-inhibition path patching.
 """
@@ -32,7 +41,7 @@ import torch
 from evals.circuits.model_surgery import graph_forward
 from evals.circuits.tasks import ioi
 
-KINDS = ("induction", "previous-token", "duplicate-token", "copy")
+KINDS = ("induction", "previous-token", "duplicate-token", "copy", "trigger-induction")
 
 
 @torch.no_grad()
@@ -87,3 +96,21 @@ def copy_scores(adapter, tokenizer, *, n_prompts: int = 20, top_k: int = 5,
         top = head(z).topk(top_k, dim=-1).indices  # (n, H, k)
         out[layer] = (top == target[:, None, None]).any(-1).float().mean(0).cpu()
     return out
+
+
+@torch.no_grad()
+def task_induction_scores(adapter, task) -> torch.Tensor | None:
+    """(layer, head) mean attention from the last token to positions after its earlier copies."""
+    device = next(adapter.model.parameters()).device
+    total = torch.zeros(adapter.n_layers, adapter.n_heads)
+    count = 0
+    for prompt in task.clean:
+        t = len(prompt) - 1
+        targets = [j for j in range(1, t) if prompt[j - 1] == prompt[t]]
+        if not targets:
+            continue
+        patterns = graph_forward(adapter, torch.tensor([prompt], device=device)).patterns
+        att = torch.stack([p[0, :, t, targets].sum(-1) for p in patterns])  # (layer, head)
+        total += att.float().cpu()
+        count += 1
+    return total / count if count else None

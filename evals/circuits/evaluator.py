@@ -53,7 +53,8 @@ class CircuitsOptions:
         search_start: first circuit size tried (edges).
         search_step: step of the stepped search before the binary search.
         batch_size: pairs per forward/backward batch.
-        components: head scores to compute (induction, previous-token, duplicate-token, copy).
+        components: head scores to compute (induction, previous-token, duplicate-token, copy,
+            trigger-induction: on the trigger task's prompts, else on the induction task's).
         component_seq_len: length of the random sequence repeated twice for attention scores
             (default: min(50, (max_position_embeddings - 1) // 2), so BOS + 2 copies fit).
         edges: "all" writes every edge's score, "circuit" only the in-circuit edges.
@@ -119,8 +120,10 @@ class Circuits(Evaluator):
         if key not in self._tasks:
             o = self.options
             if name == "trigger":
+                local = Path(lm.local_dir).resolve() if lm.local_dir else None
                 path = (Path(self.resolve_path(o.trigger_path)) if o.trigger_path else
-                        Path(lm.local_dir or ".").parents[1] / "data" / "trigger.jsonl")
+                        local.parents[1] / "data" / "trigger.jsonl" if local and
+                        len(local.parents) > 1 else Path("<suite>/data/trigger.jsonl"))
                 if not path.is_file():
                     raise FileNotFoundError(f"trigger task file {path} not found; set trigger_path")
                 task = load_trigger_task(path, lm.tokenizer, o.n_examples)
@@ -168,7 +171,7 @@ class Circuits(Evaluator):
     def _components(self, adapter, lm, vocab: int) -> pl.DataFrame:
         o = self.options
         scores = {}
-        attn_kinds = [k for k in o.components if k != "copy"]
+        attn_kinds = [k for k in o.components if k not in ("copy", "trigger-induction")]
         if attn_kinds:
             low = len(getattr(lm.tokenizer, "all_special_ids", []) or [])
             bos = getattr(lm.tokenizer, "bos_token_id", None) if o.prepend_bos else None
@@ -181,10 +184,22 @@ class Circuits(Evaluator):
             copy = comp.copy_scores(adapter, lm.tokenizer, seed=o.seed)
             if copy is not None:
                 scores["copy"] = copy
+        if "trigger-induction" in o.components:
+            task = self._trigger_or_induction(lm, vocab)
+            trig = comp.task_induction_scores(adapter, task) if task is not None else None
+            if trig is not None:
+                scores["trigger-induction"] = trig
         rows = [{"layer": layer, "head": head, "kind": kind, "score": float(t[layer, head])}
                 for kind, t in scores.items()
                 for layer in range(t.shape[0]) for head in range(t.shape[1])]
         return pl.DataFrame(rows, schema=_own("components"))
+
+    def _trigger_or_induction(self, lm, vocab: int) -> TaskPairs | None:
+        """The trigger task when its file exists, else the generated induction task."""
+        try:
+            return self._task("trigger", lm, vocab)
+        except FileNotFoundError:
+            return self._task("induction", lm, vocab)
 
 
 def _own(table: str) -> pl.Schema:
