@@ -36,8 +36,11 @@ def _part(table: str, key: dict, own: dict) -> pl.DataFrame:
     return frame.cast(dict(table_schema(table))).select(list(table_schema(table)))
 
 
-def synthetic_store(root: Path, tables=("token-loss", "sequences", "components",
-                                        "circuit-summary", "circuit-edges", "bigbench-mc"), seed: int = 0) -> Path:
+ALL_TABLES = ("token-loss", "sequences", "components", "circuit-summary", "circuit-edges",
+              "bigbench-mc")
+
+
+def synthetic_store(root: Path, tables=ALL_TABLES, seed: int = 0) -> Path:
     """A small store with every checkpoint of MODELS x STEPS: losses fall with step and size."""
     rng = np.random.default_rng(seed)
     store = Store(root)
