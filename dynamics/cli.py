@@ -77,11 +77,11 @@ def demo_evaluator_options(suite_dir) -> dict:
 
     data = Path(suite_dir).resolve() / "data"
     wanted = {
-        "token-loss": {"dataset": str(data / "validation.jsonl"), "max_tokens": 20_000},
+        "token-loss": {"dataset": str(data / "validation.jsonl"), "max_tokens": 10_000},
         "sequences": {"dataset": str(data / "sequences.jsonl")},
-        "bigbench-mc": {"tasks": [str(p) for p in sorted((data / "bigbench").glob("*/task.json"))]},
+        "bigbench-mc": {"folder": str(data / "bigbench"), "tasks": "all", "k": 2},
         "circuits": {"tasks": ["trigger"], "trigger_path": str(data / "trigger.jsonl"),
-                     "n_examples": 16, "ig_steps": 5, "edges": "circuit"},
+                     "n_examples": 8, "ig_steps": 3, "components": ["induction", "previous-token"]},
     }
     return {name: opts for name, opts in wanted.items() if name in EVALUATORS}
 
@@ -92,7 +92,9 @@ def _demo_batch(suite_dir, out_dir) -> "Path":
     from dynamics.manifest import _toml
 
     path = Path(out_dir) / "batch.toml"
-    lines = [f"suite = {_toml(str(Path(suite_dir).resolve()))}", 'output = "results"', ""]
+    # about 10 checkpoints per model (all of them would take the demo past 5 minutes)
+    lines = [f"suite = {_toml(str(Path(suite_dir).resolve()))}", 'output = "results"',
+             'steps = "log-spaced 10"', ""]
     for name, opts in demo_evaluator_options(suite_dir).items():
         lines.append(f"[evaluators.{name}]")
         for key, value in opts.items():

@@ -145,6 +145,12 @@ def test_build_writes_a_readable_suite_and_reuses_it(tmp_path, monkeypatch):
     assert AutoTokenizer.from_pretrained(refs[-1].source).eos_token == EOS
     assert (folder / "data" / "sequences.jsonl").is_file()
 
+    from dynamics import cli
+    from evals.config import load_batch_file
+
+    cfg = load_batch_file(cli._demo_batch(folder, tmp_path))  # the demo batch validates
+    assert set(cfg.evaluators) == set(cli.demo_evaluator_options(folder))
+
     import dynamics.toy.train as train
 
     def boom(*a, **k):
