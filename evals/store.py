@@ -8,16 +8,23 @@ Layout under the store root::
 
 A part is written to a temp file in the same folder, fsynced, then renamed,
 so a reader (or a resumed run) never sees a partial part. Resume = skip the
-parts that exist. Polars only: `stats` reads the store without torch.
+parts that exist; `clean_temp` removes temp files a killed run left behind.
+One run at a time: `lock()` creates `<root>/_lock.json` (pid, host, start
+time) exclusively; a second run gets a `StoreLockedError` naming the holder,
+and a lock whose pid is dead on this host is stale and taken over.
+Polars only: `stats` reads the store without torch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import socket
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -25,6 +32,22 @@ import polars as pl
 from evals.schema import KEY_COLUMNS, table_schema, validate
 
 _SAFE = re.compile(r"[^A-Za-z0-9._+-]")
+LOCK_NAME = "_lock.json"
+
+
+class StoreLockedError(RuntimeError):
+    """Another live run holds the store's lock."""
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _safe(name: str) -> str:
@@ -126,6 +149,59 @@ class Store:
             return pl.DataFrame(schema={"what": pl.String, "family": pl.String, "model": pl.String,
                                         "step": pl.Int64, "error": pl.String})
         return pl.DataFrame(rows).select("what", "family", "model", "step", "error")
+
+    # -- ownership and crash recovery ---------------------------------------
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[Path]:
+        """Hold the store exclusively for one run; take over stale locks (dead pid, same host)."""
+        path = self.root / LOCK_NAME
+        self.root.mkdir(parents=True, exist_ok=True)
+        body = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+        for _ in range(3):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                self._take_over_if_stale(path)
+                continue
+            with os.fdopen(fd, "w") as fh:
+                json.dump(body, fh)
+            break
+        else:
+            raise StoreLockedError(f"could not lock {self.root}: {path} keeps reappearing")
+        try:
+            yield path
+        finally:
+            with contextlib.suppress(OSError, ValueError):
+                if json.loads(path.read_text()).get("pid") == os.getpid():
+                    path.unlink()
+
+    def _take_over_if_stale(self, path: Path) -> None:
+        try:
+            holder = json.loads(path.read_text())
+        except (OSError, ValueError):
+            holder = {}  # half-written by a killed run, or just removed
+            if not path.exists():
+                return
+        pid, host = holder.get("pid"), holder.get("host")
+        if host == socket.gethostname() and isinstance(pid, int) and not pid_alive(pid):
+            path.unlink(missing_ok=True)  # stale: its owner is dead
+            return
+        if not holder and time.time() - path.stat().st_mtime > 60:
+            path.unlink(missing_ok=True)  # unreadable for a minute: a crash mid-write
+            return
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("started", 0)))
+        raise StoreLockedError(
+            f"store {self.root} is in use by another run (pid {pid} on host {host}, started "
+            f"{started}). Wait for it to finish, use another output folder, or delete {path} "
+            "if that run is gone."
+        )
+
+    def clean_temp(self) -> list[Path]:
+        """Delete temp files of interrupted writes (call only while holding the lock)."""
+        stray = sorted(self.root.glob("**/.*.tmp")) if self.root.is_dir() else []
+        for p in stray:
+            p.unlink(missing_ok=True)
+        return stray
 
     # -- config -----------------------------------------------------------
     def write_config(self, text: str, name: str = "batch.toml") -> Path:

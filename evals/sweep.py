@@ -108,9 +108,21 @@ def run_batch(
     loader: Callable = load_checkpoint,
     evaluators: list[Evaluator] | None = None,
 ) -> SweepResult:
-    """Run a batch locally (the default executor); see the module docstring."""
-    t0 = time.perf_counter()
+    """Run a batch locally (the default executor); see the module docstring.
+
+    The store is locked for the run (`Store.lock`: a second run on the same
+    output fails with the holder's pid, host and start time) and temp files
+    of a killed earlier run are removed first, so a rerun after SIGKILL ends
+    with the same parts as an uninterrupted run.
+    """
     store = Store(cfg.output_dir)
+    with store.lock():
+        store.clean_temp()
+        return _run_locked(cfg, store, retry_failed, progress, loader, evaluators)
+
+
+def _run_locked(cfg, store, retry_failed, progress, loader, evaluators) -> SweepResult:
+    t0 = time.perf_counter()
     store.write_config(batch_to_toml(cfg))
     refs = get_suite(cfg.suite_path).select(cfg.models, cfg.steps)
     evals = evaluators if evaluators is not None else build_evaluators(cfg)
