@@ -51,7 +51,8 @@ def _legend_selection() -> alt.Parameter:
 
 def x_axis(column: str, *, log: bool = True) -> alt.X:
     """An x encoding for a training axis; ppl is log and reversed (training runs left to right)."""
-    scale = alt.Scale(type="log" if log else "linear", reverse=column == "val_ppl")
+    # nice=False: a nice log domain snaps to powers of ten and squeezes the data into a sliver
+    scale = alt.Scale(type="log" if log else "linear", reverse=column == "val_ppl", nice=False)
     return alt.X(f"{column}:Q", scale=scale, title=AXIS_TITLES.get(column, column))
 
 
@@ -76,7 +77,8 @@ def ppl_vs_tokens(ppl: pl.DataFrame) -> alt.Chart:
         alt.Chart(_positive(ppl, "tokens_seen"), title="Validation perplexity vs tokens seen")
         .mark_line(point=True)
         .encode(x_axis("tokens_seen"),
-                alt.Y("val_ppl:Q", scale=alt.Scale(type="log"), title="validation perplexity"),
+                alt.Y("val_ppl:Q", scale=alt.Scale(type="log", nice=False),
+                      title="validation perplexity"),
                 _model_color(ppl), order=TRAINING_ORDER,
                 opacity=alt.condition(pick, alt.value(1.0), alt.value(0.15)),
                 tooltip=_tooltip(ppl, "val_ppl"))
