@@ -96,6 +96,27 @@ def maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _status_mb(key: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(f"{key} not in /proc/self/status")
+
+
+def reset_peak_rss() -> float:
+    """Reset the kernel's peak-RSS mark (Linux clear_refs 5); returns the current RSS in MiB.
+
+    Without this, the peak of building the model would hide the peak of scoring.
+    """
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status_mb("VmRSS")
+
+
+def peak_rss_mb() -> float:
+    """Peak RSS since the last `reset_peak_rss` (VmHWM), MiB."""
+    return _status_mb("VmHWM")
+
+
 def run_child(module: str, args: list[str]) -> dict:
     """Run `python -m module args` and parse the JSON on its last stdout line."""
     proc = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,

@@ -24,6 +24,7 @@ totals (as mean per-token difference); the plain HF loop is compared per token.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import tempfile
@@ -35,7 +36,8 @@ import torch
 import torch.nn.functional as F
 
 from bench._common import (build_model, licence_texts, licence_tokenizer, matmul_ceiling,
-                           matmul_params, maxrss_mb, run_child, table, write_jsonl)
+                           matmul_params, peak_rss_mb, reset_peak_rss, run_child, table,
+                           write_jsonl)
 from dynamics.checkpoints import CheckpointRef
 from dynamics.loading import LoadedModel
 from evals.token_loss import TokenLoss, TokenLossOptions, TokenStream, window_starts
@@ -188,7 +190,8 @@ def memory_child(impl: str, shape: str, vocab: int, batch: int, seq: int, chunk_
     ids = torch.randint(0, vocab, (batch, seq), generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         model(input_ids=ids[:1, :8])
-    base = maxrss_mb()
+    gc.collect()
+    base = reset_peak_rss()
     with torch.inference_mode():
         if impl == "ours":
             token_logprobs(model, ids, chunk_rows)
@@ -196,7 +199,7 @@ def memory_child(impl: str, shape: str, vocab: int, batch: int, seq: int, chunk_
             logits = model(input_ids=ids).logits
             F.cross_entropy(logits[:, :-1].reshape(-1, vocab), ids[:, 1:].reshape(-1),
                             reduction="none")
-    print(json.dumps({"base_mb": base, "peak_mb": maxrss_mb()}))
+    print(json.dumps({"base_mb": base, "peak_mb": peak_rss_mb()}))
 
 
 def memory_grid(quick: bool, chunk_rows: int) -> list[dict]:
