@@ -11,6 +11,7 @@ never local-suite folders (we only delete what we downloaded).
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -43,12 +44,45 @@ def _delete_snapshot(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
+def in_use_marker(folder: Path, pid: int | None = None) -> Path:
+    """The marker file saying process `pid` (default: this one) uses `folder`."""
+    return folder.parent / f".{folder.name}.inuse.{os.getpid() if pid is None else pid}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_in_use(folder: Path) -> bool:
+    """Whether a live process marked `folder` in use; stale markers (dead pids) are removed."""
+    busy = False
+    for marker in folder.parent.glob(f".{folder.name}.inuse.*"):
+        pid = marker.name.rsplit(".", 1)[-1]
+        if pid.isdigit() and _pid_alive(int(pid)):
+            busy = True
+        else:
+            marker.unlink(missing_ok=True)
+    return busy
+
+
 @dataclass
 class DiskBudget:
     """Evict downloaded checkpoints, oldest first, when they exceed a byte budget.
 
-    Only folders registered with `add` (downloads) are ever deleted; folders
-    marked in use (`acquire`/`release`, counted) are skipped.
+    Only folders registered with `add` (downloads) are ever deleted. A folder
+    in use is marked on disk, beside it, so other processes (Ray workers,
+    a second sweep sharing the hub cache) see it too: `acquire` writes
+    `.<name>.inuse.<pid>` next to the folder, `release` removes it when this
+    process's count drops to zero, and `evict` skips a folder with any marker
+    whose pid is alive (markers of dead pids are stale and removed). Example:
+    acquiring `cache/snapshots/abc123` in pid 4242 creates
+    `cache/snapshots/.abc123.inuse.4242`.
     """
 
     budget_bytes: int | None
@@ -66,6 +100,7 @@ class DiskBudget:
     def acquire(self, folder: Path) -> None:
         with self._lock:
             self._in_use[folder] = self._in_use.get(folder, 0) + 1
+            in_use_marker(folder).touch()
 
     def release(self, folder: Path) -> None:
         with self._lock:
@@ -74,6 +109,7 @@ class DiskBudget:
                 self._in_use[folder] = n
             else:
                 self._in_use.pop(folder, None)
+                in_use_marker(folder).unlink(missing_ok=True)
 
     def evict(self) -> list[Path]:
         """Delete the oldest unused downloads until the total fits; return what was deleted."""
@@ -86,7 +122,7 @@ class DiskBudget:
             for folder in list(self._order):
                 if total <= self.budget_bytes:
                     break
-                if self._in_use.get(folder):
+                if self._in_use.get(folder) or is_in_use(folder):
                     continue
                 self.delete(folder)
                 self._order.remove(folder)

@@ -100,11 +100,11 @@ def _check_suite(cfg: BatchConfig) -> list[str]:
     return problems
 
 
-def _check_evaluators(cfg: BatchConfig) -> list[str]:
+def _check_evaluators(evaluators: dict) -> list[str]:
     problems = []
-    if not cfg.evaluators:
+    if not evaluators:
         problems.append("evaluators: none configured; add e.g. [evaluators.token-loss]")
-    for name, values in cfg.evaluators.items():
+    for name, values in evaluators.items():
         try:
             cls = evaluator_class(name)
         except ConfigError as err:
@@ -121,9 +121,12 @@ def load_batch(values: dict, base_dir: str | Path = ".", where: str = "batch") -
     """Validate a batch dict fully; raise ConfigError listing every problem."""
     values = {**values, "base_dir": str(base_dir)}
     cfg, problems = parse_options(BatchConfig, values, where)
-    if cfg is None:
+    if cfg is None:  # still check the evaluator tables: one message per problem, all at once
+        evaluators = values.get("evaluators")
+        if isinstance(evaluators, dict):
+            problems = problems + [f"{where}: {p}" for p in _check_evaluators(evaluators)]
         raise ConfigError(problems)
-    problems = _check_suite(cfg) + _check_evaluators(cfg)
+    problems = _check_suite(cfg) + _check_evaluators(cfg.evaluators)
     if cfg.executor == "ray":
         import importlib.util
 

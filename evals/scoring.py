@@ -17,6 +17,9 @@ import torch
 import torch.nn.functional as F
 
 
+CHUNK_ELEMENTS = 2048 * 50304  # logits per head chunk (~412 MB float32)
+
+
 @dataclass(frozen=True)
 class Request:
     """Score `continuation_ids` given `context_ids` (token ids, no specials added)."""
@@ -59,6 +62,8 @@ def _check_head(model) -> None:
     with torch.inference_mode():
         full = model(input_ids=ids).logits.float()
         ours = model.get_output_embeddings()(final_hidden(model, ids)).float()
+    if not torch.isfinite(full).all():  # issue 9: NaN weights are a fault, not an architecture
+        raise FloatingPointError(f"{type(model).__name__}: non-finite logits (NaN/inf weights?)")
     tol = 1e-3 * max(1.0, full.abs().max().item())
     if not torch.allclose(full, ours, atol=tol, rtol=1e-3):
         raise NotImplementedError(
@@ -73,6 +78,10 @@ def target_logprobs(
 ) -> torch.Tensor:
     """log p(target | row) for selected rows, computed in chunks of rows.
 
+    Chunks hold at most `chunk_rows` rows and at most CHUNK_ELEMENTS logits
+    (e.g. 2048 rows at vocab 50304, 512 rows at vocab 201216), so peak memory is
+    about 8 bytes x CHUNK_ELEMENTS (logits + log-softmax) whatever the batch or vocab.
+
     Args:
         hidden: (rows, d_model) final hidden states of the positions to score.
         targets: (rows,) the next-token ids those positions predict.
@@ -81,8 +90,11 @@ def target_logprobs(
     """
     head = model.get_output_embeddings()
     out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
-    for start in range(0, hidden.shape[0], chunk_rows):
-        sl = slice(start, start + chunk_rows)
+    # Fewer rows per chunk for vocabularies above 50304, so memory stays flat in vocab too.
+    vocab = head.weight.shape[0]
+    rows = max(1, min(chunk_rows, CHUNK_ELEMENTS // vocab))
+    for start in range(0, hidden.shape[0], rows):
+        sl = slice(start, start + rows)
         logits = head(hidden[sl]).float()  # (chunk, vocab)
         out[sl] = -F.cross_entropy(logits, targets[sl], reduction="none")
     return out

@@ -137,7 +137,7 @@ def _run_locked(cfg, store, retry_failed, progress, loader, evaluators) -> Sweep
         bar.set_postfix_str(ref.label)
         if item.error is not None:
             store.record_failure(LOAD, ref.key, item.error)
-            result.failed.append((ref.label, LOAD, str(item.error)))
+            result.failed.append((ref.label, LOAD, f"{type(item.error).__name__}: {item.error}"))
             log.warning("could not load %s: %s", ref.label, item.error)
             bar.update(1)
             continue
