@@ -101,19 +101,19 @@ def behaviors(store) -> pl.DataFrame | None:
     mc = store.read("bigbench-mc")
     tasks = task_accuracy(mc)
     per_task = tasks.select(
-        KEYS,
+        *KEYS,
         pl.concat_str(pl.lit("bigbench:"), pl.col("task")).alias("behavior"),
         pl.col("accuracy").cast(pl.Float64).alias("value"),
         pl.col("n_examples").cast(pl.Int64).alias("n_trials"),
     )
     macro = macro_accuracy(mc)
     macro_rows = [
-        macro.select(KEYS, pl.lit(name).alias("behavior"), pl.col(col).alias("value"),
+        macro.select(*KEYS, pl.lit(name).alias("behavior"), pl.col(col).alias("value"),
                      pl.lit(None, dtype=pl.Int64).alias("n_trials"))
         for name, col in (("bigbench_macro", "accuracy"), ("bigbench_macro_norm", "accuracy_norm"))
     ]
     opt = option_ppl(mc).select(
-        KEYS,
+        *KEYS,
         pl.concat_str(pl.lit("option_ppl_"), pl.col("option")).alias("behavior"),
         pl.col("option_ppl").alias("value"),
         pl.lit(None, dtype=pl.Int64).alias("n_trials"),
