@@ -72,9 +72,18 @@ def test_prefetch_hides_simulated_downloads(tmp_path):
     """With prefetch, only the first simulated download is exposed (wall - compute)."""
     suite = make_tiny_suite(tmp_path / "suite", steps=(0, 1, 2))
     val = write_val(tmp_path / "v.jsonl", n=5)
-    ev = bs.TimedTokenLoss(TokenLossOptions(dataset=str(val), max_tokens=64, context=32))
-    ev.stream(tiny_tokenizer())
     delay = 0.4
+
+    class SlowCompute(bt.TokenLoss):
+        def run(self, lm):  # compute must be >= load for prefetch to hide the load
+            time.sleep(delay)
+            return super().run(lm)
+
+    class Timed(bs.TimedTokenLoss, SlowCompute):
+        pass
+
+    ev = Timed(TokenLossOptions(dataset=str(val), max_tokens=64, context=32))
+    ev.stream(tiny_tokenizer())
 
     def loader(ref, options):
         time.sleep(delay)
