@@ -10,7 +10,7 @@ of `evals.sweep.run_batch` with `prefetch = false` and `prefetch = true`. The
 ideal with prefetch is about load_0 + sum_i max(load_i+1, compute_i), i.e.
 close to N * max(load, compute); without it the sweep costs N * (load + compute).
 Loads go through a simulated download (`--download-mb-s`, a sleep of
-size / bandwidth, default 20 MB/s, like a hub fetch) because a local suite
+size / bandwidth, default 50 MB/s, like a hub fetch) because a local suite
 loads from the page cache in ~0.1 s; `--download-mb-s 0` times local loads
 only. Tokenization is done once before timing (the evaluator caches it) so both
 sweeps time the same work.
@@ -99,15 +99,15 @@ def parse(argv=None):
     p.add_argument("--quick", action="store_true")
     p.add_argument("--shape", default="14m", choices=["14m", "70m"])
     p.add_argument("--checkpoints", type=int, default=None, help="default 8 (quick 4)")
-    p.add_argument("--tokens", type=int, default=None, help="tokens per checkpoint (8192; 2048)")
+    p.add_argument("--tokens", type=int, default=None, help="tokens per checkpoint (16384; 8192)")
     p.add_argument("--context", type=int, default=512)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--download-mb-s", type=float, default=20.0,
+    p.add_argument("--download-mb-s", type=float, default=50.0,
                    help="simulated download bandwidth before each load (0: local disk only)")
     p.add_argument("--repeats", type=int, default=3, help="sweeps per setting, best kept")
     args = p.parse_args(argv)
     args.checkpoints = args.checkpoints or (4 if args.quick else 8)
-    args.tokens = args.tokens or (2048 if args.quick else 8192)
+    args.tokens = args.tokens or (8192 if args.quick else 16384)
     return args
 
 
