@@ -1,0 +1,128 @@
+"""Stats layer on simulated data with known truth (issue #7)."""
+
+import numpy as np
+import polars as pl
+import pytest
+
+from stats.behaviors import behavior_from_frame, behavior_table, register_behavior
+from stats.matched import at_ppl, compare_families, emergence
+from stats.regression import fit_behaviors
+
+SIZES = (70_000_000, 160_000_000, 410_000_000, 1_000_000_000)
+
+
+def _sim(truth: str, seed: int = 0, binomial: bool = False, sizes=SIZES) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for params in sizes:
+        for step in (0, 1000, 2000, 4000, 8000, 16000, 32000, 64000):
+            tokens = step * 2_000_000
+            lt = np.log(max(tokens, 1))
+            log_ppl = 8.0 - 0.15 * np.log(params) - 0.1 * lt + rng.normal(0, 0.05)
+            mean = (1.5 - 0.4 * log_ppl) if truth == "ppl" else 0.3 * np.log(params) - 5.0
+            if binomial:
+                p = 1 / (1 + np.exp(-mean))
+                n = 200
+                value, trials = rng.binomial(n, p) / n, n
+            else:
+                value, trials = mean + rng.normal(0, 0.02), None
+            rows.append(("pythia", f"m{params}", params, step, tokens, 6.0 * params * tokens,
+                         "b", value, trials, float(np.exp(log_ppl))))
+    return pl.DataFrame(rows, orient="row", schema=[
+        ("family", pl.String), ("model", pl.String), ("params", pl.Int64), ("step", pl.Int64),
+        ("tokens_seen", pl.Int64), ("flops", pl.Float64), ("behavior", pl.String),
+        ("value", pl.Float64), ("n_trials", pl.Int64), ("val_ppl", pl.Float64)])
+
+
+def test_ppl_truth_ppl_wins_and_size_adds_nothing():
+    fits = fit_behaviors(_sim("ppl"))
+    v = fits.verdicts.row(0, named=True)
+    assert v["best_spec"] in ("ppl", "ppl_size")
+    assert not v["size_adds"]
+    assert v["loso_ratio"] > 1
+    slope = fits.coefficients.filter((pl.col("model_spec") == "ppl") & (pl.col("term") == "log_ppl"))
+    assert slope["estimate"][0] == pytest.approx(-0.4, abs=0.05)
+
+
+def test_size_truth_size_wins():
+    fits = fit_behaviors(_sim("size"))
+    v = fits.verdicts.row(0, named=True)
+    assert v["best_spec"] in ("size_tokens", "ppl_size")
+    assert v["size_adds"]
+    c = fits.coefficients.filter((pl.col("model_spec") == "size_tokens") & (pl.col("term") == "log_params"))
+    assert c["estimate"][0] == pytest.approx(0.3, abs=0.03)
+
+
+def test_binomial_glm_and_loso_with_three_sizes():
+    fits = fit_behaviors(_sim("ppl", binomial=True, sizes=SIZES[:3]))
+    assert set(fits.fits["family_glm"]) == {"binomial"}
+    assert fits.fits["loso_rmse"].null_count() == 0
+    slope = fits.coefficients.filter((pl.col("model_spec") == "ppl") & (pl.col("term") == "log_ppl"))
+    assert slope["ci_low"][0] < -0.4 < slope["ci_high"][0]
+
+
+def _piecewise() -> pl.DataFrame:
+    ppl = [80.0, 40.0, 20.0, 10.0]
+    val = [0.0, 0.1, 0.5, 0.6]
+    return pl.DataFrame({"family": "f", "model": "m", "params": 1, "step": [1, 2, 3, 4],
+                         "tokens_seen": [1, 2, 3, 4], "flops": 1.0, "behavior": "b",
+                         "value": val, "n_trials": None, "val_ppl": ppl},
+                        schema_overrides={"n_trials": pl.Int64})
+
+
+def test_at_ppl_exact_and_refuses_extrapolation():
+    out = at_ppl(_piecewise(), [np.sqrt(40 * 20), 40.0, 100.0, 5.0])
+    assert out["value"][0] == pytest.approx(0.3)
+    assert out["value"][1] == pytest.approx(0.1)
+    assert out["value"][2] is None and out["value"][3] is None
+    assert out["monotone"].all()
+
+
+def test_at_ppl_non_monotone_flagged():
+    rows = _piecewise().with_columns(pl.Series("val_ppl", [80.0, 40.0, 50.0, 10.0]))
+    out = at_ppl(rows, [20.0])
+    assert not out["monotone"][0]
+    assert out["value"][0] is not None
+
+
+def test_compare_families_and_errors():
+    rows = pl.concat([_piecewise(), _piecewise().with_columns(pl.lit("g").alias("family"),
+                                                                pl.col("value") + 0.2)])
+    out = compare_families(rows, ["f", "g"], [20.0])
+    assert out.filter(pl.col("family") == "g")["mean"][0] == pytest.approx(0.7)
+    with pytest.raises(KeyError, match="available"):
+        compare_families(rows, ["nope"], [20.0])
+
+
+def test_emergence_recovered():
+    em = emergence(_piecewise(), chance=0.0, margin=0.3)
+    assert em["step"][0] == 3 and em["val_ppl"][0] == 20.0
+    assert emergence(_piecewise(), chance=0.9)["step"][0] is None
+
+
+class _Store:
+    def __init__(self, tl):
+        self.tl = tl
+
+    def tables(self):
+        return ["token-loss"]
+
+    def scan(self, name):
+        return self.tl.lazy()
+
+
+def test_behavior_table_registry_and_missing(monkeypatch):
+    import stats.behaviors as sb
+    monkeypatch.setattr(sb, "PROVIDERS", {"ghost": "stats.no_such_module:behaviors"})
+    tl = pl.DataFrame({"family": "f", "model": "m", "params": 1, "step": [1, 1, 2],
+                       "tokens_seen": [1, 1, 2], "flops": 1.0, "loss_nats": [1.0, 3.0, 1.0]})
+    register_behavior("user", lambda s: behavior_from_frame(
+        tl.unique(["step"]).with_columns(pl.lit(1.0).alias("x")), "x", "user_x"))
+    if True:
+        bt = behavior_table(_Store(tl))
+        assert any(m.startswith("ghost") for m in bt.missing)
+        vl = bt.rows.filter((pl.col("behavior") == "val_loss") & (pl.col("step") == 1))
+        assert vl["value"][0] == pytest.approx(2.0) and vl["val_ppl"][0] == pytest.approx(np.exp(2))
+        assert "user_x" in set(bt.rows["behavior"])
+        with pytest.raises(ImportError):
+            behavior_table(_Store(tl), providers=["ghost"])
