@@ -5,6 +5,7 @@ Verbs are thin wrappers of Python functions:
     dynamics run batch.toml [key=value]   run an evaluation batch (resumable)
     dynamics demo [--out DIR]             train the toy suite, evaluate it, write the report
     dynamics report RESULTS --out DIR     offline HTML report (charts, PNG/SVG, tables)
+    dynamics compare RESULTS --families a,b --at-ppl 20,30 [--behavior NAME]
 """
 
 from __future__ import annotations
@@ -62,6 +63,21 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     index = build_report(args.results, args.out, images=not args.no_images)
     print(f"report: {index}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from evals.store import Store
+    from stats.behaviors import behavior_table
+    from stats.matched import compare_families
+
+    table = behavior_table(Store(args.results))
+    for line in table.missing:
+        print(f"behavior provider not available: {line}", file=sys.stderr)
+    families = [f for f in args.families.split(",") if f]
+    ppls = [float(x) for x in args.at_ppl.split(",") if x]
+    out = compare_families(table.rows, families, ppls, behavior=args.behavior)
+    print(out)
     return 0
 
 
@@ -165,6 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", required=True, help="folder for index.html and chart files")
     rp.add_argument("--no-images", action="store_true", help="skip the PNG/SVG of each chart")
     rp.set_defaults(func=cmd_report)
+
+    c = sub.add_parser("compare", help="compare families at matched validation perplexity")
+    c.add_argument("results", help="the results store (a batch's output folder)")
+    c.add_argument("--families", required=True, help="comma-separated families, e.g. pythia,opt")
+    c.add_argument("--at-ppl", required=True, help="comma-separated ppl values, e.g. 20,30")
+    c.add_argument("--behavior", default=None, help="one behavior name (default: all)")
+    c.set_defaults(func=cmd_compare)
 
     d = sub.add_parser("demo", help="train the toy suite (cached), evaluate it, write the report")
     d.add_argument("--out", default="demo-out", help="output folder (suite, results, report)")

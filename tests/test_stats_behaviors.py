@@ -118,11 +118,31 @@ def test_behavior_table_registry_and_missing(monkeypatch):
                        "tokens_seen": [1, 1, 2], "flops": 1.0, "loss_nats": [1.0, 3.0, 1.0]})
     register_behavior("user", lambda s: behavior_from_frame(
         tl.unique(["step"]).with_columns(pl.lit(1.0).alias("x")), "x", "user_x"))
-    if True:
-        bt = behavior_table(_Store(tl))
-        assert any(m.startswith("ghost") for m in bt.missing)
-        vl = bt.rows.filter((pl.col("behavior") == "val_loss") & (pl.col("step") == 1))
-        assert vl["value"][0] == pytest.approx(2.0) and vl["val_ppl"][0] == pytest.approx(np.exp(2))
-        assert "user_x" in set(bt.rows["behavior"])
-        with pytest.raises(ImportError):
-            behavior_table(_Store(tl), providers=["ghost"])
+    bt = behavior_table(_Store(tl))
+    assert any(m.startswith("ghost") for m in bt.missing)
+    vl = bt.rows.filter((pl.col("behavior") == "val_loss") & (pl.col("step") == 1))
+    assert vl["value"][0] == pytest.approx(2.0) and vl["val_ppl"][0] == pytest.approx(np.exp(2))
+    assert "user_x" in set(bt.rows["behavior"])
+    with pytest.raises(ImportError):
+        behavior_table(_Store(tl), providers=["ghost"])
+
+
+def test_compare_verb_on_a_real_store(tmp_path, capsys):
+    from dynamics.cli import main
+    from evals.store import Store
+
+    store = Store(tmp_path)
+    for fam, shift in (("fa", 0.0), ("fb", 0.5)):
+        for step, loss in ((1, 4.0), (2, 3.0), (3, 2.0)):
+            store.write("token-loss", pl.DataFrame({
+                "family": fam, "model": f"{fam}-m", "params": 10, "step": step,
+                "tokens_seen": step * 100, "flops": 1.0, "doc_id": [0, 1], "token_index": [0, 0],
+                "token_id": [5, 6], "loss_nats": [loss + shift, loss + shift]},
+                schema_overrides={"loss_nats": pl.Float32, "params": pl.Int64, "step": pl.Int64,
+                                  "tokens_seen": pl.Int64, "doc_id": pl.Int64,
+                                  "token_index": pl.Int64, "token_id": pl.Int64}))
+    assert main([
+        "compare", str(tmp_path), "--families", "fa,fb", "--at-ppl", str(np.exp(3.0)),
+        "--behavior", "val_loss"]) == 0
+    out = capsys.readouterr().out
+    assert "fa" in out and "fb" in out and "val_loss" in out
