@@ -8,7 +8,8 @@ tokens_seen == 0 (step 0) are DROPPED, since log(tokens) is undefined there.
 - coefficients: behavior, model_spec, term, estimate, std_err, p_value, ci_low, ci_high
 - fits: behavior, model_spec, family_glm (binomial|ols), n_obs, r2 (OLS R2 or
   McFadden pseudo-R2), aic, bic, loso_rmse (leave-one-size-out RMSE, null if
-  fewer than 2 sizes)
+  fewer than 2 sizes), mixed ("fit" or why skipped), mixed_aic (ML fit with a
+  random intercept per model; only OLS behaviors with >= MIN_MODELS_MIXED models)
 - verdicts: behavior, best_spec (lowest AIC), delta_aic (second best minus best),
   loso_ratio (best loso_rmse of size/compute specs / loso_rmse of ppl spec),
   size_term, size_ci_low, size_ci_high, size_adds (False when the CI of
@@ -16,7 +17,7 @@ tokens_seen == 0 (step 0) are DROPPED, since log(tokens) is undefined there.
   significant at fixed ppl").
 
 Binomial GLM (successes = value * n_trials) where n_trials is present for every
-row of a behavior, OLS otherwise. Mixed effects are NOT implemented.
+row of a behavior, OLS otherwise. Mixed models: see mixed/mixed_aic.
 """
 
 from __future__ import annotations
@@ -34,6 +35,21 @@ SPECS = {
     "flops": "log_flops",
     "ppl_size": "log_ppl + log_params",
 }
+
+
+MIN_MODELS_MIXED = 4
+
+
+def _mixed(df, formula: str, binomial: bool) -> tuple[str, float | None]:
+    if binomial:
+        return "skipped: binomial (no GLMM)", None
+    if df.model.nunique() < MIN_MODELS_MIXED:
+        return f"skipped: < {MIN_MODELS_MIXED} models", None
+    try:
+        res = smf.mixedlm(f"value ~ {formula}", df, groups=df.model).fit(reml=False)
+    except (ValueError, np.linalg.LinAlgError) as err:
+        return f"skipped: {err}", None
+    return "fit", float(res.aic)
 
 
 @dataclass(frozen=True)
@@ -90,7 +106,8 @@ def _one(behavior: str, rows: pl.DataFrame):
             coefs.append((behavior, spec, term, float(res.params[term]), float(res.bse[term]),
                           float(res.pvalues[term]), float(ci.loc[term, 0]), float(ci.loc[term, 1])))
         fits.append((behavior, spec, "binomial" if binomial else "ols", int(res.nobs),
-                     _r2(res, binomial), float(res.aic), float(res.bic), _loso(df, formula, binomial)))
+                     _r2(res, binomial), float(res.aic), float(res.bic), _loso(df, formula, binomial),
+                     *_mixed(df, formula, binomial)))
     return coefs, fits
 
 
@@ -113,7 +130,7 @@ def fit_behaviors(rows: pl.DataFrame, behaviors: list[str] | None = None) -> Fit
     fit = pl.DataFrame(fits, orient="row", schema=[
         ("behavior", pl.String), ("model_spec", pl.String), ("family_glm", pl.String),
         ("n_obs", pl.Int64), ("r2", pl.Float64), ("aic", pl.Float64), ("bic", pl.Float64),
-        ("loso_rmse", pl.Float64)])
+        ("loso_rmse", pl.Float64), ("mixed", pl.String), ("mixed_aic", pl.Float64)])
     return Fits(coef, fit, _verdicts(coef, fit))
 
 

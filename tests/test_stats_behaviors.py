@@ -40,6 +40,7 @@ def test_ppl_truth_ppl_wins_and_size_adds_nothing():
     assert v["best_spec"] in ("ppl", "ppl_size")
     assert not v["size_adds"]
     assert v["loso_ratio"] > 1
+    assert set(fits.fits["mixed"]) == {"fit"} and fits.fits["mixed_aic"].null_count() == 0
     slope = fits.coefficients.filter((pl.col("model_spec") == "ppl") & (pl.col("term") == "log_ppl"))
     assert slope["estimate"][0] == pytest.approx(-0.4, abs=0.05)
 
@@ -57,6 +58,7 @@ def test_binomial_glm_and_loso_with_three_sizes():
     fits = fit_behaviors(_sim("ppl", binomial=True, sizes=SIZES[:3]))
     assert set(fits.fits["family_glm"]) == {"binomial"}
     assert fits.fits["loso_rmse"].null_count() == 0
+    assert fits.fits["mixed"][0].startswith("skipped")
     slope = fits.coefficients.filter((pl.col("model_spec") == "ppl") & (pl.col("term") == "log_ppl"))
     assert slope["ci_low"][0] < -0.4 < slope["ci_high"][0]
 
