@@ -119,54 +119,78 @@ def _batches(items: list[Tokenized], prompts: list[list[int]], batch_tokens: int
         yield batch
 
 
-def _score_batch(model, items, prompts, idx, device) -> dict[int, list[torch.Tensor]]:
-    """Log-probs of every choice token of the examples `idx` (shared-prompt fast path)."""
-    width = len(prompts[idx[0]])
-    n = len(idx)
+def _choice_chunks(lengths: list[int], max_tokens: int) -> list[list[int]]:
+    """Choice rows grouped longest-first so each padded chunk holds <= max_tokens tokens."""
+    order = sorted(range(len(lengths)), key=lambda j: -lengths[j])
+    chunks, cur = [], []
+    for j in order:
+        if cur and lengths[cur[0]] * (len(cur) + 1) > max_tokens:
+            chunks.append(cur)
+            cur = []
+        cur.append(j)
+    return chunks + [cur] if cur else chunks
+
+
+def _prompt_pass(model, prompts: list[list[int]], device):
+    """Run right-padded prompts once; return last real hidden state, K/V per layer, mask, lengths."""
+    width, n = len(prompts[0]), len(prompts)
     ids = torch.zeros((n, width), dtype=torch.long)
     pmask = torch.zeros((n, width), dtype=torch.long)
-    lens = torch.tensor([len(prompts[i]) for i in idx])
-    for r, i in enumerate(idx):
-        ids[r, : lens[r]] = torch.tensor(prompts[i])
-        pmask[r, : lens[r]] = 1
+    lens = torch.tensor([len(p) for p in prompts])
+    for r, p in enumerate(prompts):
+        ids[r, : len(p)] = torch.tensor(p)
+        pmask[r, : len(p)] = 1
     ids, pmask = ids.to(device), pmask.to(device)
-    out = model.base_model(input_ids=ids, attention_mask=pmask, use_cache=True,
-                           position_ids=(torch.arange(width, device=device).expand(n, -1)))
+    pos = torch.arange(width, device=device).expand(n, -1)
+    out = model.base_model(input_ids=ids, attention_mask=pmask, position_ids=pos, use_cache=True)
     last = out.last_hidden_state[torch.arange(n, device=device), (lens - 1).to(device)]
-    cache = out.past_key_values
-    # one row per (example, choice)
-    owner = [r for r, i in enumerate(idx) for _ in items[i].choices]
-    choices = [c for i in idx for c in items[i].choices]
-    cw = max(len(c) for c in choices)
-    m = len(choices)
+    kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+    return last, kv, pmask, lens
+
+
+def _choice_pass(model, choices, owner, kv, pmask, lens, device) -> torch.Tensor:
+    """Log-probs of tokens 2.. of each choice, continuing its owner's cached prompt."""
+    from transformers import DynamicCache
+
+    cw, m = max(len(c) for c in choices), len(choices)
     cids = torch.zeros((m, cw), dtype=torch.long)
     cmask = torch.zeros((m, cw), dtype=torch.long)
     for j, c in enumerate(choices):
         cids[j, : len(c)] = torch.tensor(c)
         cmask[j, : len(c)] = 1
-    owner_t = torch.tensor(owner, device=device)
-    cache.batch_select_indices(owner_t)
+    own = torch.tensor(owner, device=device)
+    cache = DynamicCache(ddp_cache_data=[(k[own], v[own]) for k, v in kv])
     pos = lens[owner].unsqueeze(1).to(device) + torch.arange(cw, device=device)
-    mask = torch.cat([pmask[owner_t], cmask.to(device)], dim=1)
+    mask = torch.cat([pmask[own], cmask.to(device)], dim=1)
     hid = model.base_model(input_ids=cids.to(device), attention_mask=mask, position_ids=pos,
                            past_key_values=cache, use_cache=True).last_hidden_state
-    first = target_logprobs(model, last[owner_t], torch.tensor([c[0] for c in choices],
-                                                                device=device))
-    rows_j, rows_p, targets = [], [], []
-    for j, c in enumerate(choices):
-        for p in range(len(c) - 1):
-            rows_j.append(j)
-            rows_p.append(p)
-            targets.append(c[p + 1])
-    rest = torch.empty(0, device=device)
-    if rows_j:
-        sel = hid[torch.tensor(rows_j, device=device), torch.tensor(rows_p, device=device)]
-        rest = target_logprobs(model, sel, torch.tensor(targets, device=device))
-    scores: dict[int, list[torch.Tensor]] = {i: [] for i in idx}
-    off = 0
-    for j, c in enumerate(choices):
-        lp = torch.cat([first[j: j + 1], rest[off: off + len(c) - 1]]).cpu()
-        off += len(c) - 1
+    rows = [(j, p, c[p + 1]) for j, c in enumerate(choices) for p in range(len(c) - 1)]
+    if not rows:
+        return torch.empty(0, device=device)
+    rj, rp, tg = (torch.tensor(x, device=device) for x in zip(*rows))
+    return target_logprobs(model, hid[rj, rp], tg)
+
+
+def _score_batch(model, items, prompts, idx, device, chunk_tokens) -> dict[int, list]:
+    """Log-probs of every choice token of the examples `idx` (shared-prompt fast path)."""
+    last, kv, pmask, lens = _prompt_pass(model, [prompts[i] for i in idx], device)
+    owner = [r for r, i in enumerate(idx) for _ in items[i].choices]
+    choices = [c for i in idx for c in items[i].choices]
+    first = target_logprobs(model, last[torch.tensor(owner, device=device)],
+                            torch.tensor([c[0] for c in choices], device=device)).cpu()
+    per_choice: list[torch.Tensor] = [first[j: j + 1] for j in range(len(choices))]
+    for chunk in _choice_chunks([len(c) for c in choices], chunk_tokens):
+        sub = [choices[j] for j in chunk]
+        if max(len(c) for c in sub) == 1:
+            continue  # single-token choices are fully scored by the prompt pass
+        rest = _choice_pass(model, sub, [owner[j] for j in chunk], kv, pmask, lens, device).cpu()
+        off = 0
+        for j in chunk:
+            n = len(choices[j]) - 1
+            per_choice[j] = torch.cat([per_choice[j], rest[off: off + n]])
+            off += n
+    scores: dict[int, list] = {i: [] for i in idx}
+    for j, lp in enumerate(per_choice):
         scores[idx[owner[j]]].append(lp)
     return scores
 
@@ -180,7 +204,8 @@ def shared_prompt_scores(model, items: list[Tokenized], *, max_length: int, pref
     device = next(model.parameters()).device
     with torch.inference_mode():
         for idx in _batches(items, prompts, batch_tokens):
-            for i, lps in _score_batch(model, items, prompts, idx, device).items():
+            for i, lps in _score_batch(model, items, prompts, idx, device,
+                                       max(batch_tokens // 4, 64)).items():
                 result[i] = lps
     return result, sum(f[1] for f in fitted)
 
