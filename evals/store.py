@@ -86,13 +86,22 @@ class Store:
     def has(self, table: str, key: dict) -> bool:
         return self.part_path(table, key).is_file()
 
-    def write(self, table: str, frame: pl.DataFrame) -> Path:
-        """Validate `frame` (one checkpoint) against the table schema and write it atomically."""
+    def write(self, table: str, frame: pl.DataFrame, key: dict | None = None) -> Path:
+        """Validate `frame` (one checkpoint) against the table schema and write it atomically.
+
+        `key` (the checkpoint's key dict) is required for an empty frame, e.g. a
+        circuit with no edges: an empty part records "evaluated, nothing to report".
+        """
         validate(frame, table_schema(table), table)
         keys = frame.select(KEY_COLUMNS).unique()
-        if keys.height != 1:
+        if keys.height > 1 or (keys.height == 0 and key is None):
             raise ValueError(f"{table}: a part holds one checkpoint, got {keys.height} key rows")
-        path = self.part_path(table, keys.row(0, named=True))
+        if keys.height == 1:
+            found = keys.row(0, named=True)
+            if key is not None and any(found[c] != key[c] for c in ("family", "model", "step")):
+                raise ValueError(f"{table}: frame keys {found} do not match checkpoint {key}")
+            key = found
+        path = self.part_path(table, key)
         _atomic_write_bytes(path, lambda fh: frame.write_parquet(fh))
         return path
 

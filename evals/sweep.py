@@ -96,7 +96,7 @@ def run_unit(store: Store, ev: Evaluator, lm, ref: CheckpointRef) -> None:
     for table, frame in keyed.items():
         _check_finite(frame, f"{ev.name}/{table} at {ref.label}")
     for table, frame in keyed.items():  # validate everything before writing anything
-        store.write(table, frame)
+        store.write(table, frame, ref.key)
     store.clear_failure(ev.name, ref.key)
 
 

@@ -134,3 +134,26 @@ def test_bad_config_lists_every_problem(tmp_path, neox_suite):
     bad3["steps"] = [7]
     with pytest.raises(ConfigError, match=r"steps \[7\] are not in"):
         load_batch(bad3)
+
+
+def test_empty_frame_is_a_part(tmp_path):
+    """A checkpoint whose evaluator finds nothing (e.g. an empty circuit) still gets its part,
+    so a rerun does not redo it (the demo hit "got 0 key rows" with edges = "circuit")."""
+    from dynamics.checkpoints import CheckpointRef
+    from evals.schema import table_schema, with_keys
+
+    ref = CheckpointRef("f", "m", params=10, step=3, tokens_seen=30, source="x")
+    empty = pl.DataFrame(schema={k: v for k, v in table_schema("circuit-edges").items()
+                                 if k in ("task", "edge", "score", "in_circuit")})
+    frame = with_keys(empty, ref.key, "circuit-edges")
+    store = Store(tmp_path)
+    with pytest.raises(ValueError, match="0 key rows"):
+        store.write("circuit-edges", frame)
+    store.write("circuit-edges", frame, ref.key)
+    assert store.has("circuit-edges", ref.key) and store.read("circuit-edges").height == 0
+    other = CheckpointRef("f", "m", params=10, step=4, tokens_seen=40, source="x")
+    with pytest.raises(ValueError, match="do not match"):
+        store.write("circuit-edges", with_keys(empty.clear(), ref.key, "circuit-edges").vstack(
+            with_keys(pl.DataFrame({"task": ["t"], "edge": ["a"], "score": [1.0],
+                                    "in_circuit": [True]}), ref.key, "circuit-edges")),
+            other.key)
