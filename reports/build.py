@@ -22,7 +22,7 @@ from evals.schema import KEY_COLUMNS
 from evals.store import Store
 from reports import charts, mechanism_charts, xia_charts
 from reports.html import Section, write_html
-from stats import bigbench, circuits, hallucination, trajectories
+from stats import behaviors, bigbench, circuits, hallucination, regression, trajectories
 from stats.perplexity import validation_ppl
 
 log = logging.getLogger(__name__)
@@ -76,23 +76,11 @@ def ppl_section(ctx: Context) -> Section:
 
 def behavior_table(ctx: Context) -> tuple[pl.DataFrame | None, list[str]]:
     """Behavior rows (keys, behavior, value, n_trials, val_ppl) and notes on skipped providers."""
-    collect = _optional("stats.behaviors", "behavior_table")
-    if collect is not None:
-        return collect(ctx.store), []
-    parts, notes = [], []
-    for module in (hallucination, trajectories, circuits, bigbench):
-        part = module.behaviors(ctx.store)
-        if part is None or part.is_empty():
-            continue
-        bad = [c for c in (*KEYS, "behavior", "value") if c not in part.columns]
-        if bad:
-            notes.append(f"{module.__name__}.behaviors returned no {bad} columns (it has "
-                         f"{part.columns}); its behaviors are left out.")
-            continue
-        parts.append(part.select(*KEYS, "behavior", pl.col("value").cast(pl.Float64)))
-    if not parts:
-        return None, notes
-    return ctx.with_ppl(pl.concat(parts)), notes
+    if ctx.ppl is None:
+        return None, [_missing("token-loss") + " Behaviors need validation ppl."]
+    table = behaviors.behavior_table(ctx.store)
+    notes = [f"Behavior provider not available: {m}" for m in table.missing]
+    return table.rows, notes
 
 
 def behaviors_section(ctx: Context) -> Section:
@@ -105,11 +93,23 @@ def behaviors_section(ctx: Context) -> Section:
     names = sorted(table["behavior"].unique())
     if len(names) > MAX_BEHAVIORS:
         sec.notes.append(f"{len(names)} behaviors; showing the first {MAX_BEHAVIORS}.")
+    fits = regression.fit_behaviors(table) if "n_trials" in table.columns else None
     for name in names[:MAX_BEHAVIORS]:
-        sec.charts.append((f"behavior_{_slug(name)}", charts.behavior_panels(table, name)))
-    if _optional("stats.regression", "fit_curves") is None:
-        sec.notes.append("Fitted curves and the regression verdicts appear once "
-                         "stats.regression is available in this installation.")
+        curves = regression.fit_curves(table, name) if fits is not None else None
+        sec.charts.append((f"behavior_{_slug(name)}",
+                           charts.behavior_panels(table, name, curves)))
+    if fits is None:
+        sec.notes.append("No n_trials column in the behavior table: regressions not fitted.")
+        return sec
+    sec.tables.append(("Verdicts: which predictor wins per behavior (best_spec by AIC; "
+                       "loso_ratio > 1 means ppl predicts held-out sizes better than size or "
+                       "compute; size_adds: log(params) significant at fixed ppl)",
+                       fits.verdicts))
+    sec.tables.append(("Fit comparison (R2 or McFadden pseudo-R2, AIC, BIC, "
+                       "leave-one-size-out RMSE)", fits.fits))
+    sec.tables.append(("Coefficients", fits.coefficients))
+    if fits.skipped is not None and not fits.skipped.is_empty():
+        sec.tables.append(("Behaviors not fitted", fits.skipped))
     return sec
 
 

@@ -59,6 +59,7 @@ class Fits:
     coefficients: pl.DataFrame
     fits: pl.DataFrame
     verdicts: pl.DataFrame
+    skipped: pl.DataFrame | None = None  # behavior, reason: not fitted (too few rows, ...)
 
 
 def _design(rows: pl.DataFrame) -> pl.DataFrame:
@@ -116,11 +117,20 @@ def fit_behaviors(rows: pl.DataFrame, behaviors: list[str] | None = None) -> Fit
     design = _design(rows)
     names = sorted(design["behavior"].unique()) if behaviors is None else behaviors
     coefs, fits = [], []
+    skipped = []
     for name in names:
         sub = design.filter(pl.col("behavior") == name)
         if sub.height < 5:
+            skipped.append((name, f"{sub.height} usable rows (< 5)"))
             continue
-        c, f = _one(name, sub)
+        if sub["value"].n_unique() < 2:
+            skipped.append((name, "constant value"))
+            continue
+        try:
+            c, f = _one(name, sub)
+        except (ValueError, np.linalg.LinAlgError) as err:  # singular design, separation, ...
+            skipped.append((name, f"fit failed: {type(err).__name__}: {err}"))
+            continue
         coefs += c
         fits += f
     coef = pl.DataFrame(coefs, orient="row", schema=[
@@ -131,7 +141,35 @@ def fit_behaviors(rows: pl.DataFrame, behaviors: list[str] | None = None) -> Fit
         ("behavior", pl.String), ("model_spec", pl.String), ("family_glm", pl.String),
         ("n_obs", pl.Int64), ("r2", pl.Float64), ("aic", pl.Float64), ("bic", pl.Float64),
         ("loso_rmse", pl.Float64), ("mixed", pl.String), ("mixed_aic", pl.Float64)])
-    return Fits(coef, fit, _verdicts(coef, fit))
+    skip = pl.DataFrame(skipped, orient="row",
+                        schema=[("behavior", pl.String), ("reason", pl.String)])
+    return Fits(coef, fit, _verdicts(coef, fit), skip)
+
+
+def fit_curves(rows: pl.DataFrame, behavior: str, n_points: int = 25) -> pl.DataFrame:
+    """The ppl-only fit (value ~ log ppl, pooled over models) along each model's ppl range.
+
+    Returns model, val_ppl, fitted: one line per model over the ppl values it
+    actually visited (no extrapolation), for drawing beside the data. Empty when
+    the behavior cannot be fitted.
+    """
+    sub = _design(rows).filter(pl.col("behavior") == behavior)
+    if sub.height < 3 or sub["value"].n_unique() < 2:
+        return pl.DataFrame(schema={"model": pl.String, "val_ppl": pl.Float64,
+                                    "fitted": pl.Float64})
+    binomial = sub["n_trials"].null_count() == 0
+    if binomial:
+        sub = sub.with_columns((pl.col("value") * pl.col("n_trials")).round().alias("succ"))
+    res = _fit(sub.to_pandas(), SPECS["ppl"], binomial)
+    ranges = sub.group_by("model").agg(pl.col("log_ppl").min().alias("lo"),
+                                        pl.col("log_ppl").max().alias("hi")).sort("model")
+    parts = []
+    for model, lo, hi in ranges.iter_rows():
+        grid = np.linspace(lo, hi, n_points)
+        fitted = np.asarray(res.predict({"log_ppl": grid}))
+        parts.append(pl.DataFrame({"model": [model] * n_points, "val_ppl": np.exp(grid),
+                                   "fitted": fitted}))
+    return pl.concat(parts)
 
 
 def _verdicts(coef: pl.DataFrame, fit: pl.DataFrame) -> pl.DataFrame:
