@@ -176,6 +176,9 @@ def tiny_gpt2(
 
 def save_checkpoint(model, tokenizer, folder: str | Path) -> Path:
     """Save model (safetensors) + tokenizer as an HF-format folder."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no "Writing model shards" bar per checkpoint
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder, safe_serialization=True)
