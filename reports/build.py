@@ -93,7 +93,9 @@ def behaviors_section(ctx: Context) -> Section:
     names = sorted(table["behavior"].unique())
     if len(names) > MAX_BEHAVIORS:
         sec.notes.append(f"{len(names)} behaviors; showing the first {MAX_BEHAVIORS}.")
-    fits = regression.fit_behaviors(table) if "n_trials" in table.columns else None
+    # val_loss is log(val_ppl) itself: regressing it on ppl is a tautology, so no verdict.
+    fitted = table.filter(pl.col("behavior") != "val_loss")
+    fits = regression.fit_behaviors(fitted) if "n_trials" in table.columns else None
     for name in names[:MAX_BEHAVIORS]:
         curves = regression.fit_curves(table, name) if fits is not None else None
         sec.charts.append((f"behavior_{_slug(name)}",
