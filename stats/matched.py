@@ -12,7 +12,8 @@ Example: a model with (ppl, value) = (40, 0.1), (20, 0.3) gives at ppl=28.28
 (log-midpoint) value 0.2, and null at ppl=50.
 
 :func:`compare_families`: family, behavior, ppl, mean, ci_low, ci_high, n_models
-(bootstrap over models, 95%).
+(bootstrap over models, 95%; ci_low/ci_high are null when a family has a single
+model at that ppl, since resampling one model gives no interval).
 
 :func:`emergence`: family, model, params, behavior, threshold, step,
 tokens_seen, val_ppl of the first checkpoint whose value >= threshold
@@ -74,9 +75,11 @@ def compare_families(rows: pl.DataFrame, families: list[str], ppls: list[float],
     out = []
     for (fam, beh, p), g in interp.group_by(["family", "behavior", "ppl"], maintain_order=True):
         v = g["value"].to_numpy()
-        boots = rng.choice(v, size=(n_boot, v.size)).mean(axis=1)
-        out.append((fam, beh, p, float(v.mean()), float(np.quantile(boots, 0.025)),
-                    float(np.quantile(boots, 0.975)), int(v.size)))
+        lo = hi = None
+        if v.size > 1:
+            boots = rng.choice(v, size=(n_boot, v.size)).mean(axis=1)
+            lo, hi = float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))
+        out.append((fam, beh, p, float(v.mean()), lo, hi, int(v.size)))
     return pl.DataFrame(out, orient="row", schema=[
         ("family", pl.String), ("behavior", pl.String), ("ppl", pl.Float64), ("mean", pl.Float64),
         ("ci_low", pl.Float64), ("ci_high", pl.Float64), ("n_models", pl.Int64)]).sort(

@@ -92,6 +92,11 @@ def test_compare_families_and_errors():
                                                                 pl.col("value") + 0.2)])
     out = compare_families(rows, ["f", "g"], [20.0])
     assert out.filter(pl.col("family") == "g")["mean"][0] == pytest.approx(0.7)
+    assert out["ci_low"].null_count() == out.height  # one model per family: no interval
+    two = pl.concat([rows, _piecewise().with_columns(pl.lit("m2").alias("model"),
+                                                      pl.col("value") + 0.1)])
+    ci = compare_families(two, ["f"], [20.0]).row(0, named=True)
+    assert ci["n_models"] == 2 and ci["ci_low"] < ci["mean"] < ci["ci_high"]
     with pytest.raises(KeyError, match="available"):
         compare_families(rows, ["nope"], [20.0])
 
