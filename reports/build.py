@@ -22,13 +22,22 @@ from evals.schema import KEY_COLUMNS
 from evals.store import Store
 from reports import charts, mechanism_charts, xia_charts
 from reports.html import Section, write_html
-from stats import behaviors, bigbench, circuits, hallucination, regression, trajectories
+from stats import (
+    behaviors,
+    bigbench,
+    circuits,
+    hallucination,
+    matched,
+    regression,
+    trajectories,
+)
 from stats.perplexity import validation_ppl
 
 log = logging.getLogger(__name__)
 KEYS = list(KEY_COLUMNS)
 MAX_HEATMAPS = 12
 MAX_BEHAVIORS = 16
+EMERGENCE_FRACTION = 0.5
 WRITER = {"token-loss": "token-loss", "sequences": "sequences", "bigbench-mc": "bigbench-mc",
           "circuit-summary": "circuits", "circuit-edges": "circuits", "components": "circuits"}
 
@@ -100,6 +109,15 @@ def behaviors_section(ctx: Context) -> Section:
         curves = regression.fit_curves(table, name) if fits is not None else None
         sec.charts.append((f"behavior_{_slug(name)}",
                            charts.behavior_panels(table, name, curves)))
+    rising = table.filter(pl.col("behavior").str.starts_with("bigbench")
+                          | pl.col("behavior").str.ends_with("_max"))
+    if not rising.is_empty():
+        points = matched.emergence(rising, fraction=EMERGENCE_FRACTION)
+        sec.charts.append(("emergence_points", mechanism_charts.emergence_points(points)))
+        sec.tables.append((f"Emergence points: first checkpoint reaching {EMERGENCE_FRACTION:.0%} "
+                           "of the final value (accuracies, head scores); compare tokens_seen "
+                           "(matched tokens, Tigges) with val_ppl (matched ppl, Xia) across "
+                           "models", points))
     if fits is None:
         sec.notes.append("No n_trials column in the behavior table: regressions not fitted.")
         return sec
