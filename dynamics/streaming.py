@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dynamics.checkpoints import CheckpointRef
+from dynamics.procs import pid_alive
 from dynamics.loading import LoadedModel, LoadOptions, load_checkpoint
 
 
@@ -49,22 +50,12 @@ def in_use_marker(folder: Path, pid: int | None = None) -> Path:
     return folder.parent / f".{folder.name}.inuse.{os.getpid() if pid is None else pid}"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def is_in_use(folder: Path) -> bool:
     """Whether a live process marked `folder` in use; stale markers (dead pids) are removed."""
     busy = False
     for marker in folder.parent.glob(f".{folder.name}.inuse.*"):
         pid = marker.name.rsplit(".", 1)[-1]
-        if pid.isdigit() and _pid_alive(int(pid)):
+        if pid.isdigit() and pid_alive(int(pid)):
             busy = True
         else:
             marker.unlink(missing_ok=True)

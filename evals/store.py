@@ -29,6 +29,8 @@ from pathlib import Path
 
 import polars as pl
 
+from dynamics.procs import pid_alive
+
 from evals.schema import KEY_COLUMNS, table_schema, validate
 
 _SAFE = re.compile(r"[^A-Za-z0-9._+-]")
@@ -37,17 +39,6 @@ LOCK_NAME = "_lock.json"
 
 class StoreLockedError(RuntimeError):
     """Another live run holds the store's lock."""
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists on this host."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _safe(name: str) -> str:
