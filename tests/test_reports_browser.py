@@ -262,3 +262,20 @@ def test_report_of_a_real_sweep_renders(tmp_path):
     assert result.errors == []
     assert result.expected >= 8 and len(result.views) == result.expected
     assert result.unrendered == []
+
+
+@pytest.mark.slow
+def test_demo_report_renders(tmp_path, toy_suite):
+    """The demo end to end (issue 8): `dynamics demo` on the cached fast toy suite, then its
+    index.html in headless Chromium: no console error, every Vega view rendered."""
+    import shutil
+
+    from dynamics.cli import main
+
+    out = tmp_path / "demo"
+    shutil.copytree(toy_suite, out / "suites" / toy_suite.name)  # reuse the trained suite
+    assert main(["demo", "--scale", "fast", "--out", str(out), "--no-images", "-q"]) == 0
+    result = render_page(out / "report" / "index.html")
+    assert result.errors == []
+    assert result.expected >= 20 and len(result.views) == result.expected
+    assert result.unrendered == []
