@@ -32,7 +32,7 @@ import torch
 
 from evals.base import Evaluator, tokenizer_fingerprint
 from evals.bigbench_tasks import MCExample, format_task, read_task, select_tasks
-from evals.scoring import ContextTooLongError, final_hidden, target_logprobs
+from evals.scoring import ContextTooLongError, length_batches, target_logprobs
 
 log = logging.getLogger(__name__)
 
@@ -106,31 +106,6 @@ def fit_prompt(t: Tokenized, max_length: int, prefix_id: int) -> tuple[list[int]
     return prompt[len(prompt) - keep:], keep < len(prompt)
 
 
-def _batches(items: list[Tokenized], prompts: list[list[int]], batch_tokens: int):
-    order = sorted(range(len(items)), key=lambda i: -len(prompts[i]))
-    batch: list[int] = []
-    for i in order:
-        width = len(prompts[batch[0]]) if batch else len(prompts[i])
-        if batch and width * (len(batch) + 1) > batch_tokens:
-            yield batch
-            batch = []
-        batch.append(i)
-    if batch:
-        yield batch
-
-
-def _choice_chunks(lengths: list[int], max_tokens: int) -> list[list[int]]:
-    """Choice rows grouped longest-first so each padded chunk holds <= max_tokens tokens."""
-    order = sorted(range(len(lengths)), key=lambda j: -lengths[j])
-    chunks, cur = [], []
-    for j in order:
-        if cur and lengths[cur[0]] * (len(cur) + 1) > max_tokens:
-            chunks.append(cur)
-            cur = []
-        cur.append(j)
-    return chunks + [cur] if cur else chunks
-
-
 def _prompt_pass(model, prompts: list[list[int]], device):
     """Run right-padded prompts once; return last real hidden state, K/V per layer, mask, lengths."""
     width, n = len(prompts[0]), len(prompts)
@@ -179,7 +154,7 @@ def _score_batch(model, items, prompts, idx, device, chunk_tokens) -> dict[int, 
     first = target_logprobs(model, last[torch.tensor(owner, device=device)],
                             torch.tensor([c[0] for c in choices], device=device)).cpu()
     per_choice: list[torch.Tensor] = [first[j: j + 1] for j in range(len(choices))]
-    for chunk in _choice_chunks([len(c) for c in choices], chunk_tokens):
+    for chunk in length_batches([len(c) for c in choices], chunk_tokens):
         sub = [choices[j] for j in chunk]
         if max(len(c) for c in sub) == 1:
             continue  # single-token choices are fully scored by the prompt pass
@@ -203,7 +178,7 @@ def shared_prompt_scores(model, items: list[Tokenized], *, max_length: int, pref
     result: list[list[torch.Tensor]] = [[] for _ in items]
     device = next(model.parameters()).device
     with torch.inference_mode():
-        for idx in _batches(items, prompts, batch_tokens):
+        for idx in length_batches([len(p) for p in prompts], batch_tokens):
             for i, lps in _score_batch(model, items, prompts, idx, device,
                                        max(batch_tokens // 4, 64)).items():
                 result[i] = lps

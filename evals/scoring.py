@@ -138,7 +138,7 @@ def fit_request(req: Request, max_length: int, prefix_id: int) -> tuple[list[int
     return ctx[len(ctx) - keep:] + cont, keep, len(ctx) - keep
 
 
-def _batches(lengths: Sequence[int], batch_tokens: int) -> list[list[int]]:
+def length_batches(lengths: Sequence[int], batch_tokens: int) -> list[list[int]]:
     """Indices grouped longest-first so each padded batch has <= batch_tokens tokens."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches, current = [], []
@@ -173,7 +173,7 @@ def score_requests(
     device = next(model.parameters()).device
     fitted = [fit_request(r, max_length, prefix_id) for r in requests]
     results: list[TokenScores | None] = [None] * len(requests)
-    for idx in _batches([len(f[0]) for f in fitted], batch_tokens):
+    for idx in length_batches([len(f[0]) for f in fitted], batch_tokens):
         width = len(fitted[idx[0]][0])
         ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(idx), width), dtype=torch.long)
