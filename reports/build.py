@@ -11,9 +11,7 @@ installation lacks are skipped the same way.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -45,14 +43,6 @@ WRITER = {"token-loss": "token-loss", "sequences": "sequences", "bigbench-mc": "
 def _missing(table: str) -> str:
     return (f"No `{table}` table in this store (written by the `{WRITER.get(table, table)}` "
             "evaluator); this section is empty.")
-
-
-def _optional(module: str, attr: str) -> Callable | None:
-    """A stats function if this installation has it (stats modules land independently)."""
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError):
-        return None
 
 
 class Context:
