@@ -3,6 +3,7 @@
 Verbs are thin wrappers of Python functions:
     dynamics suites [--steps NAME]        list suites, models, and a model's revisions
     dynamics run batch.toml [key=value]   run an evaluation batch (resumable)
+    dynamics generate batch.toml          only make the batch's [generate.*] sets
     dynamics demo [--out DIR]             train the toy suite, evaluate it, write the report
     dynamics report RESULTS --out DIR     offline HTML report (charts, PNG/SVG, tables)
     dynamics compare RESULTS --families a,b --at-ppl 20,30 [--behavior NAME]
@@ -42,12 +43,38 @@ def _print_steps(model: str, suite_name: str | None) -> int:
     raise SuiteError(f"no model {model!r} in suites {names}; run `dynamics suites` to list them")
 
 
+def _generate_locked(cfg):
+    """Make or reuse the batch's [generate.*] sets while holding the store's lock."""
+    from evals.generated import prepare_generated
+    from evals.store import Store
+
+    store = Store(cfg.output_dir)
+    with store.lock():
+        store.clean_temp()
+        return prepare_generated(cfg)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from evals.config import load_batch_file
+    from evals.generated import generated_path
+
+    cfg = load_batch_file(args.batch, args.overrides)
+    if not cfg.generate:
+        raise ValueError(f"{args.batch}: no [generate.<name>] table; nothing to generate")
+    _generate_locked(cfg)
+    for name in cfg.generate:
+        print(f"[generate.{name}]: {generated_path(cfg, name)}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from evals.config import load_batch_file
 
     cfg = load_batch_file(args.batch, args.overrides)
     if cfg.executor == "ray":
         from evals.ray_executor import run_batch_ray as run
+
+        cfg = _generate_locked(cfg)  # the local sweep does this itself
     else:
         from evals.sweep import run_batch as run
     result = run(cfg, retry_failed=args.retry_failed, progress=not args.quiet)
@@ -104,22 +131,47 @@ def demo_evaluator_options(suite_dir) -> dict:
     return {name: opts for name, opts in wanted.items() if name in EVALUATORS}
 
 
+def demo_generate_options(suite_dir) -> dict:
+    """The demo batch's `[generate.*]` table: Xia et al.'s mixture sets from the toy suite.
+
+    The smallest and the largest model's final checkpoints, four (a, b) pairs of
+    the paper's grid, 16 prompts from the validation set, 24 greedy tokens each
+    (prompt + continuation stay within the toy context of 64).
+    """
+    from pathlib import Path
+
+    suite = get_suite(str(Path(suite_dir).resolve()))
+    by_size = sorted(suite.models, key=lambda m: suite.models[m][0].params)
+    data = Path(suite_dir).resolve() / "data"
+    return {"toy-mix": {"small": by_size[0], "large": by_size[-1],
+                        "grid": [[1, 0], [0, 1], [-1, 1], [1, -1]],
+                        "prompts": str(data / "validation.jsonl"), "n_prompts": 16,
+                        "prompt_tokens": 16, "max_new_tokens": 24}}
+
+
+def _toml_value(value) -> str:
+    from dynamics.manifest import _toml
+
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return _toml(value)
+
+
 def _demo_batch(suite_dir, out_dir) -> "Path":
     from pathlib import Path
 
-    from dynamics.manifest import _toml
-
     path = Path(out_dir) / "batch.toml"
     # about 10 checkpoints per model (all of them would take the demo past 5 minutes)
-    lines = [f"suite = {_toml(str(Path(suite_dir).resolve()))}", 'output = "results"',
+    lines = [f"suite = {_toml_value(str(Path(suite_dir).resolve()))}", 'output = "results"',
              'steps = "log-spaced 10"', ""]
-    for name, opts in demo_evaluator_options(suite_dir).items():
-        lines.append(f"[evaluators.{name}]")
-        for key, value in opts.items():
-            rendered = "[" + ", ".join(_toml(v) for v in value) + "]" if isinstance(
-                value, list) else _toml(value)
-            lines.append(f"{key} = {rendered}")
-        lines.append("")
+    tables = [("evaluators", demo_evaluator_options(suite_dir))]
+    if "sequences" in tables[0][1]:
+        tables.append(("generate", demo_generate_options(suite_dir)))
+    for section, named in tables:
+        for name, opts in named.items():
+            lines.append(f"[{section}.{name}]")
+            lines += [f"{key} = {_toml_value(value)}" for key, value in opts.items()]
+            lines.append("")
     path.write_text("\n".join(lines))
     return path
 
@@ -177,6 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--retry-failed", action="store_true", help="retry units recorded as failed")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     r.set_defaults(func=cmd_run)
+
+    g = sub.add_parser("generate", help="make a batch's [generate.*] mixture sets only "
+                       "(`run` does it before the sweep)")
+    g.add_argument("batch", help="batch TOML with [generate.<name>] tables (see README)")
+    g.add_argument("overrides", nargs="*", help="key=value overrides of top-level batch keys")
+    g.set_defaults(func=cmd_generate)
 
     rp = sub.add_parser("report", help="write the offline HTML report of a results store")
     rp.add_argument("results", help="the results store (a batch's output folder)")

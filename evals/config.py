@@ -15,11 +15,24 @@ checkpoint is touched. Example::
     [evaluators.token-loss]
     dataset = "val.jsonl"
     max_tokens = 200000
+
+    [generate.paper]                 # optional: Xia et al.'s mixture-generated sets
+    small = "pythia-70m"             # p = a p_small + b p_large (negative mass clipped)
+    large = "pythia-1.4b"
+    grid = [[1, -1], [-1, 1], [1, 0], [0, 1], [1, 1]]   # or "paper" (the default)
+    n_prompts = 100                  # drawn from `prompts` (default: token-loss's dataset)
+    max_new_tokens = 50
+    top_p = 0.9                      # omit for greedy decoding
+
+Each `[generate.<name>]` table is written to `<output>/generated/<name>.jsonl`
+before the sweep and scored by the `sequences` evaluator at every checkpoint
+(see evals.generated).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +59,8 @@ class BatchConfig:
         allow_pickle: allow loading pickle (.bin) weights. Unsafe; off by default.
         trust_remote_code: run model code shipped with checkpoints. Unsafe; off by default.
         seed: seed for anything random in evaluators.
+        generate: set name -> `[generate.<name>]` table (GenerateConfig): labeled sets
+            generated from the mixture of two checkpoints before the sweep.
         base_dir: folder relative paths are resolved against (the TOML's folder).
     """
 
@@ -62,6 +77,7 @@ class BatchConfig:
     allow_pickle: bool = False
     trust_remote_code: bool = False
     seed: int = 0
+    generate: dict = field(default_factory=dict)
     base_dir: str = "."
 
     def resolve(self, value: str) -> str:
@@ -76,6 +92,124 @@ class BatchConfig:
     def suite_path(self) -> str:
         local = Path(self.resolve(self.suite))
         return str(local) if local.exists() else self.suite
+
+
+GRID_PAPER = ((1.0, -1.0), (-1.0, 1.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0))  # = mixture.PAPER_GRID
+SET_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """One `[generate.<name>]` table: sets decoded from a mixture of two checkpoints.
+
+    The mixture is p = clip(a p_small + b p_large, 0), renormalized (Xia et al.
+    2023; evals.mixture), one set per (a, b) of `grid`, from the same prompts.
+
+    Attributes:
+        small: the small model (a model name of the batch's suite).
+        large: the large model.
+        step_small: the small model's checkpoint step (default: its final one).
+        step_large: the large model's checkpoint step (default: its final one).
+        grid: (a, b) pairs, e.g. [[1, -1], [-1, 1]], or "paper" (the paper's five).
+        prompts: validation text source for prompts (default: [evaluators.token-loss] dataset).
+        n_prompts: prompts drawn (seeded) from `prompts`.
+        prompt_tokens: each prompt is cut to its first this many tokens.
+        max_new_tokens: tokens generated per prompt (the paper: 50 or 100).
+        top_p: nucleus sampling mass (the paper: 0.9); omit for greedy decoding.
+        seed: prompt draw and sampling seed (default: the batch's seed).
+    """
+
+    small: str
+    large: str
+    step_small: int | None = None
+    step_large: int | None = None
+    grid: list[list[float]] | str = "paper"
+    prompts: str | None = None
+    n_prompts: int = 100
+    prompt_tokens: int = 16
+    max_new_tokens: int = 50
+    top_p: float | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.grid, str) and self.grid != "paper":
+            raise ValueError(f"grid = {self.grid!r}: use \"paper\" or a list of [a, b] pairs")
+        for pair in self.pairs:
+            if len(pair) != 2:
+                raise ValueError(f"grid entry {list(pair)!r} must be one [a, b] pair")
+            if pair[0] <= 0 and pair[1] <= 0:
+                raise ValueError(f"grid entry {list(pair)!r}: a or b must be > 0, or the "
+                                 "clipped mixture has no mass")
+        if not self.pairs:
+            raise ValueError("grid is empty; give at least one [a, b] pair")
+        if len(set(self.pairs)) != len(self.pairs):
+            raise ValueError(f"grid repeats a pair: {[list(p) for p in self.pairs]}")
+        for name in ("n_prompts", "prompt_tokens", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1] (omit it for greedy), got {self.top_p}")
+
+    @property
+    def pairs(self) -> tuple[tuple[float, ...], ...]:
+        """The (a, b) grid as float tuples."""
+        if isinstance(self.grid, str):
+            return GRID_PAPER
+        return tuple(tuple(float(x) for x in pair) for pair in self.grid)
+
+
+def parse_generate(values: dict, where: str = "") -> tuple[dict, list[str]]:
+    """`[generate.<name>]` tables -> {name: GenerateConfig}, and every problem found."""
+    out, problems = {}, []
+    for name, table in values.items():
+        at = f"{where}: [generate.{name}]" if where else f"[generate.{name}]"
+        if not SET_NAME.match(name):
+            problems.append(f"{at}: {name!r} names a file; use only letters, digits, "
+                            "'_', '-' and '.'")
+        if not isinstance(table, dict):
+            problems.append(f"{at} must be a table, got {table!r}")
+            continue
+        gen, found = parse_options(GenerateConfig, table, at)
+        problems.extend(found)
+        if gen is not None:
+            out[name] = gen
+    return out, problems
+
+
+def generate_configs(cfg: BatchConfig) -> dict[str, GenerateConfig]:
+    """The batch's parsed `[generate.*]` tables (load_batch has checked them)."""
+    gens, problems = parse_generate(cfg.generate)
+    if problems:
+        raise ConfigError(problems)
+    return gens
+
+
+def _check_generate(cfg: BatchConfig) -> list[str]:
+    """Each generate table parses, has a prompt source, and names checkpoints of the suite."""
+    from dynamics.suites import SuiteError, get_suite
+
+    gens, problems = parse_generate(cfg.generate)
+    token_loss = cfg.evaluators.get("token-loss")
+    has_val = isinstance(token_loss, dict) and "dataset" in token_loss
+    for name, gen in gens.items():
+        if gen.prompts is None and not has_val:
+            problems.append(f"[generate.{name}]: no prompt source; set prompts = "
+                            '"<validation file>" (or configure [evaluators.token-loss] dataset)')
+    try:
+        suite = get_suite(cfg.suite_path) if cfg.generate else None
+    except SuiteError:
+        suite = None  # reported by _check_suite
+    for name, table in cfg.generate.items() if suite is not None else ():
+        for which in ("small", "large"):
+            model, step = (table.get(which), table.get(f"step_{which}")
+                           ) if isinstance(table, dict) else (None, None)
+            if not isinstance(model, str) or not isinstance(step, int | None):
+                continue  # a type problem, reported by parse_generate
+            try:
+                suite.select([model], "final" if step is None else [step])
+            except SuiteError as err:
+                problems.append(f"[generate.{name}]: {which}: {err}")
+    return problems
 
 
 def _check_suite(cfg: BatchConfig) -> list[str]:
@@ -125,8 +259,10 @@ def load_batch(values: dict, base_dir: str | Path = ".", where: str = "batch") -
         evaluators = values.get("evaluators")
         if isinstance(evaluators, dict):
             problems = problems + [f"{where}: {p}" for p in _check_evaluators(evaluators)]
+        if isinstance(values.get("generate"), dict):
+            problems = problems + parse_generate(values["generate"], where)[1]
         raise ConfigError(problems)
-    problems = _check_suite(cfg) + _check_evaluators(cfg.evaluators)
+    problems = _check_suite(cfg) + _check_evaluators(cfg.evaluators) + _check_generate(cfg)
     if cfg.executor == "ray":
         import importlib.util
 
@@ -161,20 +297,17 @@ def batch_to_toml(cfg: BatchConfig) -> str:
     """The config as TOML (written beside the results)."""
     from dynamics.manifest import _toml  # noqa: PLC0415  (small shared helper)
 
+    def value(v) -> str:
+        return f"[{', '.join(value(x) for x in v)}]" if isinstance(v, (list, tuple)) else _toml(v)
+
     lines = []
     for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        if f.name in ("evaluators",) or value is None:
+        v = getattr(cfg, f.name)
+        if f.name in ("evaluators", "generate") or v is None:
             continue
-        if isinstance(value, list):
-            lines.append(f"{f.name} = [{', '.join(_toml(v) for v in value)}]")
-        else:
-            lines.append(f"{f.name} = {_toml(value)}")
-    for name, opts in cfg.evaluators.items():
-        lines += ["", f'[evaluators."{name}"]']
-        for k, v in opts.items():
-            if isinstance(v, list):
-                lines.append(f"{k} = [{', '.join(_toml(x) for x in v)}]")
-            else:
-                lines.append(f"{k} = {_toml(v)}")
+        lines.append(f"{f.name} = {value(v)}")
+    for section in ("evaluators", "generate"):
+        for name, opts in getattr(cfg, section).items():
+            lines += ["", f'[{section}."{name}"]']
+            lines += [f"{k} = {value(v)}" for k, v in opts.items()]
     return "\n".join(lines) + "\n"

@@ -103,21 +103,55 @@ def choose_token(probs: torch.Tensor, top_p: float | None, gen: torch.Generator)
 
 
 class _Stepper:
-    """Next-token logits of one model for a growing sequence, with or without a KV cache."""
+    """Next-token logits of one model for growing sequences, with or without a KV cache."""
 
     def __init__(self, model, vocab: int, use_cache: bool):
         self.model, self.vocab, self.use_cache = model, vocab, use_cache
         self.past = None
 
-    def logits(self, ids: list[int], n_new: int) -> torch.Tensor:
+    def logits(self, rows: list[list[int]], n_new: int) -> torch.Tensor:
+        """(batch, vocab) logits after each row (rows of equal length)."""
         device = next(self.model.parameters()).device
         if not self.use_cache:
-            x = torch.tensor([ids], device=device)
-            return self.model(input_ids=x, use_cache=False).logits[0, -1, : self.vocab]
-        x = torch.tensor([ids[-n_new:]], device=device)
+            x = torch.tensor(rows, device=device)  # (batch, pos)
+            return self.model(input_ids=x, use_cache=False).logits[:, -1, : self.vocab]
+        x = torch.tensor([r[-n_new:] for r in rows], device=device)
         out = self.model(input_ids=x, past_key_values=self.past, use_cache=True)
         self.past = out.past_key_values
-        return out.logits[0, -1, : self.vocab]
+        return out.logits[:, -1, : self.vocab]
+
+
+def _generator(seed: int, index: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, index])
+                                             .generate_state(1)[0]))
+
+
+def generate_rows(small, large, prompts: list[list[int]], options: MixtureOptions, vocab: int,
+                  indices: list[int] | None = None, trace: list | None = None
+                  ) -> list[list[int]]:
+    """Generate after prompts of equal length in one batch (no padding needed).
+
+    Prompt j samples with a generator seeded by (options.seed, indices[j])
+    (indices default to 0, 1, ...), so a prompt gets the same tokens alone or
+    in a batch (up to float rounding of batched matmuls at near-ties).
+    `trace`, when a list, receives the (batch, vocab) mixture of every step.
+    """
+    if len({len(p) for p in prompts}) != 1:
+        raise MixtureError("generate_rows needs prompts of one length; group them first")
+    indices = list(range(len(prompts))) if indices is None else indices
+    gens = [_generator(options.seed, i) for i in indices]
+    steppers = [_Stepper(m, vocab, options.use_cache) for m in (small, large)]
+    rows, n_new = [list(p) for p in prompts], len(prompts[0])
+    with torch.inference_mode():
+        for _ in range(options.max_new_tokens):
+            ls, ll = (s.logits(rows, n_new) for s in steppers)
+            probs = mixture_probs(ls, ll, options.a, options.b).cpu()  # (batch, vocab)
+            if trace is not None:
+                trace.append(probs)
+            for row, p, gen in zip(rows, probs, gens, strict=True):
+                row.append(choose_token(p, options.top_p, gen))
+            n_new = 1
+    return [row[len(prompts[0]):] for row in rows]
 
 
 def generate(small, large, prompt_ids: list[int], options: MixtureOptions, vocab: int,
@@ -127,20 +161,10 @@ def generate(small, large, prompt_ids: list[int], options: MixtureOptions, vocab
     `vocab` cuts padded embedding rows off the logits; `trace`, when a list,
     receives the (vocab,) mixture distribution of every step.
     """
-    gen = torch.Generator().manual_seed(int(np.random.SeedSequence([options.seed, index])
-                                            .generate_state(1)[0]))
-    steppers = [_Stepper(m, vocab, options.use_cache) for m in (small, large)]
-    ids, out, n_new = list(prompt_ids), [], len(prompt_ids)
-    with torch.inference_mode():
-        for _ in range(options.max_new_tokens):
-            ls, ll = (s.logits(ids, n_new) for s in steppers)
-            probs = mixture_probs(ls, ll, options.a, options.b).cpu()
-            if trace is not None:
-                trace.append(probs)
-            token = choose_token(probs, options.top_p, gen)
-            ids.append(token)
-            out.append(token)
-            n_new = 1
+    steps: list | None = [] if trace is not None else None
+    out = generate_rows(small, large, [prompt_ids], options, vocab, [index], steps)[0]
+    if trace is not None:
+        trace.extend(p[0] for p in steps)
     return out
 
 
@@ -153,25 +177,36 @@ def shared_vocab(small_lm, large_lm) -> int:
 
 
 def generate_set(small_lm, large_lm, prompts: list[str], options: MixtureOptions,
-                 prompt_tokens: int = 16) -> pl.DataFrame:
+                 prompt_tokens: int = 16, label: str | None = None,
+                 batch_size: int = 32) -> pl.DataFrame:
     """A labeled set in the `sequences` format: pair_id, set, prefix, text.
 
     Each prompt is cut to its first `prompt_tokens` tokens (prompts shorter than
     that are used whole); pair_id is the prompt's index, so sets generated with
     other (a, b) from the same prompts pair up. The set name records a, b and
-    both checkpoints: "mix a=1 b=-1 | small: toy/toy-s@step100 | large: ...".
+    both checkpoints: "mix a=1 b=-1 | small: toy/toy-s@step100 | large: ...", plus
+    " | gen: <label>" when a label is given (a batch's generate table and options hash).
+    Prompts of equal token length are decoded together, `batch_size` at a time.
     """
     vocab = shared_vocab(small_lm, large_lm)
     tok = small_lm.tokenizer
     name = f"{options.set_name} | small: {small_lm.ref.label} | large: {large_lm.ref.label}"
-    rows = []
-    for i, text in enumerate(prompts):
-        ids = tok(text, add_special_tokens=False)["input_ids"][:prompt_tokens]
-        if not ids:
+    if label:
+        name += f" | gen: {label}"
+    ids = [t[:prompt_tokens] for t in tok(prompts, add_special_tokens=False)["input_ids"]]
+    for i, (text, row) in enumerate(zip(prompts, ids, strict=True)):
+        if not row:
             raise MixtureError(f"prompt {i} ({text[:40]!r}) has no tokens")
-        new = generate(small_lm.model, large_lm.model, ids, options, vocab, index=i)
-        rows.append({"pair_id": str(i), "set": name, "prefix": tok.decode(ids),
-                     "text": tok.decode(new, skip_special_tokens=True)})
+    new: dict[int, list[int]] = {}
+    for length in sorted({len(r) for r in ids}):  # one batch per prompt length
+        idx = [i for i, r in enumerate(ids) if len(r) == length]
+        for start in range(0, len(idx), batch_size):
+            chunk = idx[start:start + batch_size]
+            outs = generate_rows(small_lm.model, large_lm.model, [ids[i] for i in chunk],
+                                 options, vocab, indices=chunk)
+            new.update(zip(chunk, outs, strict=True))
+    rows = [{"pair_id": str(i), "set": name, "prefix": tok.decode(ids[i]),
+             "text": tok.decode(new[i], skip_special_tokens=True)} for i in range(len(ids))]
     return pl.DataFrame(rows, schema={"pair_id": pl.String, "set": pl.String,
                                       "prefix": pl.String, "text": pl.String})
 
@@ -208,7 +243,7 @@ def generate_from_suite(suite: str, small: str, large: str, dataset: str, out: s
                         step_small: int | None = None, step_large: int | None = None,
                         grid=PAPER_GRID, n_prompts: int = 100, prompt_tokens: int = 16,
                         max_new_tokens: int = 50, top_p: float | None = None, seed: int = 0,
-                        load_options=None) -> Path:
+                        load_options=None, label: str | None = None) -> Path:
     """Generate one labeled set per (a, b) of `grid` between two checkpoints of a suite.
 
     Args:
@@ -217,6 +252,7 @@ def generate_from_suite(suite: str, small: str, large: str, dataset: str, out: s
         dataset: validation text source for prompts (as the token-loss evaluator reads it).
         out: the jsonl written (the `sequences` evaluator's `dataset`).
         n_prompts: prompts drawn with `seed`; each cut to `prompt_tokens` tokens.
+        label: appended to every set name (see generate_set).
     Returns:
         `out`, holding len(grid) sets with the same pair ids.
     """
@@ -231,6 +267,6 @@ def generate_from_suite(suite: str, small: str, large: str, dataset: str, out: s
     prompts = pick_prompts(load_texts(dataset), n_prompts, seed)
     frames = [generate_set(lms[0], lms[1], prompts,
                            MixtureOptions(a=a, b=b, max_new_tokens=max_new_tokens, top_p=top_p,
-                                          seed=seed), prompt_tokens)
+                                          seed=seed), prompt_tokens, label)
               for a, b in grid]
     return write_sets(frames, out)

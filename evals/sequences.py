@@ -29,6 +29,11 @@ prefix the model sees [bos, 7, 8]: log p(7 | bos) + log p(8 | bos 7).
 
 A sequence (prefix + text, or BOS + text) longer than the model's context is an
 error, never silently truncated: sets must be scored under the same context.
+
+`extra_datasets` adds more local sources (e.g. the sets a batch's
+`[generate.<name>]` tables write, evals.generated): each is checked on its
+own (pair ids agree within a source), set names must differ across sources,
+and all rows go into the same `sequences` part.
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ class SequencesOptions:
         min_pairs: each set needs at least this many pairs (a CI over pairs needs 2).
         batch_tokens: padded tokens per forward pass.
         chunk_rows: rows per output-head chunk (bounds logits memory).
+        extra_datasets: more local sources, each scored whole (`sets` filters `dataset` only).
     """
 
     dataset: str
@@ -70,6 +76,7 @@ class SequencesOptions:
     min_pairs: int = 2
     batch_tokens: int = 16384
     chunk_rows: int = 2048
+    extra_datasets: list[str] | None = None
 
     def __post_init__(self) -> None:
         for name in ("min_pairs", "batch_tokens", "chunk_rows"):
@@ -205,19 +212,44 @@ class Sequences(Evaluator):
         return self.resolve_path(self.options.dataset)
 
     def frame(self) -> pl.DataFrame:
-        """The checked source (read once)."""
+        """The checked sources (read once): `dataset`, then each of `extra_datasets`."""
         if self._frame is None:
             o = self.options
-            self._frame = load_sequence_sets(self.source, config=o.dataset_config, split=o.split,
-                                             sets=o.sets, min_pairs=o.min_pairs)
+            frames = [load_sequence_sets(self.source, config=o.dataset_config, split=o.split,
+                                         sets=o.sets, min_pairs=o.min_pairs)
+                      .with_columns(pl.lit(self.source).alias("source"))]
+            for extra in o.extra_datasets or []:
+                path = self.resolve_path(extra)
+                frames.append(load_sequence_sets(path, min_pairs=o.min_pairs)
+                              .with_columns(pl.lit(path).alias("source")))
+            seen: dict[str, str] = {}
+            for f in frames:
+                for name in f["set"].unique():
+                    if name in seen:
+                        raise SequenceSetError(f"set {name!r} is in both {seen[name]} and "
+                                               f"{f['source'][0]}; set names must differ")
+                    seen[name] = f["source"][0]
+            self._frame = pl.concat(frames)
         return self._frame
+
+    def is_stored(self, store, key: dict) -> bool:
+        """Whether the stored part of checkpoint `key` holds every set of the sources.
+
+        A part written before a source (e.g. a generated set) was added lacks its
+        sets; the sweep then scores the checkpoint again instead of skipping it.
+        """
+        path = store.part_path("sequences", key)
+        stored = set(pl.read_parquet(path, columns=["set"])["set"].unique())
+        return set(self.frame()["set"].unique()) <= stored
 
     def requests(self, tokenizer, context_length: int) -> list[Request]:
         """Requests for a tokenizer, tokenized once per tokenizer fingerprint."""
         key = (tokenizer_fingerprint(tokenizer), context_length)
         if key not in self._requests:
-            self._requests[key] = build_requests(self.frame(), tokenizer, context_length,
-                                                 self.source)
+            frame = self.frame()
+            self._requests[key] = [
+                req for (source,), part in frame.group_by("source", maintain_order=True)
+                for req in build_requests(part, tokenizer, context_length, source)]
         return self._requests[key]
 
     def run(self, lm) -> dict[str, pl.DataFrame]:

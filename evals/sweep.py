@@ -27,6 +27,7 @@ from dynamics.streaming import stream_checkpoints
 from dynamics.suites import get_suite
 from evals.base import Evaluator, build_evaluator
 from evals.config import BatchConfig, batch_to_toml
+from evals.generated import prepare_generated
 from evals.schema import with_keys
 from evals.store import Store
 
@@ -55,7 +56,11 @@ def build_evaluators(cfg: BatchConfig) -> list[Evaluator]:
 
 
 def is_done(store: Store, ev: Evaluator, ref: CheckpointRef) -> bool:
-    return all(store.has(t, ref.key) for t in ev.tables)
+    """All of the evaluator's tables are stored (and complete, where it can tell: `is_stored`)."""
+    if not all(store.has(t, ref.key) for t in ev.tables):
+        return False
+    check = getattr(ev, "is_stored", None)
+    return check is None or check(store, ref.key)
 
 
 def plan(
@@ -110,7 +115,8 @@ def run_batch(
 ) -> SweepResult:
     """Run a batch locally (the default executor); see the module docstring.
 
-    The store is locked for the run (`Store.lock`: a second run on the same
+    `[generate.*]` sets are generated first (or reused; evals.generated). The
+    store is locked for the run (`Store.lock`: a second run on the same
     output fails with the holder's pid, host and start time) and temp files
     of a killed earlier run are removed first, so a rerun after SIGKILL ends
     with the same parts as an uninterrupted run.
@@ -124,6 +130,7 @@ def run_batch(
 def _run_locked(cfg, store, retry_failed, progress, loader, evaluators) -> SweepResult:
     t0 = time.perf_counter()
     store.write_config(batch_to_toml(cfg))
+    cfg = prepare_generated(cfg)  # [generate.*] sets: made once, then scored by `sequences`
     refs = get_suite(cfg.suite_path).select(cfg.models, cfg.steps)
     evals = evaluators if evaluators is not None else build_evaluators(cfg)
     todo, skipped = plan(store, refs, evals, retry_failed)

@@ -147,3 +147,20 @@ def test_generate_from_suite_is_deterministic(tmp_path):
     with pytest.raises(SuiteError, match="7"):
         generate_from_suite(str(suite), "tiny-neox-0", "tiny-neox-1", str(val),
                             tmp_path / "c.jsonl", step_small=7, **kw)
+
+
+@pytest.mark.parametrize("top_p", [None, 0.9])
+def test_batched_rows_match_one_prompt_at_a_time(pair, top_p):
+    from evals.mixture import generate_rows
+
+    small, large, tok = pair
+    prompts = [tok(t, add_special_tokens=False)["input_ids"][:4]
+               for t in ("the cat sat on", "dogs ran past the", "a bird flew over")]
+    assert {len(p) for p in prompts} == {4}
+    opts = MixtureOptions(a=1.0, b=-1.0, max_new_tokens=6, top_p=top_p, seed=5)
+    batched = generate_rows(small, large, prompts, opts, len(tok), indices=[3, 7, 9])
+    alone = [generate(small, large, p, opts, len(tok), index=i)
+             for p, i in zip(prompts, [3, 7, 9], strict=True)]
+    assert batched == alone
+    with pytest.raises(MixtureError, match="one length"):
+        generate_rows(small, large, [prompts[0], prompts[1][:3]], opts, len(tok))

@@ -1,0 +1,163 @@
+"""A batch's `[generate.<name>]` tables: mixture-generated sets, made once, scored everywhere.
+
+Xia et al. (2023) decode sequences from p = a p_small + b p_large (evals.mixture)
+and track each set's perplexity over every checkpoint of every model. Before
+the sweep, `prepare_generated(cfg)` writes each table's sets to
+
+    <output>/generated/<name>.jsonl     the sets (`sequences` format)
+    <output>/generated/<name>.json      the options they were generated with
+
+and returns the batch with those files added to the `sequences` evaluator
+(`extra_datasets`, or `dataset` when the batch has no sequences source), so
+one sweep scores them at every checkpoint.
+
+Resume: a file whose recorded options equal the table's (with "final" steps
+resolved to step numbers and the prompt file's content hash) is reused, not
+regenerated. Different options are an error naming each changed option: the
+file is never silently reused, nor silently replaced. Set names end in
+"| gen: <name>#<hash of the options>", so sets generated with other options
+never share a name with stale scores in the store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from evals.base import ConfigError
+from evals.config import BatchConfig, GenerateConfig, generate_configs
+
+log = logging.getLogger(__name__)
+FOLDER = "generated"
+
+
+class GeneratedSetError(ConfigError):
+    """A generated set on disk was made with other options than the batch asks for."""
+
+
+def generated_path(cfg: BatchConfig, name: str) -> Path:
+    """Where `[generate.<name>]` writes its sets."""
+    return cfg.output_dir / FOLDER / f"{name}.jsonl"
+
+
+def _prompt_source(cfg: BatchConfig, gen: GenerateConfig) -> str:
+    raw = gen.prompts if gen.prompts is not None else cfg.evaluators["token-loss"]["dataset"]
+    local = Path(cfg.resolve(raw))
+    return str(local.resolve()) if local.exists() else raw  # else a `datasets` name
+
+
+def _file_hash(source: str) -> str | None:
+    path = Path(source)
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else None
+
+
+def recorded_options(cfg: BatchConfig, gen: GenerateConfig) -> dict:
+    """What the sets depend on: checkpoints (steps resolved), prompts and decoding options."""
+    from dynamics.suites import get_suite
+
+    suite = get_suite(cfg.suite_path)
+    steps = [suite.select([m], "final" if s is None else [s])[0].step
+             for m, s in ((gen.small, gen.step_small), (gen.large, gen.step_large))]
+    prompts = _prompt_source(cfg, gen)
+    return {"suite": suite.name, "small": gen.small, "step_small": steps[0],
+            "large": gen.large, "step_large": steps[1], "grid": [list(p) for p in gen.pairs],
+            "prompts": prompts, "prompts_sha256": _file_hash(prompts),
+            "n_prompts": gen.n_prompts, "prompt_tokens": gen.prompt_tokens,
+            "max_new_tokens": gen.max_new_tokens, "top_p": gen.top_p,
+            "seed": cfg.seed if gen.seed is None else gen.seed}
+
+
+def options_label(name: str, options: dict) -> str:
+    """`<name>#<6 hex>`: the set-name suffix, different whenever an option differs."""
+    digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:6]
+    return f"{name}#{digest}"
+
+
+def _differences(old: dict, new: dict) -> list[str]:
+    keys = sorted(set(old) | set(new))
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+
+
+def ensure_generated(cfg: BatchConfig, name: str, gen: GenerateConfig,
+                     generator: Callable | None = None) -> Path:
+    """The sets of `[generate.<name>]`: reused when recorded with the same options, else made.
+
+    Raises:
+        GeneratedSetError: the file exists with other recorded options.
+    """
+    path = generated_path(cfg, name)
+    meta = path.with_suffix(".json")
+    options = recorded_options(cfg, gen)
+    if meta.is_file() and path.is_file():  # the .json is written last: both = complete
+        old = json.loads(meta.read_text())["options"]
+        if old == options:
+            log.info("[generate.%s]: reusing %s (same options)", name, path)
+            return path
+        raise GeneratedSetError(
+            [f"[generate.{name}]: {path} was generated with other options:"]
+            + [f"  {d}" for d in _differences(old, options)]
+            + [f"  restore them, rename the table (e.g. [generate.{name}-2]), or delete {path} "
+               "and its .json to regenerate (new set names; every checkpoint is re-scored)"])
+    return _generate(cfg, name, options, path, generator)
+
+
+def _generate(cfg: BatchConfig, name: str, options: dict, path: Path,
+              generator: Callable | None) -> Path:
+    from dynamics.loading import LoadOptions
+    from evals.sequences import load_sequence_sets
+
+    if generator is None:
+        from evals.mixture import generate_from_suite as generator
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    o = options
+    generator(cfg.suite_path, o["small"], o["large"], o["prompts"], tmp,
+              step_small=o["step_small"], step_large=o["step_large"],
+              grid=[tuple(p) for p in o["grid"]], n_prompts=o["n_prompts"],
+              prompt_tokens=o["prompt_tokens"], max_new_tokens=o["max_new_tokens"],
+              top_p=o["top_p"], seed=o["seed"], label=options_label(name, options),
+              load_options=LoadOptions(cfg.device, cfg.dtype, cfg.allow_pickle,
+                                       cfg.trust_remote_code))
+    os.replace(tmp, path)  # complete only once the .json record is written (below)
+    try:
+        sets = load_sequence_sets(str(path))
+    except ValueError as err:
+        path.unlink(missing_ok=True)
+        raise GeneratedSetError(f"[generate.{name}]: the generated sets cannot be scored: {err} "
+                                "(more prompts or max_new_tokens may help)") from err
+    record = {"options": options, "sets": sorted(sets["set"].unique()),
+              "n_pairs": sets["pair_id"].n_unique()}
+    path.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
+    log.info("[generate.%s]: wrote %d sets x %d pairs to %s", name, len(record["sets"]),
+             record["n_pairs"], path)
+    return path
+
+
+def with_generated_sources(cfg: BatchConfig, paths: list[Path]) -> BatchConfig:
+    """`cfg` whose `sequences` evaluator also scores `paths` (idempotent)."""
+    if not paths:
+        return cfg
+    seq = dict(cfg.evaluators.get("sequences", {}))
+    rest = [str(p) for p in paths]
+    if "dataset" not in seq:
+        seq["dataset"], rest = rest[0], rest[1:]
+    extra = list(seq.get("extra_datasets") or [])
+    extra += [p for p in rest if p not in extra and p != seq["dataset"]]
+    if extra:
+        seq["extra_datasets"] = extra
+    return dataclasses.replace(cfg, evaluators={**cfg.evaluators, "sequences": seq})
+
+
+def prepare_generated(cfg: BatchConfig, generator: Callable | None = None) -> BatchConfig:
+    """Make (or reuse) every `[generate.*]` set and add them to the `sequences` evaluator.
+
+    Call it holding the store's lock (evals.sweep.run_batch does).
+    """
+    gens = generate_configs(cfg)
+    paths = [ensure_generated(cfg, name, gen, generator) for name, gen in gens.items()]
+    return with_generated_sources(cfg, paths)
