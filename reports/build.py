@@ -160,10 +160,14 @@ def bigbench_section(ctx: Context) -> Section:
         sec.notes.append(_missing("bigbench-mc"))
         return sec
     table = ctx.store.read("bigbench-mc")
-    sec.charts.append(("bigbench_macro_vs_ppl", charts.bigbench_macro_vs_ppl(
-        ctx.with_ppl(bigbench.macro_accuracy(table)))))
-    sec.charts.append(("bigbench_tasks_vs_ppl", charts.bigbench_tasks_vs_ppl(
-        ctx.with_ppl(bigbench.task_accuracy(table)))))
+    macro = ctx.with_ppl(bigbench.macro_accuracy(table))
+    sec.charts.append(("bigbench_macro_vs_ppl", charts.bigbench_macro_vs_ppl(macro)))
+    # Xia et al.'s figure: raw points, EMA line (0.5 macro, 0.8 per task), random baseline
+    sec.charts.append(("bigbench_smoothed", xia_charts.bigbench_smoothed_panels(
+        bigbench.smoothed_accuracy(macro, bigbench.EMA_MACRO))))
+    sec.charts.append(("bigbench_tasks_vs_ppl", xia_charts.bigbench_task_smoothed(
+        bigbench.smoothed_accuracy(ctx.with_ppl(bigbench.task_accuracy(table)),
+                                   bigbench.EMA_TASK))))
     options = ctx.with_ppl(bigbench.option_ppl(table))
     for option in ("correct", "incorrect"):
         rows = options.filter(pl.col("option") == option)

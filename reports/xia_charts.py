@@ -91,3 +91,70 @@ def generated_set_panels(set_ppl: pl.DataFrame, name: str) -> alt.HConcatChart:
     rows = set_ppl.filter(pl.col("set") == name)
     return axis_panels(rows, "ppl", f"Generated set {name}: its perplexity in every model",
                        y_title="set perplexity", log_y=True)
+
+
+def _smoothed_layers(rows: pl.DataFrame, x: alt.X, color: alt.Color, pick, y: str,
+                     y_title: str) -> list:
+    """Raw points (faint), the EMA line (opaque) and, when known, the random baseline rule."""
+    base = alt.Chart(rows)
+    fade = alt.condition(pick, alt.value(0.35), alt.value(0.05))
+    points = (base.mark_point(filled=True, size=25)
+              .encode(x, alt.Y(f"{y}:Q", title=y_title), color, opacity=fade,
+                      tooltip=_tooltip(rows, "val_ppl", y, f"{y}_ema")))
+    line = (base.mark_line()
+            .encode(x, alt.Y(f"{y}_ema:Q"), color, order=TRAINING_ORDER,
+                    opacity=alt.condition(pick, alt.value(1.0), alt.value(0.15)))
+            .add_params(pick))
+    layers = [points, line]
+    if "random_baseline" in rows.columns:
+        layers.append(base.mark_rule(color="gray", strokeDash=[4, 4])
+                      .encode(y="mean(random_baseline):Q",
+                              tooltip=[alt.Tooltip("mean(random_baseline):Q",
+                                                   title="random baseline")]))
+    return layers
+
+
+def bigbench_smoothed_panels(accuracy: pl.DataFrame, *, y: str = "accuracy",
+                             width: int = 240) -> alt.HConcatChart:
+    """Macro BIG-bench accuracy, raw points and EMA line, vs ppl, tokens and FLOPs (Xia fig.).
+
+    Args:
+        accuracy: stats.bigbench.smoothed_accuracy(macro_accuracy(...)) joined with
+            val_ppl: keys, `y`, `<y>_ema`, ema_weight, val_ppl, and optionally
+            random_baseline (a dashed gray rule at its mean).
+        y: "accuracy" or "accuracy_norm" (picked by per-token log-prob).
+    """
+    _need(accuracy, ("model", "step", y, f"{y}_ema", "val_ppl"), "bigbench_smoothed_panels")
+    pick = _legend_selection()
+    weight = accuracy["ema_weight"][0] if "ema_weight" in accuracy.columns else None
+    smooth = f"EMA weight {weight:g}" if weight is not None else "EMA"
+    panels = []
+    for axis in (a for a in AXES if a in accuracy.columns):
+        rows = _positive(accuracy.drop_nulls(axis), axis)
+        panels.append(alt.layer(*_smoothed_layers(rows, x_axis(axis), _model_color(accuracy),
+                                                  pick, y, "accuracy (macro over tasks)"),
+                                title=f"vs {AXIS_TITLES[axis]}")
+                      .properties(width=width, height=200))
+    title = f"BIG-bench accuracy: points raw, lines {smooth}, dashed: random baseline"
+    with warnings.catch_warnings():  # the shared legend selection is merged on purpose
+        warnings.filterwarnings("ignore", "Automatically deduplicated selection", UserWarning)
+        return alt.hconcat(*panels, title=title).resolve_scale(y="shared")
+
+
+def bigbench_task_smoothed(accuracy: pl.DataFrame, columns: int = 4) -> alt.FacetChart:
+    """Per-task accuracy vs validation ppl: raw points, EMA line, dashed random baseline.
+
+    Args:
+        accuracy: stats.bigbench.smoothed_accuracy(task_accuracy(...)) joined with
+            val_ppl (keys, task, accuracy, accuracy_ema, val_ppl, random_baseline).
+    """
+    _need(accuracy, ("model", "step", "task", "accuracy", "accuracy_ema", "val_ppl"),
+          "bigbench_task_smoothed")
+    rows = _positive(accuracy.drop_nulls("val_ppl"), "val_ppl")
+    weight = rows["ema_weight"][0] if "ema_weight" in rows.columns and rows.height else None
+    layers = _smoothed_layers(rows, x_axis("val_ppl"), _model_color(accuracy),
+                              _legend_selection(), "accuracy", "accuracy")
+    smooth = f"EMA weight {weight:g}" if weight is not None else "EMA"
+    return (alt.layer(*layers, data=rows).properties(width=160, height=120)
+            .facet(facet=alt.Facet("task:N"), columns=columns,
+                   title=f"BIG-bench accuracy per task (lines: {smooth}; dashed: random)"))

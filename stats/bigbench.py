@@ -119,3 +119,25 @@ def behaviors(store) -> pl.DataFrame | None:
         pl.lit(None, dtype=pl.Int64).alias("n_trials"),
     )
     return pl.concat([per_task, *macro_rows, opt], how="vertical")
+
+
+EMA_MACRO = 0.5  # Xia et al.: EMA weight for the average over tasks
+EMA_TASK = 0.8  # ... and for single tasks (noisier)
+
+
+def smoothed_accuracy(accuracy: pl.DataFrame, weight: float | None = None) -> pl.DataFrame:
+    """`macro_accuracy` or `task_accuracy` output with `accuracy_ema` and `accuracy_norm_ema`.
+
+    The EMA (stats.smoothing.ema) runs over each model's checkpoints in step
+    order, per task when the frame has a task column; `weight` defaults to the
+    paper's: 0.8 per task, 0.5 for the macro average.
+    """
+    from stats.smoothing import ema
+
+    by = ["family", "model"] + (["task"] if "task" in accuracy.columns else [])
+    if weight is None:
+        weight = EMA_TASK if "task" in accuracy.columns else EMA_MACRO
+    out = ema(accuracy, "accuracy", weight, by=by)
+    if "accuracy_norm" in out.columns:
+        out = ema(out, "accuracy_norm", weight, by=by)
+    return out.with_columns(pl.lit(weight).alias("ema_weight"))

@@ -323,3 +323,37 @@ def test_xia_axis_panels_and_fractions_by_start():
     fspec = xia_charts.fractions_by_start_chart(fr).to_dict()
     assert fspec["spec"]["encoding"]["x"]["field"] == "start_fraction"
     assert fspec["facet"]["field"] == "model"
+
+
+def test_bigbench_smoothed_figure_has_raw_points_ema_line_and_random_line(tmp_path):
+    store = Store(synthetic_store(tmp_path, ("token-loss", "bigbench-mc")))
+    sec = build.bigbench_section(build.Context(store))
+    specs = {name: c.to_dict() for name, c in sec.charts}
+    macro = specs["bigbench_smoothed"]
+    assert [p["layer"][0]["encoding"]["x"]["field"] for p in macro["hconcat"]] == [
+        "val_ppl", "tokens_seen", "flops"]
+    points, line, rule = macro["hconcat"][0]["layer"]
+    assert points["mark"]["type"] == "point" and points["encoding"]["y"]["field"] == "accuracy"
+    assert line["mark"]["type"] == "line" and line["encoding"]["y"]["field"] == "accuracy_ema"
+    assert rule["mark"]["type"] == "rule" and rule["mark"]["strokeDash"] == [4, 4]
+    assert rule["encoding"]["y"] == {"aggregate": "mean", "field": "random_baseline",
+                                     "type": "quantitative"}
+    assert "EMA weight 0.5" in macro["title"]
+    rows = [r for rows in macro["datasets"].values() for r in rows]
+    assert rows and all(r["random_baseline"] == pytest.approx(1 / 3) for r in rows)
+    tasks = specs["bigbench_tasks_vs_ppl"]
+    assert tasks["facet"]["field"] == "task" and "EMA weight 0.8" in tasks["title"]
+    assert [lay["mark"]["type"] for lay in tasks["spec"]["layer"]] == ["point", "line", "rule"]
+
+
+def test_generated_set_panels_by_a_b(tmp_path):
+    store = Store(synthetic_store(tmp_path, ("token-loss", "sequences")))
+    sec = build.xia_section(build.Context(store))
+    specs = {name: c.to_dict() for name, c in sec.charts}
+    (name,) = [n for n in specs if n.startswith("generated_")]
+    spec = specs[name]
+    assert [p["encoding"]["x"]["field"] for p in spec["hconcat"]] == [
+        "val_ppl", "tokens_seen", "flops"]
+    assert "mix a=1 b=-1" in spec["title"]
+    rows = next(iter(spec["datasets"].values()))
+    assert {r["set"] for r in rows} == {MIX_SET} and all(r["ppl"] > 1 for r in rows)
