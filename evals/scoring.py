@@ -52,7 +52,7 @@ def final_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | 
     return out.last_hidden_state
 
 
-def _check_head(model) -> None:
+def check_head(model) -> None:
     """Once per model: logits must equal lm_head(final hidden) (no soft-capping etc.)."""
     if getattr(model, "_dynamics_head_checked", False):
         return
@@ -80,7 +80,10 @@ def target_logprobs(
 
     Chunks hold at most `chunk_rows` rows and at most CHUNK_ELEMENTS logits
     (e.g. 2048 rows at vocab 50304, 512 rows at vocab 201216), so peak memory is
-    about 8 bytes x CHUNK_ELEMENTS (logits + log-softmax) whatever the batch or vocab.
+    about 4 bytes x CHUNK_ELEMENTS whatever the batch or vocab. For float32
+    heads one logits buffer is reused for every chunk and the log-sum-exp runs
+    in place on it (no log-softmax copy, no fresh pages per chunk): log p =
+    logit[target] - max - log(sum(exp(logits - max))).
 
     Args:
         hidden: (rows, d_model) final hidden states of the positions to score.
@@ -92,12 +95,29 @@ def target_logprobs(
     out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
     # Fewer rows per chunk for vocabularies above 50304, so memory stays flat in vocab too.
     vocab = head.weight.shape[0]
-    rows = max(1, min(chunk_rows, CHUNK_ELEMENTS // vocab))
+    rows = max(1, min(chunk_rows, CHUNK_ELEMENTS // vocab, hidden.shape[0]))
+    fused = isinstance(head, torch.nn.Linear) and head.weight.dtype == torch.float32
+    buf = torch.empty((rows, vocab), dtype=torch.float32, device=hidden.device) if fused else None
     for start in range(0, hidden.shape[0], rows):
         sl = slice(start, start + rows)
-        logits = head(hidden[sl]).float()  # (chunk, vocab)
-        out[sl] = -F.cross_entropy(logits, targets[sl], reduction="none")
+        out[sl] = _chunk_logprobs(head, hidden[sl], targets[sl], buf)
     return out
+
+
+def _chunk_logprobs(head, h: torch.Tensor, targets: torch.Tensor, buf: torch.Tensor | None):
+    """log p(targets) for one chunk of rows; in place in `buf` when given (float32 Linear)."""
+    if buf is None:
+        logits = head(h).float()  # (chunk, vocab)
+        return -F.cross_entropy(logits, targets, reduction="none")
+    logits = buf[: h.shape[0]]
+    if head.bias is None:
+        torch.mm(h, head.weight.T, out=logits)
+    else:
+        torch.addmm(head.bias, h, head.weight.T, out=logits)
+    picked = logits.gather(1, targets[:, None])[:, 0]
+    top = logits.amax(dim=1, keepdim=True)
+    lse = logits.sub_(top).exp_().sum(dim=1).log_()
+    return picked - top[:, 0] - lse
 
 
 def token_logprobs(model, input_ids: torch.Tensor, chunk_rows: int = 2048) -> torch.Tensor:
@@ -106,7 +126,7 @@ def token_logprobs(model, input_ids: torch.Tensor, chunk_rows: int = 2048) -> to
     Equivalent to `-F.cross_entropy(model(ids).logits[:, :-1], ids[:, 1:])` but
     the head runs in chunks of `chunk_rows` rows.
     """
-    _check_head(model)
+    check_head(model)
     with torch.inference_mode():
         hidden = final_hidden(model, input_ids)[:, :-1]  # (batch, pos-1, d)
         b, p, d = hidden.shape
@@ -169,7 +189,7 @@ def score_requests(
     Requests are right-padded into batches of similar length; only the
     continuation rows go through the output head.
     """
-    _check_head(model)
+    check_head(model)
     device = next(model.parameters()).device
     fitted = [fit_request(r, max_length, prefix_id) for r in requests]
     results: list[TokenScores | None] = [None] * len(requests)

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from dynamics.tiny import tiny_gpt2, tiny_gpt_neox, tiny_opt
-from evals.bigbench_mc import Tokenized, shared_prompt_scores
+from evals import bigbench_mc
+from evals.bigbench_mc import Tokenized, pack_rows, shared_prompt_scores
 from evals.bigbench_tasks import (
     MCExample,
     TaskFileError,
@@ -196,3 +197,41 @@ def test_sweep_writes_choices_and_stats_read_them(tmp_path):
     names = set(rows["behavior"].to_list())
     assert {"bigbench:periodic_elements", "bigbench_macro", "option_ppl_correct"} <= names
     assert rows.filter(pl.col("behavior") == f"bigbench:{tasks[0]}")["n_trials"].to_list() == [3, 3]
+
+
+def test_pack_rows_splits_choices_that_do_not_fit():
+    """The worked example of `pack_rows`: prompt 5, choices 3, 2, 4, window 11."""
+    item = Tokenized(MCExample("t", 0, "", ["a", "b", "c"], [1.0, 0.0, 0.0]),
+                     [1] * 5, [[2] * 3, [3] * 2, [4] * 4])
+    rows = pack_rows([item], [item.prompt], max_length=11)
+    assert [r.choices for r in rows] == [[0, 1], [2]]
+    assert all(r.prompt == item.prompt for r in rows)
+
+
+def test_packed_eager_attention_and_row_splits_equal_separate_scoring():
+    """Eager attention gets an additive mask; a small window forces several rows per prompt."""
+    model = tiny_gpt_neox()
+    model.config._attn_implementation = "eager"
+    items = _random_items(seed=5)
+    assert sum(len(r.choices) < len(t.choices) for t in items
+               for r in pack_rows([t], [t.prompt], 30)) > 0  # some example is split
+    fast, _ = shared_prompt_scores(model, items, max_length=30, batch_tokens=64)
+    reqs = [Request((i, j), tuple(t.prompt), tuple(c))
+            for i, t in enumerate(items) for j, c in enumerate(t.choices)]
+    for req, base in zip(reqs, score_requests(model, reqs, max_length=30)):
+        got = fast[req.example_id[0]][req.example_id[1]]
+        assert torch.allclose(got, torch.from_numpy(base.logprobs), atol=1e-4)
+
+
+def test_attention_without_custom_masks_falls_back_to_separate_scoring(monkeypatch, caplog):
+    model, items = tiny_opt(), _random_items(n=4, seed=2)
+    ref, _ = shared_prompt_scores(model, items, max_length=64)
+    monkeypatch.setattr(bigbench_mc, "PACKED_ATTENTION", ())
+    called = []
+    monkeypatch.setattr(bigbench_mc, "_score_packed", lambda *a: called.append(1))
+    with caplog.at_level("INFO"):
+        got, _ = shared_prompt_scores(model, items, max_length=64)
+    assert not called and "scoring choices separately" in caplog.text
+    for a, b in zip(ref, got):
+        for x, y in zip(a, b):
+            assert torch.allclose(x, y, atol=1e-4)

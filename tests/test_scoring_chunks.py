@@ -16,12 +16,28 @@ def test_vocab_capped_chunks_match_full_logits(monkeypatch):
         logits = model(input_ids=ids).logits
         ref = -F.cross_entropy(logits[:, :-1].reshape(-1, 300), ids[:, 1:].reshape(-1),
                                reduction="none").view(3, 19)
-    scoring._check_head(model)  # one-off check, before counting head calls
+    scoring.check_head(model)  # one-off check, before counting head calls
     seen = []
-    real_head = model.get_output_embeddings().forward
-    monkeypatch.setattr(model.get_output_embeddings(), "forward",
-                        lambda x: seen.append(x.shape[0]) or real_head(x))
+    real_chunk = scoring._chunk_logprobs
+    monkeypatch.setattr(scoring, "_chunk_logprobs",
+                        lambda head, h, *a: seen.append(h.shape[0]) or real_chunk(head, h, *a))
     monkeypatch.setattr(scoring, "CHUNK_ELEMENTS", 300 * 7)  # 7 rows per chunk at vocab 300
     got = scoring.token_logprobs(model, ids, chunk_rows=2048)
     assert seen == [7] * 8 + [57 - 56]  # 3 x 19 = 57 rows in chunks of 7
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_fused_chunk_equals_cross_entropy_with_bias():
+    """The in-place log-sum-exp path (float32 Linear head) equals cross-entropy, bias included."""
+    g = torch.Generator().manual_seed(0)
+    head = torch.nn.Linear(16, 500, bias=True)
+    torch.nn.init.normal_(head.weight, std=3.0, generator=g)  # large logits: tests the max shift
+    torch.nn.init.normal_(head.bias, std=3.0, generator=g)
+    h, t = torch.randn(37, 16, generator=g), torch.randint(0, 500, (37,), generator=g)
+    with torch.inference_mode():
+        ref = -F.cross_entropy(head(h), t, reduction="none")
+        fused = scoring._chunk_logprobs(head, h, t, torch.empty(40, 500))
+        plain = scoring._chunk_logprobs(head, h, t, None)
+    assert ref.abs().max() > 10
+    torch.testing.assert_close(fused, ref, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(plain, ref)
