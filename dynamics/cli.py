@@ -197,6 +197,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"evaluators: {', '.join(ran)}" + (f" (no demo options for: {', '.join(skipped)})"
                                               if skipped else ""))
     cfg = load_batch_file(batch)
+    if cfg.generate:
+        t_gen = time.perf_counter()
+        _generate_locked(cfg)  # run_batch would do it too; here to report its time
+        print(f"generated sets ({', '.join(cfg.generate)}): {cfg.output_dir / 'generated'} "
+              f"({time.perf_counter() - t_gen:.0f} s)")
     result = run_batch(cfg, progress=not args.quiet)
     print(result.summary())
     for label, what, err in result.failed:

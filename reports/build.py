@@ -90,6 +90,11 @@ def behaviors_section(ctx: Context) -> Section:
                          "bigbench-mc results to derive them from.")
         return sec
     names = sorted(table["behavior"].unique())
+    generated = [n for n in names if n.startswith("logprob_mix ")]
+    if generated:  # drawn as ppl in the Xia section; fitted below like every behavior
+        names = [n for n in names if n not in generated]
+        sec.notes.append(f"{len(generated)} generated sets (logprob_mix ...) are drawn in the "
+                         "Xia et al. section, not here; their fits are in the tables below.")
     if len(names) > MAX_BEHAVIORS:
         sec.notes.append(f"{len(names)} behaviors; showing the first {MAX_BEHAVIORS}.")
     # val_loss is log(val_ppl) itself: regressing it on ppl is a tautology, so no verdict.
