@@ -1,11 +1,18 @@
 """BIG-bench MC: shared-prompt fast path vs one sequence per choice, same run, same model.
 
     .venv/bin/python bench/bench_bigbench.py [--quick] [--tasks a,b] [--max-examples N]
+        [--threads 2] [--skip-lm-eval]
 
 Model: a Pythia-14m-shaped GPTNeoX (6 layers, d 128, 4 heads, d_ff 512, vocab
 50304; random init), with a byte-level BPE tokenizer trained here on the tasks'
 own text. Both paths score the same formatted 2-shot examples; scores must
 agree to 1e-3 nats. Prints examples/s and the ratio.
+
+Third path (when lm-eval is installed): lm-evaluation-harness 0.4.x
+`HFLM(pretrained=<the same model object>)._loglikelihood_tokens` on the same
+token ids (the tokens its `loglikelihood` would pass on after encoding each
+(context, continuation) pair), so both tools score identical requests; the
+raw and length-normalized accuracies must be equal.
 """
 
 from __future__ import annotations
@@ -32,8 +39,11 @@ def main() -> None:
     ap.add_argument("--tasks", default=DEFAULT_TASKS)
     ap.add_argument("--max-examples", type=int, default=None)
     ap.add_argument("--k", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--lm-eval-batch", type=int, default=8, help="lm-eval HFLM batch_size")
+    ap.add_argument("--skip-lm-eval", action="store_true")
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     n_max = args.max_examples or (8 if args.quick else 40)
     examples = []
     for name in args.tasks.split(","):
@@ -65,8 +75,60 @@ def main() -> None:
     assert diff < 1e-3, f"paths disagree by {diff}"
     print(f"{'path':28s} {'seconds':>8s} {'examples/s':>11s}")
     print(f"{'one sequence per choice':28s} {t_base:8.2f} {len(items) / t_base:11.1f}")
-    print(f"{'shared prompt (KV cache)':28s} {t_fast:8.2f} {len(items) / t_fast:11.1f}")
+    print(f"{'packed prompt + choices':28s} {t_fast:8.2f} {len(items) / t_fast:11.1f}")
     print(f"ratio: {t_base / t_fast:.2f}x   max |score difference|: {diff:.2e} nats")
+    if not args.skip_lm_eval:
+        compare_lm_eval(model, tok, items, fast, t_fast, args.lm_eval_batch)
+
+
+def accuracies(items, totals) -> tuple[float, float]:
+    """(raw, length-normalized) accuracy: argmax of the choice total (per token)."""
+    raw = norm = 0
+    for t, scores in zip(items, totals):
+        best = max(t.example.target_scores)
+        pick = max(range(len(scores)), key=lambda j: scores[j])
+        pick_n = max(range(len(scores)), key=lambda j: scores[j] / len(t.choices[j]))
+        raw += t.example.target_scores[pick] == best
+        norm += t.example.target_scores[pick_n] == best
+    return raw / len(items), norm / len(items)
+
+
+def lm_eval_totals(model, tok, items, batch_size: int) -> tuple[list[list[float]], float]:
+    """Choice totals from lm-eval's HFLM on the same model and token ids, and seconds."""
+    from lm_eval.models.huggingface import HFLM
+
+    lm = HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size, device="cpu",
+              max_length=2048, dtype="float32")
+    reqs = [(("", ""), list(t.prompt), list(c)) for t in items for c in t.choices]
+    lm._loglikelihood_tokens(reqs[:8], disable_tqdm=True)  # warm-up
+    t0 = time.perf_counter()
+    res = lm._loglikelihood_tokens(reqs, disable_tqdm=True)
+    seconds = time.perf_counter() - t0
+    totals, k = [], 0
+    for t in items:
+        totals.append([res[k + j][0] for j in range(len(t.choices))])
+        k += len(t.choices)
+    return totals, seconds
+
+
+def compare_lm_eval(model, tok, items, fast, t_fast: float, batch_size: int) -> None:
+    """lm-eval's HFLM on the same model and the same (context, continuation) token ids."""
+    try:
+        import lm_eval  # noqa: F401
+    except ImportError:
+        print("lm-eval not installed: pip install -c constraints.txt "
+              "-c bench/constraints-bench.txt 'lm-eval[hf]==0.4.13'")
+        return
+    theirs, t_lm = lm_eval_totals(model, tok, items, batch_size)
+    ours = [[float(x.double().sum()) for x in lps] for lps in fast]
+    diff = max(abs(a - b) for x, y in zip(ours, theirs) for a, b in zip(x, y))
+    acc_ours, acc_lm = accuracies(items, ours), accuracies(items, theirs)
+    print(f"{'lm-eval 0.4 HFLM (batch ' + str(batch_size) + ')':28s} {t_lm:8.2f} "
+          f"{len(items) / t_lm:11.1f}")
+    print(f"ours vs lm-eval: {t_lm / t_fast:.2f}x   max |score difference| {diff:.2e} nats   "
+          f"accuracy raw/normalized ours {acc_ours[0]:.4f}/{acc_ours[1]:.4f}, "
+          f"lm-eval {acc_lm[0]:.4f}/{acc_lm[1]:.4f}")
+    assert diff < 1e-3 and acc_ours == acc_lm, "lm-eval disagrees"
 
 
 if __name__ == "__main__":

@@ -101,3 +101,20 @@ def test_prefetch_hides_simulated_downloads(tmp_path):
 def test_ideal_pipeline():
     assert bs.ideal(load=2.0, comp=3.0, n=4) == pytest.approx(14.0)
     assert bs.ideal(load=3.0, comp=2.0, n=4) == pytest.approx(14.0)
+
+
+@pytest.mark.slow  # imports lm-eval
+def test_bigbench_packed_scores_equal_lm_eval_loglikelihood():
+    """bench_bigbench's third path: lm-eval scores the same token ids as our packed rows."""
+    pytest.importorskip("lm_eval")
+    from bench import bench_bigbench as bb
+    from evals.bigbench_mc import shared_prompt_scores
+    from tests.test_bigbench import _random_items
+
+    model, tok, _ = _model_and_lm()
+    items = _random_items(n=6, seed=7)
+    ours, _ = shared_prompt_scores(model, items, max_length=64)
+    theirs, _ = bb.lm_eval_totals(model, tok, items, batch_size=4)
+    totals = [[float(x.double().sum()) for x in lps] for lps in ours]
+    assert max(abs(a - b) for x, y in zip(totals, theirs) for a, b in zip(x, y)) < 1e-4
+    assert bb.accuracies(items, totals) == bb.accuracies(items, theirs)
