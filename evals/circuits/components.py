@@ -19,6 +19,21 @@ and the unembedding (no final LN); score = fraction of (prompt, position)
 where the name is in the top 5 logits. Needs single-token names, so it is
 skipped (no rows) for tokenizers without them.
 
+`negative-copy` (negative name movers, Wang et al.; the spec's "same with
+negated output"): the same OV readout with the head's output negated, i.e. the
+fraction of name positions whose name is among the head's 5 *lowest* logits.
+It is only the OV-circuit proxy of copy suppression: a head scoring high here
+would lower the logit of the token it attends to, but nothing checks that it
+attends to earlier copies of the predicted token (the QK side). Full copy
+suppression (McDougall et al.'s CSPA: OV/QK projected onto copy-suppression
+directions, 1 - KL(CSPA || model) / KL(mean-ablation || model) on OpenWebText)
+is not implemented.
+
+`successor` (Gould et al.): the accuracy of each head's effective OV circuit
+W_U W_O W_V MLP0(W_E) at mapping an ordinal-list item to its successor; see
+`evals.circuits.successor` (pairs filtered to single tokens, no rows below
+10 kept pairs).
+
 `trigger-induction` (Bietti et al.'s layer-2 probe, for trigger/induction task
 prompts): the attention mass from the prompt's last token to every earlier
 position whose *previous* token equals the last token (where an induction head
@@ -28,7 +43,7 @@ position 5 to position 3 (z17). Use it where heads are specific to the
 training task's tokens: the toy suite's heads solve the trigger task but do
 not attend along the induction diagonal of random-token sequences.
 
-Not implemented: successor heads (Gould et al.), copy suppression (CSPA),
+Not implemented: copy suppression proper (CSPA, see `negative-copy`),
 S2-inhibition path patching.
 """
 
@@ -41,7 +56,8 @@ import torch
 from evals.circuits.model_surgery import graph_forward
 from evals.circuits.tasks import ioi
 
-KINDS = ("induction", "previous-token", "duplicate-token", "copy", "trigger-induction")
+KINDS = ("induction", "previous-token", "duplicate-token", "copy", "negative-copy", "successor",
+         "trigger-induction")
 
 
 @torch.no_grad()
@@ -70,9 +86,13 @@ def attention_scores(adapter, vocab: tuple[int, int], *, n_seqs: int = 8, seq_le
 
 
 @torch.no_grad()
-def copy_scores(adapter, tokenizer, *, n_prompts: int = 20, top_k: int = 5,
-                seed: int = 0) -> torch.Tensor | None:
-    """(layer, head) fraction of name positions whose name is in the head's OV top-k, or None."""
+def copy_scores(adapter, tokenizer, *, n_prompts: int = 20, top_k: int = 5, seed: int = 0,
+                negative: bool = False) -> torch.Tensor | None:
+    """(layer, head) fraction of name positions whose name is in the head's OV top-k, or None.
+
+    With `negative` the head's output is negated first (top-k of -logits: the
+    `negative-copy` score of negative name movers).
+    """
     task = ioi(tokenizer, n_prompts, seed)
     if task.n_kept == 0:
         return None
@@ -93,7 +113,7 @@ def copy_scores(adapter, tokenizer, *, n_prompts: int = 20, top_k: int = 5,
     out = torch.zeros(adapter.n_layers, H)
     for layer in range(adapter.n_layers):
         z = adapter.attn(layer, x)[0][:, 0]  # (n, H, d)
-        top = head(z).topk(top_k, dim=-1).indices  # (n, H, k)
+        top = head(-z if negative else z).topk(top_k, dim=-1).indices  # (n, H, k)
         out[layer] = (top == target[:, None, None]).any(-1).float().mean(0).cpu()
     return out
 

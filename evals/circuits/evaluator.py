@@ -12,10 +12,12 @@ A task with no usable example for this tokenizer (e.g. no single-token names)
 is skipped and logged, never written as NaN (so is a task whose full-model
 metric is exactly 0, where faithfulness is undefined). With the default
 "ratio" faithfulness a checkpoint whose clean metric is negative or near 0
-(an untrained model) gives unstable ratios; read `metric_clean` beside it. Task `trigger` reads the toy
-suite's `trigger.jsonl` (`trigger_path`, default `<suite>/data/trigger.jsonl`
-found from the checkpoint folder); task `induction` generates repeated random
-token ids.
+(an untrained model) gives unstable ratios; read `metric_clean` beside it.
+Task `trigger` reads the toy suite's `trigger.jsonl` (`trigger_path`,
+default `<suite>/data/trigger.jsonl` found from the checkpoint folder); task
+`induction` generates repeated random token ids. Component kinds that a
+tokenizer cannot support (copy scores without single-token names, successor
+scores with too few single-token ordinal pairs) are skipped with a log line.
 """
 
 from __future__ import annotations
@@ -34,10 +36,12 @@ from evals.circuits import components as comp
 from evals.circuits.attribution import edge_scores
 from evals.circuits.model_surgery import adapter_for, graph_of
 from evals.circuits.search import minimal_circuit
+from evals.circuits.successor import successor_scores
 from evals.circuits.tasks import TASKS, TaskPairs, make_task
 
 log = logging.getLogger(__name__)
 ALL_TASKS = (*TASKS, "trigger")
+ATTENTION_KINDS = ("induction", "previous-token", "duplicate-token")
 
 
 @dataclass(frozen=True)
@@ -52,9 +56,14 @@ class CircuitsOptions:
         faithfulness: "ratio" (Tigges: m(C)/m(model)) or "normalized" (Hanna).
         search_start: first circuit size tried (edges).
         search_step: step of the stepped search before the binary search.
+        search_local_radius: half-width of the local linear search around binary-search
+            midpoints within 10% of the threshold (Tigges: 5; 0 = plain binary search).
         batch_size: pairs per forward/backward batch.
         components: head scores to compute (induction, previous-token, duplicate-token, copy,
-            trigger-induction: on the trigger task's prompts, else on the induction task's).
+            negative-copy (OV-only copy-suppression proxy, not CSPA), successor (skipped,
+            with a log line, below 10 single-token ordinal pairs), trigger-induction: on the
+            trigger task's prompts, else on the induction task's); see
+            `evals.circuits.components`.
         component_seq_len: length of the random sequence repeated twice for attention scores
             (default: min(50, (max_position_embeddings - 1) // 2), so BOS + 2 copies fit).
         edges: "all" writes every edge's score, "circuit" only the in-circuit edges.
@@ -71,6 +80,7 @@ class CircuitsOptions:
     faithfulness: Literal["ratio", "normalized"] = "ratio"
     search_start: int = 25
     search_step: int = 25
+    search_local_radius: int = 5
     batch_size: int = 8
     components: tuple[str, ...] = ("induction", "previous-token", "duplicate-token", "copy")
     component_seq_len: int | None = None
@@ -88,6 +98,10 @@ class CircuitsOptions:
             raise ValueError(f"unknown component kinds {bad}; allowed: {', '.join(comp.KINDS)}")
         if self.ig_steps < 1 or self.n_examples < 1 or self.batch_size < 1:
             raise ValueError("ig_steps, n_examples and batch_size must be >= 1")
+        if self.search_start < 1 or self.search_step < 1 or self.search_local_radius < 0:
+            raise ValueError(f"need search_start >= 1, search_step >= 1, search_local_radius "
+                             f">= 0; got {self.search_start}, {self.search_step}, "
+                             f"{self.search_local_radius}")
         if not 0 < self.threshold <= 1:
             raise ValueError(f"threshold {self.threshold} must be in (0, 1]")
 
@@ -146,13 +160,14 @@ class Circuits(Evaluator):
         for name in o.tasks:
             task = self._task(name, lm, vocab)
             if task.n_kept == 0:
-                log.warning("circuits: task %s has no usable pairs for this tokenizer (%s); skipped",
-                            name, task.notes)
+                log.warning("circuits: task %s has no usable pairs for this tokenizer (%s); "
+                            "skipped", name, task.notes)
                 continue
             scores = edge_scores(adapter, task, ig_steps=o.ig_steps, batch_size=o.batch_size)
             res = minimal_circuit(adapter, task, scores, threshold=o.threshold,
                                   start=o.search_start, step=o.search_step,
-                                  batch_size=o.batch_size, faithfulness=o.faithfulness)
+                                  batch_size=o.batch_size, faithfulness=o.faithfulness,
+                                  local_radius=o.search_local_radius)
             if not math.isfinite(res.faithfulness):
                 log.warning("circuits: task %s has a zero full-model metric (%s); faithfulness "
                             "is undefined, skipped", name, res.metric_clean)
@@ -171,7 +186,7 @@ class Circuits(Evaluator):
     def _components(self, adapter, lm, vocab: int) -> pl.DataFrame:
         o = self.options
         scores = {}
-        attn_kinds = [k for k in o.components if k not in ("copy", "trigger-induction")]
+        attn_kinds = [k for k in o.components if k in ATTENTION_KINDS]
         if attn_kinds:
             low = len(getattr(lm.tokenizer, "all_special_ids", []) or [])
             bos = getattr(lm.tokenizer, "bos_token_id", None) if o.prepend_bos else None
@@ -180,10 +195,8 @@ class Circuits(Evaluator):
             att = comp.attention_scores(adapter, (low, vocab), seq_len=seq_len,
                                         seed=o.seed, bos_id=bos)
             scores.update({k: att[k] for k in attn_kinds})
-        if "copy" in o.components and lm.tokenizer is not None:
-            copy = comp.copy_scores(adapter, lm.tokenizer, seed=o.seed)
-            if copy is not None:
-                scores["copy"] = copy
+        if lm.tokenizer is not None:
+            scores.update(self._ov_components(adapter, lm.tokenizer))
         if "trigger-induction" in o.components:
             task = self._trigger_or_induction(lm, vocab)
             trig = comp.task_induction_scores(adapter, task) if task is not None else None
@@ -193,6 +206,26 @@ class Circuits(Evaluator):
                 for kind, t in scores.items()
                 for layer in range(t.shape[0]) for head in range(t.shape[1])]
         return pl.DataFrame(rows, schema=_own("components"))
+
+    def _ov_components(self, adapter, tokenizer) -> dict:
+        """copy, negative-copy and successor scores that this tokenizer allows."""
+        o, out = self.options, {}
+        for kind, negative in (("copy", False), ("negative-copy", True)):
+            if kind in o.components:
+                t = comp.copy_scores(adapter, tokenizer, seed=o.seed, negative=negative)
+                if t is None:
+                    log.info("circuits: %s scores skipped: no single-token IOI names", kind)
+                else:
+                    out[kind] = t
+        if "successor" in o.components:
+            t, pairs = successor_scores(adapter, tokenizer)
+            if t is None:
+                log.info("circuits: successor scores skipped: too few single-token pairs, %s",
+                         pairs.summary())
+            else:
+                log.info("circuits: successor scores on %s", pairs.summary())
+                out["successor"] = t
+        return out
 
     def _trigger_or_induction(self, lm, vocab: int) -> TaskPairs | None:
         """The trigger task when its file exists, else the generated induction task."""
