@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from dynamics.tiny import tiny_gpt_neox, tiny_opt, word_tokenizer
+from dynamics.tiny import tiny_gpt2, tiny_gpt_neox, tiny_opt, word_tokenizer
 from evals.circuits.components import copy_scores
 from evals.circuits.model_surgery import adapter_for
 from evals.circuits.search import search_size
@@ -59,42 +59,59 @@ def test_successor_pairs_keep_single_token_pairs_only():
     assert pairs.n_kept == 9 and pairs.summary().startswith("9/")
 
 
-def _brute_force(model, arch: str, groups) -> torch.Tensor:
-    """Per head, per pair: W_U[y] . W_O^h W_V^h MLP0(W_E[x]) from the raw HF weights, in loops."""
-    if arch == "neox":
+def _head_ov(model, arch: str):
+    """(W_E, MLP0 without LN, ov(layer, head) -> (W_V^h (hd, d), W_O^h (d, hd))) indexed by hand."""
+    hd = D // model.config.num_attention_heads
+    cut = lambda h, base=0: slice(base + h * hd, base + (h + 1) * hd)  # noqa: E731
+    if arch == "neox":  # fused qkv rows: per head [q, k, v] blocks of hd
         base = model.gpt_neox
-        w_e, mlp0 = base.embed_in.weight, base.layers[0].mlp
-        layers = [(ly.attention.query_key_value.weight, ly.attention.dense.weight)
-                  for ly in base.layers]
-    else:
+        att = lambda ly: base.layers[ly].attention  # noqa: E731
+        return base.embed_in.weight, base.layers[0].mlp, lambda ly, h: (
+            att(ly).query_key_value.weight[slice((3 * h + 2) * hd, (3 * h + 3) * hd)],
+            att(ly).dense.weight[:, cut(h)])
+    if arch == "opt":
         dec = model.model.decoder
         blk0 = dec.layers[0]
-        w_e = dec.embed_tokens.weight
-        mlp0 = lambda x: blk0.fc2(torch.relu(blk0.fc1(x)))  # noqa: E731
-        layers = [(ly.self_attn.v_proj.weight, ly.self_attn.out_proj.weight) for ly in dec.layers]
+        sa = lambda ly: dec.layers[ly].self_attn  # noqa: E731
+        return dec.embed_tokens.weight, lambda x: blk0.fc2(torch.relu(blk0.fc1(x))), \
+            lambda ly, h: (sa(ly).v_proj.weight[cut(h)], sa(ly).out_proj.weight[:, cut(h)])
+    tr = model.transformer  # Conv1D: x @ W, c_attn columns [q | k | v], c_proj rows per head
+    at = lambda ly: tr.h[ly].attn  # noqa: E731
+    return tr.wte.weight, tr.h[0].mlp, lambda ly, h: (
+        at(ly).c_attn.weight[:, cut(h, 2 * D)].T, at(ly).c_proj.weight[cut(h)].T)
+
+
+def _brute_force(model, arch: str, groups) -> torch.Tensor:
+    """Per head, per pair: W_U[y] . W_O^h W_V^h MLP0(W_E[x]) from the raw HF weights, in loops."""
+    w_e, mlp0, ov = _head_ov(model, arch)
     w_u = model.get_output_embeddings().weight
-    H, hd = model.config.num_attention_heads, D // model.config.num_attention_heads
-    out = torch.zeros(len(layers), H)
+    n_layers, H = model.config.num_hidden_layers, model.config.num_attention_heads
+    out = torch.zeros(n_layers, H)
     n = 0
     with torch.no_grad():
         for inputs, targets in groups.values():
             for x, y in zip(inputs, targets, strict=True):
                 n += 1
                 e = mlp0(w_e[x])
-                for layer, (w_in, w_out) in enumerate(layers):
+                for layer in range(n_layers):
                     for h in range(H):
-                        rows = slice((3 * h + 2) * hd, (3 * h + 3) * hd) if arch == "neox" else \
-                            slice(h * hd, (h + 1) * hd)
-                        o = w_out[:, h * hd:(h + 1) * hd] @ (w_in[rows] @ e)
+                        w_v, w_o = ov(layer, h)
+                        o = w_o @ (w_v @ e)
                         logit = {t: float(w_u[t] @ o) for t in set(targets)}
                         out[layer, h] += logit[y] >= max(logit.values())
     return out / n
 
 
-@pytest.mark.parametrize("arch", ["neox", "opt"])
+def _gpt2(vocab: int, heads: int = 2, seed: int = 0):
+    per_layer = 4 * D + (3 * D * D + 3 * D) + (D * D + D) + (8 * D * D + 5 * D)
+    return tiny_gpt2(vocab_size=vocab, hidden_size=D, num_layers=2, num_heads=heads, seed=seed,
+                     expected_params=vocab * D + 128 * D + 2 * per_layer + 2 * D)
+
+
+@pytest.mark.parametrize("arch", ["neox", "opt", "gpt2"])
 def test_successor_scores_equal_brute_force(arch):
     tok = word_tokenizer(ORDINAL_WORDS)
-    model = (_neox if arch == "neox" else _opt)(len(tok), heads=4, seed=1)
+    model = {"neox": _neox, "opt": _opt, "gpt2": _gpt2}[arch](len(tok), heads=4, seed=1)
     scores, pairs = successor_scores(adapter_for(model), tok, min_pairs=5)
     assert scores.shape == (2, 4) and pairs.n_kept == 9
     expected = _brute_force(model, arch, pairs.groups)
