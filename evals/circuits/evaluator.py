@@ -82,7 +82,8 @@ class CircuitsOptions:
     search_step: int = 25
     search_local_radius: int = 5
     batch_size: int = 8
-    components: tuple[str, ...] = ("induction", "previous-token", "duplicate-token", "copy")
+    components: tuple[str, ...] = ("induction", "previous-token", "duplicate-token", "copy",
+                                   "negative-copy", "successor")
     component_seq_len: int | None = None
     edges: Literal["all", "circuit"] = "all"
     prepend_bos: bool = False
