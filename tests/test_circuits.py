@@ -198,7 +198,8 @@ def test_circuits_evaluator_through_the_sweep(tmp_path):
     per_step = edges.group_by("step").agg(pl.col("in_circuit").sum()).sort("step")
     assert per_step["in_circuit"].to_list() == circuit_size(summary)["circuit_edges"].to_list()
     comps = store.read("components")
-    assert sorted(comps["kind"].unique()) == ["duplicate-token", "induction", "previous-token"]
+    assert sorted(comps["kind"].unique()) == ["duplicate-token", "induction", "previous-token",
+                                             "successor"]  # no single-token names: no copy rows
     assert comps.height == 2 * 3 * 2 * 4 and comps["score"].is_between(0, 1).all()
     rows = behaviors(store)
     assert {"circuit_size:induction", "faithfulness:induction", "induction_max"} <= set(
