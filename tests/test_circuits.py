@@ -200,7 +200,7 @@ def test_circuits_evaluator_through_the_sweep(tmp_path):
     comps = store.read("components")
     assert sorted(comps["kind"].unique()) == ["duplicate-token", "induction", "previous-token",
                                              "successor"]  # no single-token names: no copy rows
-    assert comps.height == 2 * 3 * 2 * 4 and comps["score"].is_between(0, 1).all()
+    assert comps.height == 2 * 4 * 2 * 4 and comps["score"].is_between(0, 1).all()
     rows = behaviors(store)
     assert {"circuit_size:induction", "faithfulness:induction", "induction_max"} <= set(
         rows["behavior"])
