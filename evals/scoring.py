@@ -79,11 +79,10 @@ def target_logprobs(
     """log p(target | row) for selected rows, computed in chunks of rows.
 
     Chunks hold at most `chunk_rows` rows and at most CHUNK_ELEMENTS logits
-    (e.g. 2048 rows at vocab 50304, 512 rows at vocab 201216), so peak memory is
-    about 4 bytes x CHUNK_ELEMENTS whatever the batch or vocab. For float32
-    heads one logits buffer is reused for every chunk and the log-sum-exp runs
-    in place on it (no log-softmax copy, no fresh pages per chunk): log p =
-    logit[target] - max - log(sum(exp(logits - max))).
+    (e.g. 2048 rows at vocab 50304, 512 rows at vocab 201216), so peak memory
+    stays flat whatever the batch or vocab. A float32 Linear head goes through
+    `_blocked_logprobs` (never more than BLOCK_ELEMENTS logits at once); other
+    heads (bf16/fp16, custom modules) compute the chunk's logits and cross-entropy.
 
     Args:
         hidden: (rows, d_model) final hidden states of the positions to score.
@@ -97,27 +96,46 @@ def target_logprobs(
     vocab = head.weight.shape[0]
     rows = max(1, min(chunk_rows, CHUNK_ELEMENTS // vocab, hidden.shape[0]))
     fused = isinstance(head, torch.nn.Linear) and head.weight.dtype == torch.float32
-    buf = torch.empty((rows, vocab), dtype=torch.float32, device=hidden.device) if fused else None
     for start in range(0, hidden.shape[0], rows):
         sl = slice(start, start + rows)
-        out[sl] = _chunk_logprobs(head, hidden[sl], targets[sl], buf)
+        if fused:
+            out[sl] = _blocked_logprobs(head, hidden[sl], targets[sl])
+        else:
+            out[sl] = -F.cross_entropy(head(hidden[sl]).float(), targets[sl], reduction="none")
     return out
 
 
-def _chunk_logprobs(head, h: torch.Tensor, targets: torch.Tensor, buf: torch.Tensor | None):
-    """log p(targets) for one chunk of rows; in place in `buf` when given (float32 Linear)."""
-    if buf is None:
-        logits = head(h).float()  # (chunk, vocab)
-        return -F.cross_entropy(logits, targets, reduction="none")
-    logits = buf[: h.shape[0]]
-    if head.bias is None:
-        torch.mm(h, head.weight.T, out=logits)
-    else:
-        torch.addmm(head.bias, h, head.weight.T, out=logits)
-    picked = logits.gather(1, targets[:, None])[:, 0]
-    top = logits.amax(dim=1, keepdim=True)
-    lse = logits.sub_(top).exp_().sum(dim=1).log_()
-    return picked - top[:, 0] - lse
+BLOCK_ELEMENTS = 4 * 2**20  # logits per vocabulary block (16 MB float32: stays in cache)
+
+
+def _blocked_logprobs(head: torch.nn.Linear, h: torch.Tensor, targets: torch.Tensor):
+    """log p(targets | h) = logit[target] - logsumexp(logits), one vocabulary block at a time.
+
+    The log-sum-exp is accumulated online (running max m and sum s of exp(logit - m))
+    over blocks of columns, computed in place in one small buffer, so the logits never
+    leave the cache and no log-softmax copy is written. The target's logit is a dot
+    product with its own row of the head. Example, one row, blocks [1, 3] and [2]:
+    m = 3, s = e^-2 + 1; then m = 3, s += e^-1; log p(2nd) = 3 - (3 + log s).
+    """
+    n, vocab = h.shape[0], head.weight.shape[0]
+    width = max(256, BLOCK_ELEMENTS // n)
+    buf = torch.empty((n, min(width, vocab)), dtype=torch.float32, device=h.device)
+    picked = (h * head.weight[targets]).sum(dim=1)
+    if head.bias is not None:
+        picked += head.bias[targets]
+    top = torch.full((n,), -torch.inf, device=h.device)
+    total = torch.zeros(n, device=h.device)
+    for v in range(0, vocab, width):
+        w = head.weight[v: v + width]
+        logits = buf[:, : w.shape[0]]
+        if head.bias is None:
+            torch.mm(h, w.T, out=logits)
+        else:
+            torch.addmm(head.bias[v: v + width], h, w.T, out=logits)
+        new_top = torch.maximum(top, logits.amax(dim=1))
+        total.mul_((top - new_top).exp_()).add_(logits.sub_(new_top[:, None]).exp_().sum(dim=1))
+        top = new_top
+    return picked - top - total.log_()
 
 
 def token_logprobs(model, input_ids: torch.Tensor, chunk_rows: int = 2048) -> torch.Tensor:

@@ -18,8 +18,8 @@ def test_vocab_capped_chunks_match_full_logits(monkeypatch):
                                reduction="none").view(3, 19)
     scoring.check_head(model)  # one-off check, before counting head calls
     seen = []
-    real_chunk = scoring._chunk_logprobs
-    monkeypatch.setattr(scoring, "_chunk_logprobs",
+    real_chunk = scoring._blocked_logprobs
+    monkeypatch.setattr(scoring, "_blocked_logprobs",
                         lambda head, h, *a: seen.append(h.shape[0]) or real_chunk(head, h, *a))
     monkeypatch.setattr(scoring, "CHUNK_ELEMENTS", 300 * 7)  # 7 rows per chunk at vocab 300
     got = scoring.token_logprobs(model, ids, chunk_rows=2048)
@@ -28,7 +28,7 @@ def test_vocab_capped_chunks_match_full_logits(monkeypatch):
 
 
 def test_fused_chunk_equals_cross_entropy_with_bias():
-    """The in-place log-sum-exp path (float32 Linear head) equals cross-entropy, bias included."""
+    """The blocked log-sum-exp path (float32 Linear head) equals cross-entropy, bias included."""
     g = torch.Generator().manual_seed(0)
     head = torch.nn.Linear(16, 500, bias=True)
     torch.nn.init.normal_(head.weight, std=3.0, generator=g)  # large logits: tests the max shift
@@ -36,8 +36,19 @@ def test_fused_chunk_equals_cross_entropy_with_bias():
     h, t = torch.randn(37, 16, generator=g), torch.randint(0, 500, (37,), generator=g)
     with torch.inference_mode():
         ref = -F.cross_entropy(head(h), t, reduction="none")
-        fused = scoring._chunk_logprobs(head, h, t, torch.empty(40, 500))
-        plain = scoring._chunk_logprobs(head, h, t, None)
+        fused = scoring._blocked_logprobs(head, h, t)
     assert ref.abs().max() > 10
     torch.testing.assert_close(fused, ref, atol=1e-4, rtol=1e-5)
-    torch.testing.assert_close(plain, ref)
+
+
+def test_blocked_logprobs_across_many_vocabulary_blocks(monkeypatch):
+    """Blocks of 256 columns over a 1000-token vocabulary (4 blocks, the last one short)."""
+    monkeypatch.setattr(scoring, "BLOCK_ELEMENTS", 1)  # width = the 256-column minimum
+    g = torch.Generator().manual_seed(1)
+    head = torch.nn.Linear(8, 1000, bias=False)
+    torch.nn.init.normal_(head.weight, std=4.0, generator=g)
+    h, t = torch.randn(5, 8, generator=g), torch.randint(0, 1000, (5,), generator=g)
+    with torch.inference_mode():
+        ref = -F.cross_entropy(head(h), t, reduction="none")
+        got = scoring._blocked_logprobs(head, h, t)
+    torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-5)
