@@ -179,12 +179,33 @@ def _packed_inputs(items, rows: list[PackedRow], device, attn: str, dtype):
     return ids.to(device), pos.to(device), mask
 
 
-def _score_packed(model, items, rows: list[PackedRow], device, attn: str) -> list[tuple]:
-    """[(item, choice, per-token log-probs)] for one batch of packed rows."""
+SPLIT_PROMPT = 768  # prompts this long run alone, in two passes (see `_packed_hidden`)
+
+
+def _packed_hidden(model, items, rows: list[PackedRow], device, attn: str) -> torch.Tensor:
+    """Final hidden states (row, pos, d_model) of a batch of packed rows.
+
+    A batch of one row whose prompt has >= SPLIT_PROMPT tokens runs in two passes:
+    the prompt alone with the key/value cache and no mask (so attention takes the
+    causal fast path, about half the cost of a masked pass at 2k tokens), then its
+    choices against that cache with the choice rows of the packed mask.
+    """
     dtype = next(model.parameters()).dtype
     ids, pos, mask = _packed_inputs(items, rows, device, attn, dtype)
-    hid = model.base_model(input_ids=ids, attention_mask=mask, position_ids=pos,
-                           use_cache=False).last_hidden_state
+    p = len(rows[0].prompt)
+    if len(rows) > 1 or p < SPLIT_PROMPT:
+        return model.base_model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                                use_cache=False).last_hidden_state
+    first = model.base_model(input_ids=ids[:, :p], use_cache=True)
+    rest = model.base_model(input_ids=ids[:, p:], attention_mask=mask[:, :, p:],
+                            position_ids=pos[:, p:], past_key_values=first.past_key_values,
+                            use_cache=True)
+    return torch.cat([first.last_hidden_state, rest.last_hidden_state], dim=1)
+
+
+def _score_packed(model, items, rows: list[PackedRow], device, attn: str) -> list[tuple]:
+    """[(item, choice, per-token log-probs)] for one batch of packed rows."""
+    hid = _packed_hidden(model, items, rows, device, attn)
     sel_b, sel_p, targets, spans = [], [], [], []
     for b, r in enumerate(rows):
         at = len(r.prompt)
@@ -232,8 +253,12 @@ def shared_prompt_scores(model, items: list[Tokenized], *, max_length: int, pref
     widths = [len(r.prompt) + sum(len(items[r.item].choices[j]) for j in r.choices) for r in rows]
     result: list[list] = [[None] * len(t.choices) for t in items]
     device = next(model.parameters()).device
+    short = [b for b, r in enumerate(rows) if len(r.prompt) < SPLIT_PROMPT]
+    batches = [[short[k] for k in idx] for idx in length_batches([widths[b] for b in short],
+                                                                  batch_tokens)]
+    batches += [[b] for b, r in enumerate(rows) if len(r.prompt) >= SPLIT_PROMPT]
     with torch.inference_mode():
-        for idx in length_batches(widths, batch_tokens):
+        for idx in batches:
             for i, j, lp in _score_packed(model, items, [rows[b] for b in idx], device, attn):
                 result[i][j] = lp
     return result, n_truncated

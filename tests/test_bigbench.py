@@ -235,3 +235,22 @@ def test_attention_without_custom_masks_falls_back_to_separate_scoring(monkeypat
     for a, b in zip(ref, got):
         for x, y in zip(a, b):
             assert torch.allclose(x, y, atol=1e-4)
+
+
+@pytest.mark.parametrize("build", [tiny_gpt_neox, tiny_opt])
+def test_long_prompts_split_into_prompt_and_choice_passes_equal_separate_scoring(build,
+                                                                                 monkeypatch):
+    """Prompts >= SPLIT_PROMPT run alone: unmasked prompt pass, then choices on its cache."""
+    monkeypatch.setattr(bigbench_mc, "SPLIT_PROMPT", 10)
+    model, items = build(), _random_items(seed=4)
+    split = []
+    real = bigbench_mc._packed_hidden
+    monkeypatch.setattr(bigbench_mc, "_packed_hidden", lambda m, it, rows, *a: split.append(
+        len(rows) == 1 and len(rows[0].prompt) >= 10) or real(m, it, rows, *a))
+    fast, _ = shared_prompt_scores(model, items, max_length=64, batch_tokens=50)
+    assert any(split) and not all(split)
+    reqs = [Request((i, j), tuple(t.prompt), tuple(c))
+            for i, t in enumerate(items) for j, c in enumerate(t.choices)]
+    for req, base in zip(reqs, score_requests(model, reqs, max_length=64)):
+        got = fast[req.example_id[0]][req.example_id[1]]
+        assert torch.allclose(got, torch.from_numpy(base.logprobs), atol=1e-4)
