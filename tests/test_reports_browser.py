@@ -11,7 +11,9 @@ and on a view that did not render, then render a full report.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -142,24 +144,54 @@ def _poll(tools: DevTools, page: Path, timeout: float) -> PageResult:
 
 def render_page(page: Path, timeout: float = 90.0) -> PageResult:
     """Open `page` in headless Chromium; return its errors and view states (see module doc)."""
-    with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
-        proc = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Chromium's helper processes (zygote, crashpad) outlive the browser process by a moment
+    # and keep writing to the profile: run it in its own process group, stop the whole group,
+    # and remove the profile only once nothing writes to it (a CI run failed on
+    # "Directory not empty: 'Default'" when the profile was removed under a live helper).
+    profile = tempfile.mkdtemp(prefix="chromium-")
+    proc = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        tools = DevTools(_page_ws(_devtools_port(Path(profile), proc, 60)))
         try:
-            tools = DevTools(_page_ws(_devtools_port(Path(profile), proc, 60)))
-            try:
-                for domain in ("Runtime", "Log", "Page"):
-                    tools.call(f"{domain}.enable")
-                return _poll(tools, page, timeout)
-            finally:
-                tools.close()
+            for domain in ("Runtime", "Log", "Page"):
+                tools.call(f"{domain}.enable")
+            return _poll(tools, page, timeout)
         finally:
-            proc.terminate()
+            tools.close()
+    finally:
+        _stop_group(proc)
+        _remove_profile(Path(profile))
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            continue
+        # the browser is gone; give its helpers in the group the same signal's grace
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
             try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+
+
+def _remove_profile(profile: Path, attempts: int = 20) -> None:
+    for _ in range(attempts):
+        shutil.rmtree(profile, ignore_errors=True)
+        if not profile.exists():
+            return
+        time.sleep(0.25)
+    raise RuntimeError(f"could not remove the Chromium profile {profile}: something still writes to it")
 
 
 # -- the checker fails when it must --------------------------------------------------
