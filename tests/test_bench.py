@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from bench import bench_streaming as bs
 from bench import bench_token_loss as bt
@@ -60,6 +61,28 @@ def test_matmul_params_excludes_input_embedding_and_ceiling_is_positive():
     total = sum(p.numel() for p in model.parameters())
     assert matmul_params(model) == total - 100 * 32
     assert matmul_ceiling(n=128, repeats=2) > 0
+    assert matmul_ceiling(n=128, repeats=2, dtype=torch.bfloat16) > 0
+
+
+def test_410m_shape_has_pythia_410m_parameter_count():
+    from bench._common import build_model
+
+    with torch.device("meta"):  # build_model checks the count; meta allocates nothing
+        model = build_model("410m")
+    assert sum(p.numel() for p in model.parameters()) == 405_334_016
+    assert matmul_params(model) == 405_334_016 - 50304 * 1024  # Pythia's 302,311,424 + head
+
+
+@pytest.mark.slow  # imports lm-eval; the GPU benchmark's bf16 path, run on the CPU
+def test_bf16_path_runs_all_three_tools(capsys):
+    pytest.importorskip("lm_eval")
+    bt.main(["--quick", "--skip-memory", "--dtype", "bfloat16", "--shapes", "14m",
+             "--tokens", "1024"])
+    out = capsys.readouterr().out
+    assert "bfloat16 on CPU" in out
+    rows = [line for line in out.splitlines() if line.startswith("| 14m |")]
+    assert [r.split("|")[2].strip() for r in rows] == ["ours (TokenLoss)", "plain HF loop",
+                                                      "lm-eval rolling"]
 
 
 def test_table_formats_rows():

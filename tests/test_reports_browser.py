@@ -191,7 +191,8 @@ def _remove_profile(profile: Path, attempts: int = 20) -> None:
         if not profile.exists():
             return
         time.sleep(0.25)
-    raise RuntimeError(f"could not remove the Chromium profile {profile}: something still writes to it")
+    raise RuntimeError(f"could not remove the Chromium profile {profile}: "
+                       "something still writes to it")
 
 
 # -- the checker fails when it must --------------------------------------------------
