@@ -200,7 +200,8 @@ def bench_shape(shape: str, args, tokenizer, texts, tmp: Path, ceiling: float) -
     ev_ours = TokenLoss(opts)
     times = []
     reset_gpu_peak(args.device)
-    for _ in range(args.repeats):  # same evaluator: tokenized once, like a sweep
+    for _ in range(args.repeats):  # same evaluator: tokenized once, like a sweep (lm-eval
+        # tokenizes inside every call, as it would at every checkpoint of a sweep)
         ours, t = run_ours(ev_ours, lm_model)
         times.append(t)
     t_ours = min(times)
@@ -214,13 +215,16 @@ def bench_shape(shape: str, args, tokenizer, texts, tmp: Path, ceiling: float) -
         ev = TokenLoss(opts)
         stream = ev.stream(tokenizer).token_ids
         reset_gpu_peak(args.device)
-        plain, t_plain = run_plain_hf(model, stream, ctx)
+        runs = [run_plain_hf(model, stream, ctx) for _ in range(args.repeats)]
+        plain, t_plain = runs[0][0], min(t for _, t in runs)
         peaks.append(gpu_peak_mib(args.device))
         assert np.abs(plain - ours).max() < tol, np.abs(plain - ours).max()
         rows.append({"tool": "plain HF loop", "tokens": len(plain), "seconds": t_plain})
     if not args.skip_lm_eval:
         reset_gpu_peak(args.device)
-        res, t_lme = run_lm_eval(model, tokenizer, docs, ctx, args.batch_size)
+        bs = opts.windows_per_batch(ctx, args.device)  # lm-eval gets the same windows/batch
+        t_lme = min(run_lm_eval(model, tokenizer, docs, ctx, bs)[1]
+                    for _ in range(args.repeats))
         peaks.append(gpu_peak_mib(args.device))
         n_lme = sum(len(tokenizer(d, add_special_tokens=False)["input_ids"]) for d in docs)
         rows.append({"tool": "lm-eval rolling", "tokens": n_lme, "seconds": t_lme})
@@ -283,10 +287,13 @@ def parse(argv=None):
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     p.add_argument("--tokens", type=int, default=None, help="tokens per tool (default 16384)")
     p.add_argument("--context", type=int, default=None, help="window (default 2048; quick 512)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="windows per batch for every tool (default: the evaluator's, "
+                        "4096 tokens per batch on the CPU, 32768 on a GPU)")
     p.add_argument("--chunk-rows", type=int, default=2048)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=1, help="runs of ours; the best is reported")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="runs of each tool on the same model and data; the best is reported")
     p.add_argument("--skip-plain", action="store_true")
     p.add_argument("--skip-lm-eval", action="store_true")
     p.add_argument("--skip-memory", action="store_true")
@@ -333,7 +340,9 @@ def main(argv=None) -> None:
         r["vs ours"] = f"{r['vs ours']:.2f}x"
         r["max_abs_ours_vs_hf"] = f"{r['max_abs_ours_vs_hf']:.1e}"
         r["mean_diff_ours_vs_lm_eval"] = f"{r['mean_diff_ours_vs_lm_eval']:.1e}"
-    print(f"\n## Token loss: context {args.context}, batch {args.batch_size}, "
+    windows = TokenLossOptions(dataset="-", batch_size=args.batch_size).windows_per_batch(
+        args.context, args.device)
+    print(f"\n## Token loss: context {args.context}, batch {windows} windows, "
           f"chunk_rows {args.chunk_rows}, {args.dtype} on {where}, matmul ceiling "
           f"{ceiling:,.0f} GFLOP/s (after: {after:,.0f})\n")
     print(table(rows, ["shape", "tool", "tokens", "seconds", "tok/s", "vs ours", "MFU",

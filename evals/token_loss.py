@@ -42,7 +42,10 @@ class TokenLossOptions:
         max_docs: use at most this many documents (in order).
         max_tokens: stop adding documents once the stream has this many tokens.
         context: window length; default the model's context, capped at 2048.
-        batch_size: windows per forward pass.
+        batch_size: windows per forward pass; default max(1, batch_tokens // context).
+        batch_tokens: tokens per forward pass when batch_size is not given; default
+            4096 on the CPU (measured best for Pythia-14m/70m shapes at context 512
+            and 2048: BENCHMARKS.md) and 32768 on a GPU.
         chunk_rows: rows per output-head chunk (bounds logits memory).
     """
 
@@ -53,13 +56,22 @@ class TokenLossOptions:
     max_docs: int | None = None
     max_tokens: int = 100_000
     context: int | None = None
-    batch_size: int = 8
+    batch_size: int | None = None
+    batch_tokens: int | None = None
     chunk_rows: int = 2048
 
     def __post_init__(self) -> None:
-        for name in ("max_tokens", "batch_size", "chunk_rows"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_tokens", "batch_size", "batch_tokens", "chunk_rows"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+
+    def windows_per_batch(self, context: int, device) -> int:
+        """batch_size, or as many windows as fit batch_tokens (see the class doc)."""
+        if self.batch_size is not None:
+            return self.batch_size
+        budget = self.batch_tokens or (32768 if torch.device(device).type == "cuda" else 4096)
+        return max(1, budget // context)
         if self.context is not None and self.context < 2:
             raise ValueError(f"context must be >= 2 tokens, got {self.context}")
 
@@ -153,7 +165,7 @@ class TokenLoss(Evaluator):
         starts = window_starts(len(stream.token_ids), context)
         ids = torch.from_numpy(stream.token_ids)
         device = lm.device
-        bs = self.options.batch_size
+        bs = self.options.windows_per_batch(context, device)
         for b in range(0, len(starts), bs):
             group = starts[b: b + bs]
             full = [s for s in group if s + context <= len(ids)]

@@ -52,3 +52,37 @@ def test_blocked_logprobs_across_many_vocabulary_blocks(monkeypatch):
         ref = -F.cross_entropy(head(h), t, reduction="none")
         got = scoring._blocked_logprobs(head, h, t)
     torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-5)
+
+
+def test_windows_per_batch_defaults_to_a_token_budget():
+    import pytest
+
+    from evals.token_loss import TokenLossOptions
+
+    o = TokenLossOptions(dataset="v.jsonl")
+    assert o.windows_per_batch(512, "cpu") == 8
+    assert o.windows_per_batch(2048, "cpu") == 2
+    assert o.windows_per_batch(8192, "cpu") == 1  # never zero
+    assert o.windows_per_batch(2048, "cuda") == 16
+    assert TokenLossOptions(dataset="v.jsonl", batch_tokens=1024).windows_per_batch(256, "cpu") == 4
+    assert TokenLossOptions(dataset="v.jsonl", batch_size=3).windows_per_batch(512, "cpu") == 3
+    with pytest.raises(ValueError, match="batch_tokens must be >= 1, got 0"):
+        TokenLossOptions(dataset="v.jsonl", batch_tokens=0)
+
+
+def test_token_losses_do_not_depend_on_the_batching(tmp_path):
+    from bench.bench_token_loss import loaded
+    from evals.token_loss import TokenLoss, TokenLossOptions
+    from tests.helpers import tiny_tokenizer, write_val
+
+    tok = tiny_tokenizer()
+    model = tiny_gpt_neox(vocab_size=len(tok), hidden_size=32, max_positions=64, seed=2)
+    lm = loaded(model, tok, "tiny")
+    val = write_val(tmp_path / "val.jsonl", n=40)
+    frames = [TokenLoss(TokenLossOptions(dataset=str(val), context=16, **kw)).run(lm)["token-loss"]
+              for kw in ({"batch_size": 1}, {}, {"batch_tokens": 48}, {"batch_size": 1000})]
+    first = frames[0]["loss_nats"].to_numpy()
+    assert len(first) > 200
+    for f in frames[1:]:
+        assert f.drop("loss_nats").equals(frames[0].drop("loss_nats"))
+        assert abs(f["loss_nats"].to_numpy() - first).max() < 1e-5
