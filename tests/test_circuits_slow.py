@@ -72,17 +72,19 @@ def _induction_suite(root: Path, steps=(0, 30, 70, 140)) -> Path:
 def _suite(request, tmp_path) -> tuple[Path, dict[str, list[int]], float]:
     """(suite root, {model: steps to evaluate} for the 2+-layer models, minimal score rise).
 
-    The toy suite's fast-scale models solve the trigger task (logit diff ~1-2 at
-    the last step) with weak induction attention (best layer-2 head: from ~0.07,
-    uniform, to ~0.11-0.15 of its attention on the right positions, measured
-    2026-11-23), so the rise required there is 0.03; the model trained here
-    forms a sharp induction head (> 0.5), so 0.2 is required.
+    The toy suite's fast-scale 2-layer models solve the trigger task with
+    trigger-specific induction attention: every layer-2 head moves from ~0.065
+    (uniform) at step 0 to 0.25-0.36 of its attention on the right positions at
+    step 800 (0.07-0.13 at step 256), measured 2026-12-01 on the current suite
+    (the 0.07 -> 0.15 noted on 2026-11-23 was an earlier, shorter-trained suite),
+    so a rise of 0.15 is required there; the model trained here forms a sharp
+    induction head (> 0.5), so 0.2 is required.
     """
     try:
         root = Path(request.getfixturevalue("toy_suite"))
     except pytest.FixtureLookupError:
         root = None
-    min_rise = 0.03
+    min_rise = 0.15
     if root is None or not (root / "data" / "trigger.jsonl").is_file():
         root, min_rise = _induction_suite(tmp_path / "suite"), 0.2
     suite = get_suite(str(root))
