@@ -52,6 +52,15 @@ class Evaluator(ABC):
         self.options = options
         self.base_dir = Path(base_dir or ".")
 
+    @classmethod
+    def input_problems(cls, options: Any, base_dir: Path) -> list[str]:
+        """Problems with the local inputs `options` name (a missing file or folder).
+
+        Checked by `load_batch`, so a typo in a data path stops the batch before any
+        checkpoint is downloaded; none by default.
+        """
+        return []
+
     @abstractmethod
     def run(self, lm) -> dict[str, pl.DataFrame]:
         """Evaluate `lm` (a `dynamics.loading.LoadedModel`); frames hold own columns only."""
@@ -63,6 +72,25 @@ class Evaluator(ABC):
             return str(p)
         candidate = self.base_dir / p
         return str(candidate) if candidate.exists() else value
+
+
+LOCAL_DATA_SUFFIXES = (".txt", ".json", ".jsonl", ".parquet", ".csv")
+
+
+def missing_local_file(where: str, key: str, value: str | None, base_dir: Path) -> list[str]:
+    """[problem] when `value` names a local data file (by its suffix) that does not exist.
+
+    Names without such a suffix are hub dataset names and pass. Relative paths are
+    read from `base_dir` (the batch file's folder), as `Evaluator.resolve_path` does.
+    """
+    if value is None or Path(value).suffix not in LOCAL_DATA_SUFFIXES:
+        return []
+    path = Path(value).expanduser()
+    path = path if path.is_absolute() else Path(base_dir) / path
+    if path.is_file():
+        return []
+    return [f"{where}: {key} = {value!r}: no such file ({path}); give an existing local "
+            f"{'/'.join(LOCAL_DATA_SUFFIXES)} file or a hub dataset name"]
 
 
 def tokenizer_fingerprint(tokenizer) -> str:

@@ -271,6 +271,20 @@ class BigBenchMC(Evaluator):
     tables = ("bigbench-mc",)
     Options = BigBenchOptions
 
+    @classmethod
+    def input_problems(cls, options: BigBenchOptions, base_dir: Path) -> list[str]:
+        where = f"[evaluators.{cls.name}]"
+        folder = Path(options.folder).expanduser()
+        folder = folder if folder.is_absolute() else Path(base_dir) / folder
+        if not folder.is_dir():
+            return [f"{where}: folder = {options.folder!r}: no such folder ({folder}); give a "
+                    "BIG-bench tasks folder laid out as <task>/task.json"]
+        try:
+            select_tasks(folder, options.tasks)
+        except (ValueError, OSError) as err:
+            return [f"{where}: tasks = {options.tasks!r}: {err}"]
+        return []
+
     def __init__(self, options: BigBenchOptions, base_dir=None):
         super().__init__(options, base_dir)
         self.folder = Path(self.resolve_path(options.folder))

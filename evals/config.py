@@ -234,7 +234,7 @@ def _check_suite(cfg: BatchConfig) -> list[str]:
     return problems
 
 
-def _check_evaluators(evaluators: dict) -> list[str]:
+def _check_evaluators(evaluators: dict, base_dir: Path | None = None) -> list[str]:
     problems = []
     if not evaluators:
         problems.append("evaluators: none configured; add e.g. [evaluators.token-loss]")
@@ -247,7 +247,10 @@ def _check_evaluators(evaluators: dict) -> list[str]:
         if not isinstance(values, dict):
             problems.append(f"[evaluators.{name}] must be a table, got {values!r}")
             continue
-        problems.extend(parse_options(cls.Options, values, f"[evaluators.{name}]")[1])
+        options, found = parse_options(cls.Options, values, f"[evaluators.{name}]")
+        problems.extend(found)
+        if options is not None and base_dir is not None:  # missing data files, before any load
+            problems.extend(cls.input_problems(options, base_dir))
     return problems
 
 
@@ -262,7 +265,8 @@ def load_batch(values: dict, base_dir: str | Path = ".", where: str = "batch") -
         if isinstance(values.get("generate"), dict):
             problems = problems + parse_generate(values["generate"], where)[1]
         raise ConfigError(problems)
-    problems = _check_suite(cfg) + _check_evaluators(cfg.evaluators) + _check_generate(cfg)
+    problems = (_check_suite(cfg) + _check_evaluators(cfg.evaluators, Path(cfg.base_dir))
+                + _check_generate(cfg))
     if cfg.executor == "ray":
         import importlib.util
 

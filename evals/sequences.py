@@ -43,7 +43,7 @@ from pathlib import Path
 
 import polars as pl
 
-from evals.base import Evaluator, tokenizer_fingerprint
+from evals.base import Evaluator, missing_local_file, tokenizer_fingerprint
 from evals.scoring import Request, score_requests
 
 LOCAL_READERS = {".jsonl": "ndjson", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -201,6 +201,14 @@ class Sequences(Evaluator):
     name = "sequences"
     tables = ("sequences",)
     Options = SequencesOptions
+
+    @classmethod
+    def input_problems(cls, options: SequencesOptions, base_dir: Path) -> list[str]:
+        where = f"[evaluators.{cls.name}]"
+        problems = missing_local_file(where, "dataset", options.dataset, base_dir)
+        for extra in options.extra_datasets or []:
+            problems += missing_local_file(where, "extra_datasets", extra, base_dir)
+        return problems
 
     def __init__(self, options: SequencesOptions, base_dir=None):
         super().__init__(options, base_dir)

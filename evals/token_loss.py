@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from evals.base import Evaluator, tokenizer_fingerprint
+from evals.base import Evaluator, missing_local_file, tokenizer_fingerprint
 from evals.scoring import token_logprobs
 
 LOCAL_FORMATS = {".txt": "text", ".json": "json", ".jsonl": "json", ".parquet": "parquet",
@@ -138,6 +138,10 @@ class TokenLoss(Evaluator):
     name = "token-loss"
     tables = ("token-loss",)
     Options = TokenLossOptions
+
+    @classmethod
+    def input_problems(cls, options: TokenLossOptions, base_dir: Path) -> list[str]:
+        return missing_local_file(f"[evaluators.{cls.name}]", "dataset", options.dataset, base_dir)
 
     def __init__(self, options: TokenLossOptions, base_dir=None):
         super().__init__(options, base_dir)
