@@ -111,18 +111,68 @@ BLOCK_ELEMENTS = 4 * 2**20  # logits per vocabulary block (16 MB float32: stays 
 def _blocked_logprobs(head: torch.nn.Linear, h: torch.Tensor, targets: torch.Tensor):
     """log p(targets | h) = logit[target] - logsumexp(logits), one vocabulary block at a time.
 
-    The log-sum-exp is accumulated online (running max m and sum s of exp(logit - m))
-    over blocks of columns, computed in place in one small buffer, so the logits never
-    leave the cache and no log-softmax copy is written. The target's logit is a dot
-    product with its own row of the head. Example, one row, blocks [1, 3] and [2]:
-    m = 3, s = e^-2 + 1; then m = 3, s += e^-1; log p(2nd) = 3 - (3 + log s).
+    The target's logit is a dot product with its own row of the head; the
+    log-sum-exp comes from `_shifted_logsumexp`, with `_online_logsumexp` (exact
+    for any logits) redoing the rare rows whose shifted sum overflowed.
     """
-    n, vocab = h.shape[0], head.weight.shape[0]
-    width = max(256, BLOCK_ELEMENTS // n)
-    buf = torch.empty((n, min(width, vocab)), dtype=torch.float32, device=h.device)
     picked = (h * head.weight[targets]).sum(dim=1)
     if head.bias is not None:
         picked += head.bias[targets]
+    lse = _shifted_logsumexp(head, h)
+    bad = ~torch.isfinite(lse)
+    if bad.any():
+        rows = bad.nonzero().squeeze(1)
+        lse[rows] = _online_logsumexp(head, h[rows])
+    return picked - lse
+
+
+def _block_width(n_rows: int, vocab: int) -> int:
+    return min(vocab, max(256, BLOCK_ELEMENTS // max(n_rows, 1)))
+
+
+def _shifted_logsumexp(head: torch.nn.Linear, h: torch.Tensor) -> torch.Tensor:
+    """logsumexp of every row's logits, shifted by the row's max over the first block only.
+
+    Every later block is computed as h W^T - shift by the matmul itself (addmm), so
+    each block costs one matmul, one in-place exp and one sum: no max or subtract
+    pass. Exact as long as no later logit exceeds the shift by more than ~88 (float32
+    exp overflow); such rows come back as inf (never silently wrong) and the caller
+    redoes them. Example, one row, blocks [1, 3] and [2]: shift = 3,
+    s = e^-2 + e^0 + e^-1, logsumexp = 3 + log s.
+    """
+    n, vocab = h.shape[0], head.weight.shape[0]
+    width = _block_width(n, vocab)
+    buf = torch.empty((n, width), dtype=torch.float32, device=h.device)
+    shift = neg = total = None
+    for v in range(0, vocab, width):
+        w = head.weight[v: v + width]
+        logits = buf[:, : w.shape[0]]
+        if head.bias is not None:
+            torch.addmm(head.bias[v: v + width], h, w.T, out=logits)
+            if neg is not None:
+                logits.add_(neg)
+        elif neg is None:
+            torch.mm(h, w.T, out=logits)
+        else:
+            torch.addmm(neg, h, w.T, out=logits)
+        if neg is None:  # the first block: its row max shifts every block
+            shift = logits.amax(dim=1)
+            neg = (-shift)[:, None]
+            logits.add_(neg)
+        block = logits.exp_().sum(dim=1)
+        total = block if total is None else total.add_(block)
+    return shift + total.log_()
+
+
+def _online_logsumexp(head: torch.nn.Linear, h: torch.Tensor) -> torch.Tensor:
+    """logsumexp of every row's logits with a running max (exact for any logits).
+
+    Example, one row, blocks [1, 3] and [2]: m = 3, s = e^-2 + 1; then m = 3,
+    s += e^-1; logsumexp = m + log s.
+    """
+    n, vocab = h.shape[0], head.weight.shape[0]
+    width = _block_width(n, vocab)
+    buf = torch.empty((n, width), dtype=torch.float32, device=h.device)
     top = torch.full((n,), -torch.inf, device=h.device)
     total = torch.zeros(n, device=h.device)
     for v in range(0, vocab, width):
@@ -135,7 +185,7 @@ def _blocked_logprobs(head: torch.nn.Linear, h: torch.Tensor, targets: torch.Ten
         new_top = torch.maximum(top, logits.amax(dim=1))
         total.mul_((top - new_top).exp_()).add_(logits.sub_(new_top[:, None]).exp_().sum(dim=1))
         top = new_top
-    return picked - top - total.log_()
+    return top + total.log_()
 
 
 def token_logprobs(model, input_ids: torch.Tensor, chunk_rows: int = 2048) -> torch.Tensor:

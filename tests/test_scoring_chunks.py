@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -52,6 +54,42 @@ def test_blocked_logprobs_across_many_vocabulary_blocks(monkeypatch):
         ref = -F.cross_entropy(head(h), t, reduction="none")
         got = scoring._blocked_logprobs(head, h, t)
     torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-5)
+
+
+def test_rows_that_overflow_the_first_block_shift_are_redone_exactly(monkeypatch):
+    """A later block 200 nats above the first block's max: exp overflows, the row is redone."""
+    monkeypatch.setattr(scoring, "BLOCK_ELEMENTS", 1)  # 256-column blocks
+    g = torch.Generator().manual_seed(2)
+    head = torch.nn.Linear(4, 600, bias=False)
+    torch.nn.init.normal_(head.weight, std=0.1, generator=g)
+    h = torch.randn(6, 4, generator=g)
+    with torch.no_grad():
+        head.weight[300:310] = 0.0
+        head.weight[300:310, 0] = 200.0  # logit 200 * h[:, 0] in the second block
+    h[:3, 0] = 1.0  # rows 0-2 overflow the shifted sum; rows 3-5 do not (h[:, 0] <= 0)
+    h[3:, 0] = -1.0
+    t = torch.tensor([305, 3, 599, 305, 3, 599])
+    with torch.inference_mode():
+        shifted = scoring._shifted_logsumexp(head, h)
+        assert torch.isinf(shifted[:3]).all() and torch.isfinite(shifted[3:]).all()
+        got = scoring._blocked_logprobs(head, h, t)
+        ref = -F.cross_entropy(head(h).double(), t, reduction="none")
+    torch.testing.assert_close(got.double(), ref, atol=1e-4, rtol=1e-5)
+    # the ten tied huge logits take all the mass: log p = -log 10 for one of them, ~-200 else
+    assert abs(got[0] + math.log(10)) < 1e-4 and got[1] < -150
+
+
+def test_shifted_and_online_logsumexp_agree_with_bias_over_blocks(monkeypatch):
+    monkeypatch.setattr(scoring, "BLOCK_ELEMENTS", 1)
+    g = torch.Generator().manual_seed(3)
+    head = torch.nn.Linear(8, 1000, bias=True)
+    torch.nn.init.normal_(head.weight, std=3.0, generator=g)
+    torch.nn.init.normal_(head.bias, std=5.0, generator=g)
+    h = torch.randn(7, 8, generator=g)
+    with torch.inference_mode():
+        ref = torch.logsumexp(head(h).double(), dim=1)
+        for fn in (scoring._shifted_logsumexp, scoring._online_logsumexp):
+            torch.testing.assert_close(fn(head, h).double(), ref, atol=1e-4, rtol=1e-6)
 
 
 def test_windows_per_batch_defaults_to_a_token_budget():
