@@ -16,7 +16,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-
 CHUNK_ELEMENTS = 2048 * 50304  # logits per head chunk (~412 MB float32)
 
 
