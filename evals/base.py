@@ -80,16 +80,18 @@ LOCAL_DATA_SUFFIXES = (".txt", ".json", ".jsonl", ".parquet", ".csv")
 def missing_local_file(where: str, key: str, value: str | None, base_dir: Path) -> list[str]:
     """[problem] when `value` names a local data file (by its suffix) that does not exist.
 
-    Names without such a suffix are hub dataset names and pass. Relative paths are
-    read from `base_dir` (the batch file's folder), as `Evaluator.resolve_path` does.
+    Names without such a suffix are hub dataset names and pass. A relative path may
+    be relative to `base_dir` (the batch file's folder) or to the working directory,
+    as `Evaluator.resolve_path` allows.
     """
     if value is None or Path(value).suffix not in LOCAL_DATA_SUFFIXES:
         return []
     path = Path(value).expanduser()
-    path = path if path.is_absolute() else Path(base_dir) / path
-    if path.is_file():
+    tried = [path] if path.is_absolute() else [Path(base_dir) / path, Path.cwd() / path]
+    if any(p.is_file() for p in tried):
         return []
-    return [f"{where}: {key} = {value!r}: no such file ({path}); give an existing local "
+    return [f"{where}: {key} = {value!r}: no such file (looked for "
+            f"{' and '.join(str(p) for p in dict.fromkeys(tried))}); give an existing local "
             f"{'/'.join(LOCAL_DATA_SUFFIXES)} file or a hub dataset name"]
 
 

@@ -274,11 +274,13 @@ class BigBenchMC(Evaluator):
     @classmethod
     def input_problems(cls, options: BigBenchOptions, base_dir: Path) -> list[str]:
         where = f"[evaluators.{cls.name}]"
-        folder = Path(options.folder).expanduser()
-        folder = folder if folder.is_absolute() else Path(base_dir) / folder
-        if not folder.is_dir():
-            return [f"{where}: folder = {options.folder!r}: no such folder ({folder}); give a "
-                    "BIG-bench tasks folder laid out as <task>/task.json"]
+        path = Path(options.folder).expanduser()
+        tried = [path] if path.is_absolute() else [Path(base_dir) / path, Path.cwd() / path]
+        folder = next((p for p in tried if p.is_dir()), None)
+        if folder is None:
+            return [f"{where}: folder = {options.folder!r}: no such folder (looked for "
+                    f"{' and '.join(str(p) for p in dict.fromkeys(tried))}); give a BIG-bench "
+                    "tasks folder laid out as <task>/task.json"]
         try:
             select_tasks(folder, options.tasks)
         except (ValueError, OSError) as err:
