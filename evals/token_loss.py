@@ -65,6 +65,8 @@ class TokenLossOptions:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
+        if self.context is not None and self.context < 2:
+            raise ValueError(f"context must be >= 2 tokens, got {self.context}")
 
     def windows_per_batch(self, context: int, device) -> int:
         """batch_size, or as many windows as fit batch_tokens (see the class doc)."""
@@ -72,8 +74,6 @@ class TokenLossOptions:
             return self.batch_size
         budget = self.batch_tokens or (32768 if torch.device(device).type == "cuda" else 4096)
         return max(1, budget // context)
-        if self.context is not None and self.context < 2:
-            raise ValueError(f"context must be >= 2 tokens, got {self.context}")
 
 
 def load_texts(dataset: str, *, config=None, split=None, column="text", max_docs=None) -> list[str]:

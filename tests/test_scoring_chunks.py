@@ -106,6 +106,10 @@ def test_windows_per_batch_defaults_to_a_token_budget():
     assert TokenLossOptions(dataset="v.jsonl", batch_size=3).windows_per_batch(512, "cpu") == 3
     with pytest.raises(ValueError, match="batch_tokens must be >= 1, got 0"):
         TokenLossOptions(dataset="v.jsonl", batch_tokens=0)
+    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+        TokenLossOptions(dataset="v.jsonl", batch_size=0)
+    with pytest.raises(ValueError, match="context must be >= 2 tokens, got 1"):
+        TokenLossOptions(dataset="v.jsonl", context=1)
 
 
 def test_token_losses_do_not_depend_on_the_batching(tmp_path):
