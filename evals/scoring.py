@@ -79,9 +79,10 @@ def target_logprobs(
 
     Chunks hold at most `chunk_rows` rows and at most CHUNK_ELEMENTS logits
     (e.g. 2048 rows at vocab 50304, 512 rows at vocab 201216), so peak memory
-    stays flat whatever the batch or vocab. A float32 Linear head goes through
-    `_blocked_logprobs` (never more than BLOCK_ELEMENTS logits at once); other
-    heads (bf16/fp16, custom modules) compute the chunk's logits and cross-entropy.
+    stays flat whatever the batch or vocab. A Linear head goes through
+    `_blocked_logprobs` (never more than BLOCK_ELEMENTS logits at once; bf16/fp16
+    heads only on the CPU); other heads (custom modules, bf16/fp16 on a GPU)
+    compute the chunk's logits and cross-entropy.
 
     Args:
         hidden: (rows, d_model) final hidden states of the positions to score.
@@ -94,7 +95,11 @@ def target_logprobs(
     # Fewer rows per chunk for vocabularies above 50304, so memory stays flat in vocab too.
     vocab = head.weight.shape[0]
     rows = max(1, min(chunk_rows, CHUNK_ELEMENTS // vocab, hidden.shape[0]))
-    fused = isinstance(head, torch.nn.Linear) and head.weight.dtype == torch.float32
+    # The blocked head: float32 heads anywhere; bf16/fp16 heads on the CPU (measured
+    # there; a GPU keeps the chunk's logits + cross-entropy until measured on one).
+    fused = isinstance(head, torch.nn.Linear) and (
+        head.weight.dtype == torch.float32
+        or (head.weight.dtype in (torch.bfloat16, torch.float16) and hidden.device.type == "cpu"))
     for start in range(0, hidden.shape[0], rows):
         sl = slice(start, start + rows)
         if fused:
@@ -112,11 +117,20 @@ def _blocked_logprobs(head: torch.nn.Linear, h: torch.Tensor, targets: torch.Ten
 
     The target's logit is a dot product with its own row of the head; the
     log-sum-exp comes from `_shifted_logsumexp`, with `_online_logsumexp` (exact
-    for any logits) redoing the rare rows whose shifted sum overflowed.
+    for any logits) redoing the rare rows whose shifted sum overflowed. A bf16/fp16
+    head's logits are rounded to its dtype, as its own forward would give them,
+    and everything after that is float32.
     """
-    picked = (h * head.weight[targets]).sum(dim=1)
-    if head.bias is not None:
-        picked += head.bias[targets]
+    w = head.weight[targets]
+    if head.weight.dtype == torch.float32:
+        picked = (h * w).sum(dim=1)
+        if head.bias is not None:
+            picked += head.bias[targets]
+    else:
+        picked = (h.float() * w.float()).sum(dim=1)
+        if head.bias is not None:
+            picked += head.bias[targets].float()
+        picked = picked.to(head.weight.dtype).float()
     lse = _shifted_logsumexp(head, h)
     bad = ~torch.isfinite(lse)
     if bad.any():
@@ -129,31 +143,55 @@ def _block_width(n_rows: int, vocab: int) -> int:
     return min(vocab, max(256, BLOCK_ELEMENTS // max(n_rows, 1)))
 
 
-def _shifted_logsumexp(head: torch.nn.Linear, h: torch.Tensor) -> torch.Tensor:
-    """logsumexp of every row's logits, shifted by the row's max over the first block only.
-
-    Every later block is computed as h W^T - shift by the matmul itself (addmm), so
-    each block costs one matmul, one in-place exp and one sum: no max or subtract
-    pass. Exact as long as no later logit exceeds the shift by more than ~88 (float32
-    exp overflow); such rows come back as inf (never silently wrong) and the caller
-    redoes them. Example, one row, blocks [1, 3] and [2]: shift = 3,
-    s = e^-2 + e^0 + e^-1, logsumexp = 3 + log s.
-    """
+def _buffers(head: torch.nn.Linear, h: torch.Tensor) -> tuple[int, torch.Tensor, torch.Tensor | None]:
+    """(block width, float32 block buffer, head-dtype block buffer or None for float32)."""
     n, vocab = h.shape[0], head.weight.shape[0]
     width = _block_width(n, vocab)
     buf = torch.empty((n, width), dtype=torch.float32, device=h.device)
+    low = None if head.weight.dtype == torch.float32 else torch.empty(
+        (n, width), dtype=head.weight.dtype, device=h.device)
+    return width, buf, low
+
+
+def _block_logits(head, h, v: int, out: torch.Tensor, low, neg) -> torch.Tensor:
+    """out = h W[v:v+k]^T (+ b) (+ neg), float32, for the k = out.shape[1] columns from v.
+
+    A float32 head without bias adds `neg` (the negated row shift) inside the matmul
+    (addmm); a bf16/fp16 head computes the block in its own dtype into `low` and adds
+    `neg` while converting to float32.
+    """
+    k = out.shape[1]
+    w = head.weight[v: v + k]
+    b = None if head.bias is None else head.bias[v: v + k]
+    if low is None:
+        if b is None:
+            return (torch.mm(h, w.T, out=out) if neg is None
+                    else torch.addmm(neg, h, w.T, out=out))
+        torch.addmm(b, h, w.T, out=out)
+        return out if neg is None else out.add_(neg)
+    lo = low[:, :k]
+    if b is None:
+        torch.mm(h, w.T, out=lo)
+    else:
+        torch.addmm(b, h, w.T, out=lo)
+    return out.copy_(lo) if neg is None else torch.add(lo, neg, out=out)
+
+
+def _shifted_logsumexp(head: torch.nn.Linear, h: torch.Tensor) -> torch.Tensor:
+    """logsumexp of every row's logits, shifted by the row's max over the first block only.
+
+    Every later block is computed already shifted (`_block_logits`), so each block
+    costs one matmul, one in-place exp and one sum: no max or subtract pass. Exact
+    as long as no later logit exceeds the shift by more than ~88 (float32 exp
+    overflow); such rows come back as inf (never silently wrong) and the caller
+    redoes them. Example, one row, blocks [1, 3] and [2]: shift = 3,
+    s = e^-2 + e^0 + e^-1, logsumexp = 3 + log s.
+    """
+    vocab = head.weight.shape[0]
+    width, buf, low = _buffers(head, h)
     shift = neg = total = None
     for v in range(0, vocab, width):
-        w = head.weight[v: v + width]
-        logits = buf[:, : w.shape[0]]
-        if head.bias is not None:
-            torch.addmm(head.bias[v: v + width], h, w.T, out=logits)
-            if neg is not None:
-                logits.add_(neg)
-        elif neg is None:
-            torch.mm(h, w.T, out=logits)
-        else:
-            torch.addmm(neg, h, w.T, out=logits)
+        logits = _block_logits(head, h, v, buf[:, : min(width, vocab - v)], low, neg)
         if neg is None:  # the first block: its row max shifts every block
             shift = logits.amax(dim=1)
             neg = (-shift)[:, None]
@@ -170,17 +208,11 @@ def _online_logsumexp(head: torch.nn.Linear, h: torch.Tensor) -> torch.Tensor:
     s += e^-1; logsumexp = m + log s.
     """
     n, vocab = h.shape[0], head.weight.shape[0]
-    width = _block_width(n, vocab)
-    buf = torch.empty((n, width), dtype=torch.float32, device=h.device)
+    width, buf, low = _buffers(head, h)
     top = torch.full((n,), -torch.inf, device=h.device)
     total = torch.zeros(n, device=h.device)
     for v in range(0, vocab, width):
-        w = head.weight[v: v + width]
-        logits = buf[:, : w.shape[0]]
-        if head.bias is None:
-            torch.mm(h, w.T, out=logits)
-        else:
-            torch.addmm(head.bias[v: v + width], h, w.T, out=logits)
+        logits = _block_logits(head, h, v, buf[:, : min(width, vocab - v)], low, None)
         new_top = torch.maximum(top, logits.amax(dim=1))
         total.mul_((top - new_top).exp_()).add_(logits.sub_(new_top[:, None]).exp_().sum(dim=1))
         top = new_top

@@ -92,6 +92,38 @@ def test_shifted_and_online_logsumexp_agree_with_bias_over_blocks(monkeypatch):
             torch.testing.assert_close(fn(head, h).double(), ref, atol=1e-4, rtol=1e-6)
 
 
+def test_bf16_head_blocks_match_its_own_logits_cross_entropy(monkeypatch):
+    """A bf16 head: logits rounded to bf16 as its forward gives them, then float32 math."""
+    monkeypatch.setattr(scoring, "BLOCK_ELEMENTS", 1)  # 256-column blocks over 1000
+    g = torch.Generator().manual_seed(4)
+    for bias in (False, True):
+        head = torch.nn.Linear(16, 1000, bias=bias)
+        torch.nn.init.normal_(head.weight, std=2.0, generator=g)
+        head = head.to(torch.bfloat16)
+        h = torch.randn(9, 16, generator=g).to(torch.bfloat16)
+        t = torch.randint(0, 1000, (9,), generator=g)
+        with torch.inference_mode():
+            ref = -F.cross_entropy(head(h).float(), t, reduction="none")  # what HF users do
+            got = scoring._blocked_logprobs(head, h, t)
+            online = scoring._online_logsumexp(head, h)
+        assert got.dtype == torch.float32 and ref.abs().max() > 5
+        # same bf16 logits; only the float32 summation order differs
+        torch.testing.assert_close(got, ref, atol=2e-3, rtol=1e-4)
+        torch.testing.assert_close(online, torch.logsumexp(head(h).float(), 1),
+                                   atol=2e-3, rtol=1e-4)
+
+
+def test_token_logprobs_bf16_model_on_cpu_equals_full_logits():
+    model = tiny_gpt_neox(vocab_size=300, hidden_size=32, seed=5).to(torch.bfloat16)
+    ids = torch.randint(0, 300, (3, 20), generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        logits = model(input_ids=ids).logits[:, :-1].float()
+        ref = -F.cross_entropy(logits.reshape(-1, 300), ids[:, 1:].reshape(-1),
+                               reduction="none").view(3, 19)
+        got = scoring.token_logprobs(model, ids)
+    torch.testing.assert_close(got, ref, atol=2e-3, rtol=1e-4)
+
+
 def test_windows_per_batch_defaults_to_a_token_budget():
     import pytest
 
