@@ -143,7 +143,8 @@ def _block_width(n_rows: int, vocab: int) -> int:
     return min(vocab, max(256, BLOCK_ELEMENTS // max(n_rows, 1)))
 
 
-def _buffers(head: torch.nn.Linear, h: torch.Tensor) -> tuple[int, torch.Tensor, torch.Tensor | None]:
+def _buffers(head: torch.nn.Linear, h: torch.Tensor
+             ) -> tuple[int, torch.Tensor, torch.Tensor | None]:
     """(block width, float32 block buffer, head-dtype block buffer or None for float32)."""
     n, vocab = h.shape[0], head.weight.shape[0]
     width = _block_width(n, vocab)
