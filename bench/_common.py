@@ -77,6 +77,12 @@ def licence_tokenizer(vocab_size: int = VOCAB):
     return train_bpe_tokenizer(licence_texts(), vocab_size=vocab_size)
 
 
+def sync(device) -> None:
+    """Wait for queued GPU work (timing); nothing on the CPU."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
 def matmul_ceiling(n: int = 2048, repeats: int = 10, threads: int | None = None,
                    device: str = "cpu", dtype: torch.dtype = torch.float32) -> float:
     """Best-of-`repeats` n^3 matmul rate in GFLOP/s (CPU: on the current thread count).
@@ -90,14 +96,13 @@ def matmul_ceiling(n: int = 2048, repeats: int = 10, threads: int | None = None,
     a = torch.randn(n, n, generator=g).to(device, dtype)
     b = torch.randn(n, n, generator=g).to(device, dtype)
     out = torch.empty(n, n, device=device, dtype=dtype)
-    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     torch.matmul(a, b, out=out)  # warm-up
-    sync()
+    sync(device)
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
         torch.matmul(a, b, out=out)
-        sync()
+        sync(device)
         best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best / 1e9
 

@@ -47,8 +47,8 @@ import torch
 import torch.nn.functional as F
 
 from bench._common import (build_model, licence_texts, licence_tokenizer, matmul_ceiling,
-                           matmul_params, peak_rss_mb, reset_peak_rss, run_child, table,
-                           write_jsonl)
+                           matmul_params, peak_rss_mb, reset_peak_rss, run_child, sync,
+                           table, write_jsonl)
 from dynamics.checkpoints import CheckpointRef
 from dynamics.loading import LoadedModel
 from evals.token_loss import TokenLoss, TokenLossOptions, TokenStream, window_starts
@@ -59,11 +59,6 @@ BF16_TOL = 0.25  # nats: max per-token |ours - plain HF| accepted in bf16 (fp32:
 
 def tolerance(dtype: str) -> float:
     return 1e-4 if dtype == "float32" else BF16_TOL
-
-
-def sync(device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
 
 
 def loaded(model, tokenizer, shape: str) -> LoadedModel:
@@ -174,7 +169,7 @@ def agreement(model, tokenizer, lm_model, text: str, context: int, tmp: Path) ->
 
 def reset_gpu_peak(device) -> None:
     if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
+        sync(device)
         torch.cuda.reset_peak_memory_stats()
 
 

@@ -86,13 +86,20 @@ def missing_local_file(where: str, key: str, value: str | None, base_dir: Path) 
     """
     if value is None or Path(value).suffix not in LOCAL_DATA_SUFFIXES:
         return []
-    path = Path(value).expanduser()
-    tried = [path] if path.is_absolute() else [Path(base_dir) / path, Path.cwd() / path]
+    tried = local_candidates(value, base_dir)
     if any(p.is_file() for p in tried):
         return []
     return [f"{where}: {key} = {value!r}: no such file (looked for "
-            f"{' and '.join(str(p) for p in dict.fromkeys(tried))}); give an existing local "
+            f"{' and '.join(map(str, tried))}); give an existing local "
             f"{'/'.join(LOCAL_DATA_SUFFIXES)} file or a hub dataset name"]
+
+
+def local_candidates(value: str, base_dir: Path) -> list[Path]:
+    """Where a path option may point: itself if absolute, else under `base_dir`, then the cwd."""
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return [path]
+    return list(dict.fromkeys([Path(base_dir) / path, Path.cwd() / path]))
 
 
 def tokenizer_fingerprint(tokenizer) -> str:

@@ -35,7 +35,7 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from evals.base import Evaluator, tokenizer_fingerprint
+from evals.base import Evaluator, local_candidates, tokenizer_fingerprint
 from evals.bigbench_tasks import MCExample, format_task, read_task, select_tasks
 from evals.scoring import (ContextTooLongError, Request, check_head, length_batches,
                            score_requests, target_logprobs)
@@ -274,13 +274,12 @@ class BigBenchMC(Evaluator):
     @classmethod
     def input_problems(cls, options: BigBenchOptions, base_dir: Path) -> list[str]:
         where = f"[evaluators.{cls.name}]"
-        path = Path(options.folder).expanduser()
-        tried = [path] if path.is_absolute() else [Path(base_dir) / path, Path.cwd() / path]
+        tried = local_candidates(options.folder, base_dir)
         folder = next((p for p in tried if p.is_dir()), None)
         if folder is None:
             return [f"{where}: folder = {options.folder!r}: no such folder (looked for "
-                    f"{' and '.join(str(p) for p in dict.fromkeys(tried))}); give a BIG-bench "
-                    "tasks folder laid out as <task>/task.json"]
+                    f"{' and '.join(map(str, tried))}); give a BIG-bench tasks folder laid "
+                    "out as <task>/task.json"]
         try:
             select_tasks(folder, options.tasks)
         except (ValueError, OSError) as err:

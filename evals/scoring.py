@@ -121,15 +121,10 @@ def _blocked_logprobs(head: torch.nn.Linear, h: torch.Tensor, targets: torch.Ten
     head's logits are rounded to its dtype, as its own forward would give them,
     and everything after that is float32.
     """
-    w = head.weight[targets]
-    if head.weight.dtype == torch.float32:
-        picked = (h * w).sum(dim=1)
-        if head.bias is not None:
-            picked += head.bias[targets]
-    else:
-        picked = (h.float() * w.float()).sum(dim=1)
-        if head.bias is not None:
-            picked += head.bias[targets].float()
+    picked = (h.float() * head.weight[targets].float()).sum(dim=1)  # .float(): no-op for fp32
+    if head.bias is not None:
+        picked += head.bias[targets].float()
+    if head.weight.dtype != torch.float32:  # round as the head's own matmul output is
         picked = picked.to(head.weight.dtype).float()
     lse = _shifted_logsumexp(head, h)
     bad = ~torch.isfinite(lse)
