@@ -96,6 +96,8 @@ def option_ppl(mc: pl.DataFrame) -> pl.DataFrame:
 
 def behaviors(store) -> pl.DataFrame | None:
     """Behavior rows: per-task accuracy (n_trials = examples), macro accuracy, option ppl."""
+    from stats.behaviors import identity
+
     if "bigbench-mc" not in store.tables():
         return None
     mc = store.read("bigbench-mc")
@@ -103,18 +105,22 @@ def behaviors(store) -> pl.DataFrame | None:
     per_task = tasks.select(
         *KEYS,
         pl.concat_str(pl.lit("bigbench:"), pl.col("task")).alias("behavior"),
+        *identity("bigbench-mc", "accuracy", pl.col("task")),
         pl.col("accuracy").cast(pl.Float64).alias("value"),
         pl.col("n_examples").cast(pl.Int64).alias("n_trials"),
     )
     macro = macro_accuracy(mc)
     macro_rows = [
-        macro.select(*KEYS, pl.lit(name).alias("behavior"), pl.col(col).alias("value"),
+        macro.select(*KEYS, pl.lit(name).alias("behavior"),
+                     *identity("bigbench-mc", kind), pl.col(col).alias("value"),
                      pl.lit(None, dtype=pl.Int64).alias("n_trials"))
-        for name, col in (("bigbench_macro", "accuracy"), ("bigbench_macro_norm", "accuracy_norm"))
+        for name, kind, col in (("bigbench_macro", "macro_accuracy", "accuracy"),
+                                ("bigbench_macro_norm", "macro_accuracy_norm", "accuracy_norm"))
     ]
     opt = option_ppl(mc).select(
         *KEYS,
         pl.concat_str(pl.lit("option_ppl_"), pl.col("option")).alias("behavior"),
+        *identity("bigbench-mc", "option_ppl", set=pl.col("option")),
         pl.col("option_ppl").alias("value"),
         pl.lit(None, dtype=pl.Int64).alias("n_trials"),
     )

@@ -69,12 +69,14 @@ def circuit_jaccard(edges: pl.DataFrame, reference: str = "previous") -> pl.Data
 
 
 def behaviors(store) -> pl.DataFrame | None:
-    """Behavior rows: keys, behavior, value (Float64), n_trials (Int64, null).
+    """Behavior rows (stats.behaviors.BEHAVIOR_COLUMNS; evaluator "circuits").
 
     Behaviors: `circuit_size:<task>`, `faithfulness:<task>`, `task_metric:<task>`
     (the clean task metric) and, from `components`, `<kind>_max` (the best head's
     score, e.g. `induction_max`). None when the store has neither table.
     """
+    from stats.behaviors import identity
+
     tables = store.tables()
     parts = []
     if "circuit-summary" in tables:
@@ -82,12 +84,13 @@ def behaviors(store) -> pl.DataFrame | None:
         for col, label in (("circuit_edges", "circuit_size"), ("faithfulness", "faithfulness"),
                            ("metric_clean", "task_metric")):
             parts.append(s.select(*KEYS, pl.concat_str(pl.lit(label + ":"), "task").alias("behavior"),
+                                  *identity("circuits", label, pl.col("task")),
                                   pl.col(col).cast(pl.Float64).alias("value")))
     if "components" in tables:
         c = store.read("components")
         parts.append(c.group_by(*KEYS, "kind").agg(pl.col("score").max().alias("value")).select(
             *KEYS, (pl.col("kind").str.replace_all("-", "_") + "_max").alias("behavior"),
-            pl.col("value").cast(pl.Float64)))
+            *identity("circuits", "head_score", pl.col("kind")), pl.col("value").cast(pl.Float64)))
     if not parts:
         return None
     return (pl.concat(parts).with_columns(pl.lit(None, pl.Int64).alias("n_trials"))

@@ -118,16 +118,21 @@ def behaviors(store, *, factual: str = "factual",
     both sets exist, `hallucination_gap`. n_trials is null (not accuracies).
     Returns None when the store has no `sequences` table.
     """
+    from stats.behaviors import identity
+
     if "sequences" not in store.tables():
         return None
     seqs = store.read("sequences")
     per_set = set_logprobs(seqs).select(
         *KEYS, pl.concat_str(pl.lit("logprob_"), pl.col("set")).alias("behavior"),
+        *identity("sequences", "logprob", set=pl.col("set")),
         pl.col("logprob_per_token").alias("value"))
     parts = [per_set]
     if {factual, hallucinated} <= set(seqs["set"].unique()):
         gap = hallucination_gap(seqs, factual=factual, hallucinated=hallucinated, n_boot=1)
         parts.append(gap.select(*KEYS, pl.lit("hallucination_gap").alias("behavior"),
+                                *identity("sequences", "hallucination_gap",
+                                          set=f"{factual} - {hallucinated}"),
                                 pl.col("gap").alias("value")))
     return (pl.concat(parts)
             .with_columns(pl.col("value").cast(pl.Float64),

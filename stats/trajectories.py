@@ -340,10 +340,12 @@ def behaviors(store, options: TrendOptions = TrendOptions()) -> pl.DataFrame | N
 
     Returns None when the store has no `token-loss` table.
     """
+    from stats.behaviors import identity
+
     if "token-loss" not in store.tables():
         return None
     fracs = class_fractions(store.scan("token-loss"), options)
     return fracs.select(
         *KEYS, pl.concat_str(pl.lit("frac_"), pl.col("trend").str.replace_all("-", "_"))
-        .alias("behavior"), pl.col("fraction").cast(pl.Float64).alias("value"),
+        .alias("behavior"), *identity("token-loss", "trend_fraction", pl.col("trend")), pl.col("fraction").cast(pl.Float64).alias("value"),
         pl.lit(None, pl.Int64).alias("n_trials")).sort("family", "model", "step", "behavior")

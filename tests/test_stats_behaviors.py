@@ -153,3 +153,44 @@ def test_compare_verb_on_a_real_store(tmp_path, capsys):
         "--behavior", "val_loss"]) == 0
     out = capsys.readouterr().out
     assert "fa" in out and "fb" in out and "val_loss" in out
+
+
+def test_behavior_identity_columns_are_data():
+    """Issue 19: behaviors carry evaluator/kind/task/set as columns, not only in the label."""
+    from stats import bigbench, circuits, hallucination
+    from stats.behaviors import BEHAVIOR_COLUMNS, _conform
+
+    keys = {"family": "f", "model": "m", "params": 10, "step": 1, "tokens_seen": 1, "flops": 1.0}
+    frames = {
+        "sequences": pl.DataFrame({**keys, "set": ["factual", "hallucinated"] * 2,
+                                   "pair_id": ["a", "a", "b", "b"],
+                                   "logprob_nats": [-2.0, -4.0, -3.0, -5.0], "n_tokens": 2}),
+        "circuit-summary": pl.DataFrame({**keys, "task": ["ioi"], "metric_clean": [1.0],
+                                         "metric_corrupted": [0.0], "circuit_edges": [7],
+                                         "faithfulness": [0.9]}),
+        "components": pl.DataFrame({**keys, "layer": [0, 1], "head": 0,
+                                    "kind": ["induction", "induction"], "score": [0.2, 0.7]}),
+    }
+
+    class Store:
+        def tables(self):
+            return list(frames)
+
+        def read(self, name):
+            return frames[name]
+
+    rows = pl.concat([_conform(f) for f in (hallucination.behaviors(Store()),
+                                            circuits.behaviors(Store()))])
+    assert rows.columns == list(BEHAVIOR_COLUMNS)
+    got = {r["behavior"]: (r["evaluator"], r["kind"], r["task"], r["set"], r["value"])
+           for r in rows.iter_rows(named=True)}
+    assert got["logprob_factual"] == ("sequences", "logprob", None, "factual", -1.25)
+    assert got["hallucination_gap"][:2] == ("sequences", "hallucination_gap")
+    assert got["hallucination_gap"][4] == pytest.approx(1.0)
+    assert got["circuit_size:ioi"] == ("circuits", "circuit_size", "ioi", None, 7.0)
+    assert got["induction_max"] == ("circuits", "head_score", "induction", None, 0.7)
+    assert bigbench.behaviors(Store()) is None
+    # a frame without identity columns is filled, not dropped
+    plain = pl.DataFrame({**keys, "behavior": ["x"], "value": [1.0], "n_trials": [None]})
+    filled = _conform(plain)
+    assert filled.row(0, named=True)["evaluator"] == "user" and filled["kind"][0] == "x"
