@@ -171,7 +171,7 @@ def test_gap_per_checkpoint_and_size(tmp_path, suite):
     assert hallucination.hallucination_gap(table, n_boot=200, seed=1).equals(gap)
     rows = hallucination.behaviors(store)
     assert rows.columns == ["family", "model", "params", "step", "tokens_seen", "flops",
-                            "behavior", "value", "n_trials"]
+                            "behavior", "evaluator", "kind", "task", "set", "value", "n_trials"]
     assert sorted(rows["behavior"].unique()) == ["hallucination_gap", "logprob_factual",
                                                  "logprob_hallucinated"]
     got = rows.filter((pl.col("behavior") == "hallucination_gap") & (pl.col("step") == 10)

@@ -218,7 +218,7 @@ def test_behaviors_from_store(tmp_path):
         store.write("token-loss", part.sort("doc_id", "token_index"))
     rows = trajectories.behaviors(store)
     assert rows.columns == ["family", "model", "params", "step", "tokens_seen", "flops",
-                            "behavior", "value", "n_trials"]
+                            "behavior", "evaluator", "kind", "task", "set", "value", "n_trials"]
     assert set(rows["behavior"]) == {"frac_" + c for c in trajectories.XIA_CLASSES}
     shape = trajectories.behaviors(store, TrendOptions(method="shape"))
     assert "frac_double_descent" in set(shape["behavior"])
