@@ -30,6 +30,7 @@ EVALUATORS: dict[str, str] = {
     "sequences": "evals.sequences:Sequences",
     "circuits": "evals.circuits.evaluator:Circuits",
     "bigbench-mc": "evals.bigbench_mc:BigBenchMC",
+    "recall-bigram": "evals.recall_bigram:RecallBigram",
 }
 
 

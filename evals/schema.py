@@ -76,6 +76,12 @@ TABLES: dict[str, pl.Schema] = {
             "faithfulness": pl.Float64,
         }
     ),
+    # Loss and accuracy per position kind ("recall" / "bigram" / ...) of labelled
+    # token sequences (evals/recall_bigram.py): loss_nats is the SUM over n_tokens.
+    "recall-bigram": pl.Schema(
+        {"position_kind": pl.String, "loss_nats": pl.Float64, "n_correct": pl.Int64,
+         "n_tokens": pl.Int64}
+    ),
     # Per-head component scores (induction, previous-token, successor, ...).
     "components": pl.Schema(
         {"layer": pl.Int64, "head": pl.Int64, "kind": pl.String, "score": pl.Float64}

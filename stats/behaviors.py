@@ -34,6 +34,7 @@ PROVIDERS: dict[str, str | Callable] = {
     "hallucination": "stats.hallucination:behaviors",
     "trajectories": "stats.trajectories:behaviors",
     "circuits": "stats.circuits:behaviors",
+    "birth": "stats.birth:behaviors",
 }
 IDENTITY_COLUMNS = ("evaluator", "kind", "task", "set")
 BEHAVIOR_COLUMNS = (*KEY_COLUMNS, "behavior", *IDENTITY_COLUMNS, "value", "n_trials")

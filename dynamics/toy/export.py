@@ -31,6 +31,18 @@ distribution):
   answer flips; clean and corrupted have the same number of tokens
   (`n_tokens`, without EOS) and differ only at those positions. Metric:
   logit(correct) - logit(incorrect) at the last position.
+- `recall_bigram.jsonl`: fresh trigger sequences with a label per token, for
+  the `recall-bigram` evaluator (Bietti et al.'s order of learning)::
+
+      {"text": "z5 z0 z17 z3 z0 z17", "kinds": ["start", "bigram", "first",
+       "bigram", "bigram", "recall"]}
+
+  `kinds[i]` says how token i of `text` can be predicted from what precedes
+  it: "recall" when the previous token is a trigger at its 2nd or later
+  occurrence (the token must be recalled from context: that trigger's output
+  in this sequence), "bigram" when the previous token is not a trigger (the
+  token follows the global bigram chain), "first" after a trigger's first
+  occurrence (its output is not yet known), "start" for the first token.
 """
 
 from __future__ import annotations
@@ -136,13 +148,36 @@ def trigger_rows(corpus: Corpus, n_pairs: int, n_tokens: int = 48) -> list[dict]
     return rows
 
 
+def position_kinds(seq: list[int], counts: list[int], n_triggers: int) -> list[str]:
+    """The label of every token of a trigger sequence (see the module docstring).
+
+    Example (triggers z0, z1): z5 z0 z17 z3 z0 z17 -> start bigram first bigram bigram recall.
+    """
+    kinds = ["start"]
+    for prev, count in zip(seq[:-1], counts[:-1]):
+        kinds.append("bigram" if prev >= n_triggers else "recall" if count >= 2 else "first")
+    return kinds
+
+
+def recall_bigram_rows(corpus: Corpus, n_seqs: int) -> list[dict]:
+    """Fresh trigger sequences of a training row's length, labelled per token."""
+    rng = np.random.default_rng([corpus.seed, 7])
+    rows = []
+    for _ in range(n_seqs):
+        seq, counts = corpus.trigger_tokens(rng, corpus.spec.row_len - 1)
+        rows.append({"text": " ".join(corpus.words[z] for z in seq),
+                     "kinds": position_kinds(seq, counts, corpus.spec.n_triggers)})
+    return rows
+
+
 def export_data(corpus: Corpus, folder: str | Path, n_val_docs: int = 200,
-                n_trigger_pairs: int = 64) -> Path:
+                n_trigger_pairs: int = 64, n_recall_seqs: int = 64) -> Path:
     """Write every evaluation file under `folder` (usually `<suite>/data`); returns it."""
     folder = Path(folder)
     _write_jsonl(folder / "validation.jsonl", validation_rows(corpus, n_val_docs))
     _write_jsonl(folder / "sequences.jsonl", sequence_rows(corpus))
     _write_jsonl(folder / "trigger.jsonl", trigger_rows(corpus, n_trigger_pairs))
+    _write_jsonl(folder / "recall_bigram.jsonl", recall_bigram_rows(corpus, n_recall_seqs))
     for task in (world_qa_task(corpus), ioi_task(corpus)):
         path = folder / "bigbench" / task["name"] / "task.json"
         path.parent.mkdir(parents=True, exist_ok=True)
