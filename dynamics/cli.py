@@ -127,6 +127,7 @@ def demo_evaluator_options(suite_dir) -> dict:
         "circuits": {"tasks": ["trigger"], "trigger_path": str(data / "trigger.jsonl"),
                      "n_examples": 8, "ig_steps": 3, "prepend_bos": True,
                      "components": ["induction", "previous-token", "trigger-induction"]},
+        "recall-bigram": {"dataset": str(data / "recall_bigram.jsonl")},
     }
     return {name: opts for name, opts in wanted.items() if name in EVALUATORS}
 
@@ -134,14 +135,16 @@ def demo_evaluator_options(suite_dir) -> dict:
 def demo_generate_options(suite_dir) -> dict:
     """The demo batch's `[generate.*]` table: Xia et al.'s mixture sets from the toy suite.
 
-    The smallest and the largest model's final checkpoints, four (a, b) pairs of
-    the paper's grid, 16 prompts from the validation set, 24 greedy tokens each
-    (prompt + continuation stay within the toy context of 64).
+    The smallest and the largest model's final checkpoints of the suite's first family,
+    four (a, b) pairs of the paper's grid, 16 prompts from the validation set, 24 greedy
+    tokens each (prompt + continuation stay within the toy context of 64).
     """
     from pathlib import Path
 
     suite = get_suite(str(Path(suite_dir).resolve()))
-    by_size = sorted(suite.models, key=lambda m: suite.models[m][0].params)
+    family = next(iter(suite.models.values()))[0].family  # the first family (toy-neox)
+    by_size = sorted((m for m, refs in suite.models.items() if refs[0].family == family),
+                     key=lambda m: suite.models[m][0].params)
     data = Path(suite_dir).resolve() / "data"
     return {"toy-mix": {"small": by_size[0], "large": by_size[-1],
                         "grid": [[1, 0], [0, 1], [-1, 1], [1, -1]],
@@ -161,9 +164,10 @@ def _demo_batch(suite_dir, out_dir) -> "Path":
     from pathlib import Path
 
     path = Path(out_dir) / "batch.toml"
-    # about 10 checkpoints per model (all of them would take the demo past 5 minutes)
+    # every saved checkpoint (36 per model: dense around the induction phase change, 8+ in
+    # each Xia trend window); the demo stays within 5 minutes (BENCHMARKS.md, issue 19)
     lines = [f"suite = {_toml_value(str(Path(suite_dir).resolve()))}", 'output = "results"',
-             'steps = "log-spaced 10"', ""]
+             'steps = "all"', ""]
     tables = [("evaluators", demo_evaluator_options(suite_dir))]
     if "sequences" in tables[0][1]:
         tables.append(("generate", demo_generate_options(suite_dir)))

@@ -125,23 +125,78 @@ def test_checkpoint_steps_log_spaced_plus_regular():
         assert min(n for n, _ in sizes) == 1 and max(n for n, _ in sizes) >= 2
 
 
+@pytest.mark.parametrize("name", sorted(SCALES))
+def test_checkpoints_fill_the_trend_windows_and_the_phase_change(name):
+    """Issue 19: >= 8 checkpoints in each Xia window (after 10/30/50/70 % of training),
+    and every 40 steps or closer over steps 500-1000 (the 2-layer induction phase change)."""
+    import numpy as np
+
+    from stats.trajectories import TrendOptions, window
+
+    scale = SCALES[name]
+    steps = np.array(checkpoint_steps(scale.steps, scale.n_regular))
+    for start in (0.1, 0.3, 0.5, 0.7):
+        cols = window(steps, len(steps) - 1, TrendOptions(start_fraction=start))
+        assert len(cols) >= 8, (name, start, steps[cols])
+    late = steps[(steps >= 500) & (steps <= min(1000, scale.steps))]
+    assert late.size >= 2 and np.diff(late).max() <= 40, late
+
+
+def _arch_formula(arch: str, spec: ModelSpec, vocab: int, positions: int) -> int:
+    from tests.test_tiny import neox_formula, opt_formula
+
+    if arch == "neox":
+        return neox_formula(vocab, spec.hidden_size, spec.num_layers, 4 * spec.hidden_size)
+    return opt_formula(vocab, spec.hidden_size, spec.num_layers, 4 * spec.hidden_size, positions)
+
+
+@pytest.mark.parametrize("name", sorted(SCALES))
+def test_toy_model_sizes_and_architectures(name):
+    """HF configs accept misspelled keys silently: check every size against its formula."""
+    from dynamics.tiny import count_params
+    from dynamics.toy.train import build_model
+
+    scale = SCALES[name]
+    vocab = len(toy_tokenizer(scale.corpus))
+    assert scale.archs == ("neox", "opt")
+    for spec in scale.models:
+        for arch in scale.archs:
+            model = build_model(arch, spec, vocab, scale.corpus.row_len, 0)
+            assert count_params(model) == _arch_formula(arch, spec, vocab, scale.corpus.row_len)
+            cfg = model.config
+            assert (cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads) == (
+                spec.num_layers, spec.hidden_size, spec.num_heads)
+            if arch == "opt":
+                assert cfg.do_layer_norm_before and cfg.ffn_dim == 4 * spec.hidden_size
+            else:
+                assert cfg.use_parallel_residual and cfg.intermediate_size == 4 * spec.hidden_size
+
+
+def test_unknown_architecture_names_the_allowed_ones():
+    with pytest.raises(ValueError, match="neox, opt"):
+        ToyScale(models=(ModelSpec("a", 1, 8, 2),), steps=4, archs=("gpt2",))
+
+
 def _micro_scale() -> ToyScale:
     return ToyScale(models=(ModelSpec("a", 1, 8, 2), ModelSpec("b", 2, 16, 2)), steps=4,
                     batch_size=2, n_regular=2)
 
 
+MICRO_MODELS = {f"toy-{a}-custom-{s}": f"toy-{a}" for a in ("neox", "opt") for s in "ab"}
+
+
 def test_build_writes_a_readable_suite_and_reuses_it(tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = build_toy_suite(tmp_path, _micro_scale(), seed=0)
+    folder = build_toy_suite(tmp_path, _micro_scale(), seed=0, workers=1)
     suite = get_suite(str(folder))
-    assert set(suite.models) == {"toy-custom-a", "toy-custom-b"}
-    refs = suite.models["toy-custom-b"]
+    assert {m: refs[0].family for m, refs in suite.models.items()} == MICRO_MODELS
+    refs = suite.models["toy-opt-custom-b"]
     assert [r.step for r in refs] == checkpoint_steps(4, 2)
     assert [r.tokens_seen for r in refs] == [s * 2 * SPEC.row_len for s in checkpoint_steps(4, 2)]
-    assert refs[0].family == "toy" and refs[0].params > suite.models["toy-custom-a"][0].params
+    assert refs[0].params > suite.models["toy-opt-custom-a"][0].params
     model = AutoModelForCausalLM.from_pretrained(refs[-1].source)
-    assert model.config.num_hidden_layers == 2
+    assert model.config.num_hidden_layers == 2 and model.config.model_type == "opt"
     assert AutoTokenizer.from_pretrained(refs[-1].source).eos_token == EOS
     assert (folder / "data" / "sequences.jsonl").is_file()
 
@@ -157,10 +212,56 @@ def test_build_writes_a_readable_suite_and_reuses_it(tmp_path, monkeypatch):
         raise AssertionError("retrained a cached suite")
 
     monkeypatch.setattr(train, "train_model", boom)
-    assert build_toy_suite(tmp_path, _micro_scale(), seed=0) == folder
+    assert build_toy_suite(tmp_path, _micro_scale(), seed=0, workers=1) == folder
     (folder / train.MARKER).unlink()  # an interrupted build is redone, not reused
     with pytest.raises(AssertionError, match="retrained"):
-        build_toy_suite(tmp_path, _micro_scale(), seed=0)
+        build_toy_suite(tmp_path, _micro_scale(), seed=0, workers=1)
+
+
+def _reference_logits(arch: str, spec: ModelSpec, scale: ToyScale, rows: torch.Tensor,
+                      probe: torch.Tensor, vocab: int) -> dict[int, torch.Tensor]:
+    """Logits on `probe` after each step of a plain AdamW loop over the same rows (in process)."""
+    from dynamics.toy.train import _lr_at, build_model
+
+    torch.set_num_threads(1)
+    model = build_model(arch, spec, vocab, scale.corpus.row_len, 0)
+    opt = torch.optim.AdamW(model.parameters(), lr=scale.lr, betas=(0.9, 0.99), weight_decay=0.01)
+    out = {}
+    for step in range(scale.steps + 1):
+        with torch.no_grad():
+            out[step] = model.eval()(input_ids=probe).logits
+        if step == scale.steps:
+            return out
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, scale)
+        batch = rows[step * scale.batch_size:(step + 1) * scale.batch_size].long()
+        model.train()(input_ids=batch, labels=batch).loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_training_saves_the_models_a_plain_loop_trains(tmp_path, workers):
+    """Issue 19/18: each reloaded checkpoint (trained in `workers` processes) gives the logits
+    of the same model trained here step by step on the same rows in the same order."""
+    from transformers import AutoModelForCausalLM
+
+    from dynamics.toy.train import training_tensor
+
+    scale = _micro_scale()
+    folder = build_toy_suite(tmp_path, scale, seed=0, workers=workers)
+    suite, tok = get_suite(str(folder)), toy_tokenizer(SPEC)
+    rows = training_tensor(Corpus(SPEC, 0), tok, scale.steps * scale.batch_size)
+    probe = _val_rows(folder, tok)[:4]
+    for arch in scale.archs:
+        for spec in scale.models:
+            want = _reference_logits(arch, spec, scale, rows, probe, len(tok))
+            for ref in suite.models[f"toy-{arch}-custom-{spec.size}"]:
+                model = AutoModelForCausalLM.from_pretrained(ref.source).eval()
+                with torch.no_grad():
+                    got = model(input_ids=probe).logits
+                torch.testing.assert_close(got, want[ref.step], rtol=0, atol=1e-5,
+                                           msg=f"{ref.model} step {ref.step}")
 
 
 def test_build_refuses_a_foreign_folder(tmp_path):
@@ -203,30 +304,41 @@ def _val_rows(suite: Path, tok) -> torch.Tensor:
                          for x in lines])
 
 
+def _by_family(suite) -> dict[str, dict[int, list]]:
+    """family -> {params: checkpoint refs}."""
+    out: dict[str, dict[int, list]] = {}
+    for refs in suite.models.values():
+        out.setdefault(refs[0].family, {})[refs[0].params] = refs
+    return out
+
+
 @pytest.mark.slow
 def test_held_out_loss_falls_and_larger_models_reach_lower_loss(toy_suite):
     suite = get_suite(str(toy_suite))
     rows = _val_rows(toy_suite, toy_tokenizer(SCALES["fast"].corpus))
-    finals = {}
-    for name, refs in suite.models.items():
-        first, mid, last = (_val_loss(r.source, rows) for r in (refs[0], refs[len(refs) // 2],
-                                                                  refs[-1]))
-        assert last < mid < first and last < first - 1.0, (name, first, mid, last)
-        finals[refs[0].params] = last
-    by_size = [finals[p] for p in sorted(finals)]
-    assert by_size == sorted(by_size, reverse=True), finals
-    assert max(finals) >= 8 * min(finals)
+    families = _by_family(suite)
+    assert set(families) == {"toy-neox", "toy-opt"}
+    for family, models in families.items():
+        finals = {}
+        for params, refs in models.items():
+            first, mid, last = (_val_loss(r.source, rows)
+                                for r in (refs[0], refs[len(refs) // 2], refs[-1]))
+            assert last < mid < first and last < first - 1.0, (family, params, first, mid, last)
+            finals[params] = last
+        by_size = [finals[p] for p in sorted(finals)]
+        assert by_size == sorted(by_size, reverse=True), (family, finals)
+        assert max(finals) >= 8 * min(finals)
 
 
 @pytest.mark.slow
-def test_induction_in_the_deep_model_not_the_one_layer_model(toy_suite):
+@pytest.mark.parametrize("family", ["toy-neox", "toy-opt"])
+def test_induction_in_the_deep_model_not_the_one_layer_model(toy_suite, family):
     from transformers import AutoModelForCausalLM
 
     scale = SCALES["fast"]
     corpus, tok = Corpus(scale.corpus, 0), toy_tokenizer(scale.corpus)
-    suite = get_suite(str(toy_suite))
-    last = {refs[-1].params: refs[-1] for refs in suite.models.values()}
-    small, large = last[min(last)], last[max(last)]
+    models = _by_family(get_suite(str(toy_suite)))[family]
+    small, large = models[min(models)][-1], models[max(models)][-1]
     res = {r.model: trigger_accuracy(AutoModelForCausalLM.from_pretrained(r.source), tok, corpus)
            for r in (small, large)}
     one, deep = res[small.model], res[large.model]
