@@ -79,6 +79,12 @@ def _suite(request, tmp_path) -> tuple[Path, dict[str, list[int]], float]:
     (the 0.07 -> 0.15 noted on 2026-11-23 was an earlier, shorter-trained suite),
     so a rise of 0.15 is required there; the model trained here forms a sharp
     induction head (> 0.5), so 0.2 is required.
+
+    Only the toy suite's GPTNeoX family (toy-neox) is checked: its pre-LN OPT family
+    (learned positions) forms no induction head by the end of training (issue 19,
+    measured 2026-12-02 at demo scale: best layer-2 trigger-induction score 0.11-0.13 at
+    step 1000 against 0.88-0.99 for toy-neox; trigger recall 0.15-0.23, below the
+    in-context frequency baseline 0.28; BENCHMARKS.md).
     """
     try:
         root = Path(request.getfixturevalue("toy_suite"))
@@ -92,7 +98,8 @@ def _suite(request, tmp_path) -> tuple[Path, dict[str, list[int]], float]:
     for name in suite.model_names():
         refs = suite.checkpoints(name)
         config = json.loads((Path(refs[-1].source) / "config.json").read_text())
-        if config.get("num_hidden_layers", 0) >= 2:
+        is_opt = config.get("model_type") == "opt"
+        if config.get("num_hidden_layers", 0) >= 2 and not is_opt:
             steps = [r.step for r in refs]
             chosen[name] = sorted({steps[0], steps[len(steps) // 2], steps[-1]})
     return root, chosen, min_rise

@@ -1,4 +1,4 @@
-"""Recall vs bigram positions (issue 19, Bietti et al.'s order of learning): data, evaluator, stats."""
+"""Recall vs bigram positions (issue 19, Bietti et al.'s order of learning)."""
 
 from __future__ import annotations
 
@@ -104,9 +104,9 @@ def _store(rows: list[tuple]) -> SimpleNamespace:
     frame = pl.DataFrame(rows, orient="row", schema=[
         ("step", pl.Int64), ("position_kind", pl.String), ("loss_nats", pl.Float64),
         ("n_correct", pl.Int64), ("n_tokens", pl.Int64)]).select(
-        pl.lit("f").alias("family"), pl.lit("m").alias("model"), pl.lit(10, pl.Int64).alias("params"),
-        "step", (pl.col("step") * 100).alias("tokens_seen"), pl.lit(1.0).alias("flops"), pl.all()
-        .exclude("step"))
+        pl.lit("f").alias("family"), pl.lit("m").alias("model"),
+        pl.lit(10, pl.Int64).alias("params"), "step", (pl.col("step") * 100).alias("tokens_seen"),
+        pl.lit(1.0).alias("flops"), pl.all().exclude("step"))
     return SimpleNamespace(tables=lambda: ["recall-bigram"], read=lambda name: frame)
 
 
@@ -114,13 +114,14 @@ def test_behaviors_and_learning_order_docstring_example():
     bigram, recall = (0.1, 0.5, 0.6, 0.6), (0.2, 0.2, 0.3, 0.9)
     rows = []
     for step, b, r in zip((0, 10, 100, 1000), bigram, recall):
-        rows += [(step, "bigram", 30.0, round(b * 10), 10), (step, "recall", 8.0, round(r * 10), 10),
-                 (step, "first", 1.0, 0, 2)]
+        rows += [(step, "bigram", 30.0, round(b * 10), 10),
+                 (step, "recall", 8.0, round(r * 10), 10), (step, "first", 1.0, 0, 2)]
     out = behaviors(_store(rows))
     assert set(out["behavior"]) == {"recall_loss", "bigram_loss", "recall_accuracy",
                                     "bigram_accuracy"}  # "first" positions are not behaviors
     one = {r["behavior"]: r for r in out.filter(pl.col("step") == 10).iter_rows(named=True)}
-    assert one["bigram_loss"]["value"] == pytest.approx(3.0) and one["bigram_loss"]["n_trials"] is None
+    assert one["bigram_loss"]["value"] == pytest.approx(3.0)
+    assert one["bigram_loss"]["n_trials"] is None
     assert (one["recall_accuracy"]["value"], one["recall_accuracy"]["n_trials"]) == (0.2, 10)
     assert (one["recall_loss"]["evaluator"], one["recall_loss"]["kind"],
             one["recall_loss"]["task"]) == ("recall-bigram", "recall_loss", "recall")
