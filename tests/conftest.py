@@ -35,8 +35,9 @@ def _no_network(monkeypatch):
 def toy_suite():
     """The trained toy suite, fast scale, seed 0 (its folder, holding suite.toml and data/).
 
-    Cached under <repo>/.cache/toy/ (git-ignored): trained once (~1-2 min on 2 cores),
-    reused while its config hash matches. Data files: see dynamics.toy.export.
+    Cached under <repo>/.cache/toy/ (git-ignored): trained once (two families, six models,
+    ~160 s CPU in two single-thread workers; BENCHMARKS.md), reused while its config hash
+    matches. Data files: see dynamics.toy.export.
     """
     from pathlib import Path
 
