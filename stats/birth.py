@@ -49,12 +49,12 @@ def behaviors(store) -> pl.DataFrame | None:
     return pl.concat([loss, acc]).sort("family", "model", "step", "behavior")
 
 
-def _emergence_step(sub: pl.DataFrame, fraction: float) -> tuple[float, int | None]:
+def _emergence_step(sub: pl.DataFrame, fraction: float) -> tuple[float, int | None, float]:
     sub = sub.sort("step")
     first, last = sub["value"][0], sub["value"][-1]
     threshold = first + fraction * (last - first)
     hit = sub.filter(pl.col("value") >= threshold) if last > first else sub.clear()
-    return threshold, (int(hit["step"][0]) if hit.height else None)
+    return threshold, (int(hit["step"][0]) if hit.height else None), last - first
 
 
 def learning_order(rows: pl.DataFrame, fraction: float = 0.5) -> pl.DataFrame:
@@ -62,7 +62,9 @@ def learning_order(rows: pl.DataFrame, fraction: float = 0.5) -> pl.DataFrame:
 
     `rows`: behavior rows with evaluator "recall-bigram" (from :func:`behaviors` or the
     behavior table). Returns family, model, params, bigram_threshold, bigram_step,
-    recall_threshold, recall_step, bigram_first (null when an accuracy never rises).
+    bigram_rise, recall_threshold, recall_step, recall_rise, bigram_first (null when an
+    accuracy never rises). `<kind>_rise` = final - first accuracy: the threshold is relative,
+    so a small rise (a model that never learns recall) still gets a step; judge it by the rise.
     """
     if not 0 < fraction < 1:
         raise ValueError(f"fraction must be in (0, 1), got {fraction}")
@@ -74,13 +76,13 @@ def learning_order(rows: pl.DataFrame, fraction: float = 0.5) -> pl.DataFrame:
         row = {"family": family, "model": model, "params": params}
         for k in ("bigram", "recall"):
             part = sub.filter(pl.col("kind") == f"{k}_accuracy")
-            row[f"{k}_threshold"], row[f"{k}_step"] = (
-                _emergence_step(part, fraction) if part.height else (None, None))
+            row[f"{k}_threshold"], row[f"{k}_step"], row[f"{k}_rise"] = (
+                _emergence_step(part, fraction) if part.height else (None, None, None))
         both = row["bigram_step"] is not None and row["recall_step"] is not None
         row["bigram_first"] = row["bigram_step"] < row["recall_step"] if both else None
         out.append(row)
     schema = {"family": pl.String, "model": pl.String, "params": pl.Int64,
-              "bigram_threshold": pl.Float64, "bigram_step": pl.Int64,
-              "recall_threshold": pl.Float64, "recall_step": pl.Int64,
+              "bigram_threshold": pl.Float64, "bigram_step": pl.Int64, "bigram_rise": pl.Float64,
+              "recall_threshold": pl.Float64, "recall_step": pl.Int64, "recall_rise": pl.Float64,
               "bigram_first": pl.Boolean}
     return pl.DataFrame(out, schema=schema).sort("family", "params")

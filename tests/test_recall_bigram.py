@@ -129,6 +129,7 @@ def test_behaviors_and_learning_order_docstring_example():
     assert (order["bigram_step"], order["recall_step"], order["bigram_first"]) == (10, 1000, True)
     assert order["bigram_threshold"] == pytest.approx(0.35)
     assert order["recall_threshold"] == pytest.approx(0.55)
+    assert (order["bigram_rise"], order["recall_rise"]) == pytest.approx((0.5, 0.7))
 
 
 def test_learning_order_without_a_rise_is_null():
