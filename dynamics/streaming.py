@@ -20,12 +20,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
-from dynamics.cache import IO_LOCK, DiskBudget, fetching, hub_repo_dir
+from dynamics.cache import IO_LOCK, DiskBudget, fetching, hub_repo_dir, usage
 from dynamics.checkpoints import CheckpointRef
 from dynamics.loading import LoadedModel, LoadOptions, load_checkpoint
 
-__all__ = ["DiskBudget", "Streamed", "stream_checkpoints"]
+__all__ = ["DiskBudget", "Streamed", "folder_bytes", "stream_checkpoints"]
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the files under a folder (a hub snapshot's links count each blob once)."""
+    return usage([Path(folder)])
 
 
 @dataclass
@@ -83,9 +89,10 @@ def stream_checkpoints(
         for i, ref in enumerate(refs):
             item = pending.result() if pending else load(ref)
             pending = pool.submit(load, refs[i + 1]) if pool and i + 1 < len(refs) else None
-            yield item
-            if item.loaded is not None and item.loaded.local_dir is not None and not ref.is_local:
-                budget.release(item.loaded.local_dir)
+            held = item.loaded.local_dir if item.loaded is not None and not ref.is_local else None
+            yield item  # the caller may drop item.loaded: release what we acquired, not what's left
+            if held is not None:
+                budget.release(held)
             item.loaded = None
             budget.evict()
     finally:

@@ -113,3 +113,19 @@ class _FakeHubLoader:
                                                      is_local=True), options)
         loaded.ref, loaded.local_dir = ref, snap
         return loaded
+
+
+def hub_suite(name: str, local_suite: Path, org: str = "tiny"):
+    """A Pythia-style suite (hub refs `<org>/<model>` @ `step{N}`) mirroring a local tiny suite.
+
+    Register it for a test with
+    `monkeypatch.setitem(dynamics.suites.BUILTIN_SUITES, name, lambda: suite)`.
+    """
+    from dynamics.checkpoints import CheckpointRef
+    from dynamics.suites import Suite, get_suite
+
+    local = get_suite(str(local_suite))
+    models = {m: [CheckpointRef(name, m, r.params, r.step, r.tokens_seen, source=f"{org}/{m}",
+                                revision=f"step{r.step}") for r in refs]
+              for m, refs in local.models.items()}
+    return Suite(name, "a Pythia-style suite served from a local tiny suite", models)

@@ -1,0 +1,41 @@
+"""Issue #18: progress output does not flood a log file when stderr is not a terminal."""
+
+from __future__ import annotations
+
+import io
+
+from dynamics.progress import LineProgress, progress_bar
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_log_file_gets_a_line_per_tenth_not_per_update():
+    log = io.StringIO()
+    bar = progress_bar(51, "checkpoints", "ckpt", stream=log)
+    assert isinstance(bar, LineProgress)
+    for i in range(51):
+        bar.set_postfix_str(f"step{i}")
+        bar.update(1)
+    bar.close()
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue()
+    assert [ln.split()[1] for ln in lines] == [
+        "0/51", "6/51", "12/51", "18/51", "24/51", "30/51", "36/51", "42/51", "48/51", "51/51"]
+    assert lines[-1].startswith("checkpoints: 51/51 ckpt (100%") and lines[-1].endswith("[step50]")
+
+
+def test_terminal_gets_a_bar_and_disabled_prints_nothing():
+    from tqdm.auto import tqdm
+
+    tty = _Tty()
+    bar = progress_bar(3, "x", stream=tty)
+    assert isinstance(bar, tqdm)
+    bar.close()
+    quiet = io.StringIO()
+    off = progress_bar(3, "x", enabled=False, stream=quiet)
+    off.update(3)
+    off.close()
+    assert quiet.getvalue() == ""
