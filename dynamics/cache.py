@@ -11,8 +11,9 @@ blob)::
         .dynamics/                           this tool's markers (ignored by scan_cache_dir)
             <commit>.fetched                 a snapshot this tool loaded (mtime = last use)
             <commit>.inuse.<pid>             process <pid> is using the snapshot
-            fetch.<pid>                      process <pid> is downloading into this repo
-            lock                             file lock for check-then-delete vs fetch start
+    <cache>/.locks/models--EleutherAI--pythia-70m/   (huggingface_hub's lock folder)
+        dynamics-fetch.<pid>                 process <pid> is downloading into this repo
+        dynamics.lock                        file lock: check-then-delete vs a fetch starting
 
 Deleting a revision (`delete_revision`) removes its snapshot folder, its refs,
 and only the blobs no other snapshot of the repo links to, so evicting
@@ -53,6 +54,11 @@ def _marks(repo: Path) -> Path:
     return repo / MARKS
 
 
+def _locks(repo: Path) -> Path:
+    """Beside huggingface_hub's own locks: a failed fetch leaves no half repo folder."""
+    return repo.parent / ".locks" / repo.name
+
+
 def in_use_marker(snapshot: Path, pid: int | None = None) -> Path:
     """The marker file saying process `pid` (default: this one) uses `snapshot`."""
     pid = os.getpid() if pid is None else pid
@@ -86,15 +92,15 @@ def repo_lock(repo: Path):
     """An inter-process lock on one repo's markers (held only for short checks)."""
     from filelock import FileLock
 
-    _marks(repo).mkdir(parents=True, exist_ok=True)
-    with FileLock(str(_marks(repo) / "lock")):
+    _locks(repo).mkdir(parents=True, exist_ok=True)
+    with FileLock(str(_locks(repo) / "dynamics.lock")):
         yield
 
 
 @contextmanager
 def fetching(repo: Path):
     """Mark this process as downloading into `repo`: other processes evict nothing there."""
-    marker = _marks(repo) / f"fetch.{os.getpid()}"
+    marker = _locks(repo) / f"dynamics-fetch.{os.getpid()}"
     with repo_lock(repo):
         marker.touch()
     try:
@@ -234,7 +240,7 @@ class DiskBudget:
         """Delete unless in use or the repo is being fetched into; True when kept."""
         repo = repo_of(snapshot)
         with repo_lock(repo):
-            busy = _live(_marks(repo).glob("fetch.*"), other_than=os.getpid())
+            busy = _live(_locks(repo).glob("dynamics-fetch.*"), other_than=os.getpid())
             if busy or is_in_use(snapshot):
                 return True
             delete_revision(snapshot)

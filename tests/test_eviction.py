@@ -111,9 +111,12 @@ def test_nothing_evicted_while_another_process_fetches_into_the_repo(tmp_path, s
     budget = DiskBudget(0)
     budget.add(a)
     repo = a.parent.parent
-    (repo / ".dynamics" / f"fetch.{os.getppid()}").touch()  # a live other process downloads
+    with fetching(repo):  # creates the marker folder; our own fetch is no blocker (see below)
+        pass
+    other = repo.parent / ".locks" / repo.name / f"dynamics-fetch.{os.getppid()}"
+    other.touch()  # a live other process is downloading into the repo
     assert budget.evict() == [] and _complete(a)
-    (repo / ".dynamics" / f"fetch.{os.getppid()}").unlink()
+    other.unlink()
     with fetching(repo):  # our own fetch: serialized by the in-process lock, not a blocker
         assert budget.evict() == [a]
     assert _complete(b)

@@ -91,7 +91,10 @@ def test_batch_toml_is_written_even_when_generation_fails(tmp_path, suite):
 
 
 def _hub_batch(suite, tmp_path, monkeypatch, budget_gb: float, **extra):
+    from huggingface_hub import constants
+
     folder, val = suite
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # fetch markers here
     monkeypatch.setitem(dynamics.suites.BUILTIN_SUITES, "tiny-hub",
                         lambda: hub_suite("tiny-hub", folder))
     return load_batch({"suite": "tiny-hub", "output": str(tmp_path / "out"),
