@@ -91,7 +91,11 @@ def check_local_weights(folder: Path, allow_pickle: bool) -> None:
 
 def _hub_error(ref: CheckpointRef, err: Exception) -> CheckpointUnavailableError:
     from huggingface_hub import constants
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     where = f"{ref.source} on {constants.ENDPOINT}"
     if isinstance(err, RevisionNotFoundError):  # the hub answered: no such revision

@@ -28,8 +28,8 @@ class LineProgress:
         pct = 100 * self.n / self.total if self.total else 100.0
         extra = f" [{self.postfix}]" if self.postfix else ""
         elapsed = time.perf_counter() - self.t0
-        print(f"{self.desc}: {self.n}/{self.total} {self.unit} ({pct:.0f}%, {elapsed:.0f} s){extra}",
-              file=self.stream, flush=True)
+        print(f"{self.desc}: {self.n}/{self.total} {self.unit} ({pct:.0f}%, {elapsed:.0f} s)"
+              f"{extra}", file=self.stream, flush=True)
 
     def set_postfix_str(self, text: str) -> None:
         self.postfix = text

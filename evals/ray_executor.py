@@ -79,7 +79,8 @@ def run_ray(cfg: BatchConfig, todo, result: SweepResult, *, progress: bool = Tru
             try:
                 out = ray.get(done[0])
             except Exception as err:  # noqa: BLE001  (worker died: OOM, node loss)
-                out = CheckpointOutcome(ref.label, failed=[("task", f"{type(err).__name__}: {err}")])
+                out = CheckpointOutcome(ref.label,
+                                        failed=[("task", f"{type(err).__name__}: {err}")])
             result.add(out)
             bar.set_postfix_str(out.label)
             bar.update(1)

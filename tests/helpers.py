@@ -91,6 +91,8 @@ def put_in_hub_cache(cache: Path, repo_id: str, revision: str, folder: Path) -> 
 def fake_hub_loader(cache: Path, suite: Path):
     """A loader for hub refs `<repo>@step{N}` that 'downloads' from a local tiny suite.
 
+    Before each load it fails if a registered revision in `cache` lost a file.
+
     `ref.source`'s last path part is the local model name; the checkpoint folder
     is `<suite>/<model>/step{N}`. It is copied into `cache` like snapshot_download
     would, then loaded from the snapshot with the real loader.
@@ -105,8 +107,15 @@ class _FakeHubLoader:
     def __call__(self, ref, options):
         import dataclasses
 
+        from dynamics.cache import registered, repo_lock
         from dynamics.loading import load_checkpoint
 
+        repo = self.cache / ("models--" + ref.source.replace("/", "--"))
+        with repo_lock(repo):  # no eviction mid-check (another process may be evicting)
+            lost = [f for s in registered([self.cache]) if s.is_dir() for f in s.iterdir()
+                    if not f.exists()]
+        if lost:
+            raise RuntimeError(f"a revision still on disk lost files: {lost}")
         local = self.suite / ref.source.split("/")[-1] / ref.revision
         snap = put_in_hub_cache(self.cache, ref.source, ref.revision, local)
         loaded = load_checkpoint(dataclasses.replace(ref, source=str(snap), revision=None,

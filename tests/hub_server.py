@@ -3,8 +3,8 @@
 Serves the endpoints `huggingface_hub.snapshot_download` uses, for repos
 built in the test from local checkpoint folders:
 
-    GET       /api/models/{org}/{name}/revision/{rev}   model info: {"id", "sha", "siblings"}
-    GET       /api/models/{org}/{name}/tree/{commit}     file list: [{"type", "path", "size", "oid"}]
+    GET       /api/models/{org}/{name}/revision/{rev}   model info: {id, sha, siblings}
+    GET       /api/models/{org}/{name}/tree/{commit}     file list: [{type, path, size, oid}]
     HEAD, GET /{org}/{name}/resolve/{rev}/{file}         the file, with ETag (sha256 of the bytes,
                                                          so identical files share one cache blob),
                                                          X-Repo-Commit and Content-Length

@@ -13,8 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from dynamics.cache import (DiskBudget, delete_revision, fetching, in_use_marker, is_in_use,
-                            registered, snapshot_blobs, usage)
+from dynamics.cache import (
+    DiskBudget,
+    delete_revision,
+    fetching,
+    in_use_marker,
+    is_in_use,
+    registered,
+    snapshot_blobs,
+    usage,
+)
 from dynamics.checkpoints import CheckpointRef
 from dynamics.loading import load_checkpoint
 from tests.helpers import make_tiny_suite, put_in_hub_cache

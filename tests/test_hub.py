@@ -26,7 +26,8 @@ STEPS = (0, 10, 20, 30)
 @pytest.fixture(scope="module")
 def local(tmp_path_factory):
     root = tmp_path_factory.mktemp("hub")
-    return make_tiny_suite(root / "suite", "neox", steps=(*STEPS, 40)), write_val(root / "v.jsonl", 6)
+    suite = make_tiny_suite(root / "suite", "neox", steps=(*STEPS, 40))
+    return suite, write_val(root / "v.jsonl", 6)
 
 
 @pytest.fixture
@@ -102,7 +103,8 @@ def test_sweep_over_the_hub_under_a_disk_budget_then_resume(hub, local, tmp_path
     again = run_batch(cfg, progress=False, loader=watch)
     assert [w[0].split("@")[1] for w in again.written] == ["step10"]
     fetched = [p for m, p in hub.requests[before:] if m == "GET" and "/resolve/" in p]
-    assert fetched == [f"/{REPO}/resolve/{registered([tmp_path / 'cache'])[-1].name}/model.safetensors"]
+    commit = registered([tmp_path / "cache"])[-1].name  # step10's, fetched again
+    assert fetched == [f"/{REPO}/resolve/{commit}/model.safetensors"]
 
 
 def test_revision_the_hub_lacks_is_a_clear_recorded_error(hub, local, tmp_path):
