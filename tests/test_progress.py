@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 
+import pytest
+
 from dynamics.progress import LineProgress, progress_bar
 
 
@@ -39,3 +41,29 @@ def test_terminal_gets_a_bar_and_disabled_prints_nothing():
     off.update(3)
     off.close()
     assert quiet.getvalue() == ""
+
+
+@pytest.mark.slow
+def test_dynamics_run_log_has_lines_not_bars_nor_dataset_bars(tmp_path):
+    """`dynamics run 2> log`: a line per checkpoint step, no tqdm redraws, no datasets bars."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.helpers import make_tiny_suite, write_val
+
+    suite = make_tiny_suite(tmp_path / "suite", "neox", steps=(0, 10))
+    val = write_val(tmp_path / "val.jsonl", n=4)
+    batch = tmp_path / "b.toml"
+    batch.write_text(f'suite = "{suite}"\noutput = "{tmp_path / "out"}"\n'
+                     f'[evaluators.token-loss]\ndataset = "{val}"\ncontext = 32\n')
+    env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "ds"), "OMP_NUM_THREADS": "1"}
+    env.pop("HF_DATASETS_DISABLE_PROGRESS_BARS", None)
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-m", "dynamics.cli", "run", str(batch)], cwd=root,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "Generating" not in proc.stderr and "\r" not in proc.stderr, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert [ln.split()[1] for ln in lines] == ["0/2", "1/2", "2/2"], proc.stderr
