@@ -49,15 +49,14 @@ def _load_one(ref: CheckpointRef, options: LoadOptions, loader: Callable,
     with IO_LOCK:  # no eviction in this process while a download is half linked
         try:
             if ref.is_local:
+                return Streamed(ref, loader(ref, options))
+            with fetching(hub_repo_dir(ref.source, options.cache_dir)):
                 loaded = loader(ref, options)
-            else:
-                with fetching(hub_repo_dir(ref.source, options.cache_dir)):
-                    loaded = loader(ref, options)
+                if loaded.local_dir is not None:  # in use before registered: never evictable
+                    budget.acquire(loaded.local_dir)
+                    budget.add(loaded.local_dir)
         except Exception as err:  # noqa: BLE001  (recorded by the caller)
             return Streamed(ref, None, err)
-        if not ref.is_local and loaded.local_dir is not None:
-            budget.add(loaded.local_dir)
-            budget.acquire(loaded.local_dir)
     return Streamed(ref, loaded)
 
 

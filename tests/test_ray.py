@@ -123,7 +123,7 @@ def test_ray_run_evicts_and_stays_under_the_disk_budget(tmp_path, ray_cluster, m
     folders = [suite / "tiny-neox-0" / f"step{s}" for s in steps[:2]]
     one = sum(p.stat().st_size for p in folders[0].iterdir())
     budget = one + (folders[1] / "model.safetensors").stat().st_size // 2  # < two revisions
-    cache = tmp_path / "hub"
+    cache = ray_cluster  # the workers' HF_HUB_CACHE: their fetch markers guard these blobs
     cfg = load_batch({"suite": "tiny-hub", "output": str(tmp_path / "out"),
                       "disk_budget_gb": budget / 2**30,
                       "evaluators": {"token-loss": {"dataset": str(val), "context": 32}}})
