@@ -45,13 +45,9 @@ def _print_steps(model: str, suite_name: str | None) -> int:
 
 def _generate_locked(cfg):
     """Make or reuse the batch's [generate.*] sets while holding the store's lock."""
-    from evals.generated import prepare_generated
-    from evals.store import Store
+    from evals.execute import generate_sets
 
-    store = Store(cfg.output_dir)
-    with store.lock():
-        store.clean_temp()
-        return prepare_generated(cfg)
+    return generate_sets(cfg)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -69,14 +65,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from evals.config import load_batch_file
+    from evals.execute import execute as run  # the same path as run_batch / run_batch_ray
 
     cfg = load_batch_file(args.batch, args.overrides)
-    if cfg.executor == "ray":
-        from evals.ray_executor import run_batch_ray as run
-
-        cfg = _generate_locked(cfg)  # the local sweep does this itself
-    else:
-        from evals.sweep import run_batch as run
     result = run(cfg, retry_failed=args.retry_failed, progress=not args.quiet)
     print(result.summary())
     for label, what, err in result.failed:
@@ -264,8 +255,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _quiet_progress() -> None:
+    """No `datasets` bars ("Generating train split"); no hub download bars in a log file.
+
+    Environment variables, read when those libraries are imported (after this).
+    """
+    import os
+
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    if not sys.stderr.isatty():
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _quiet_progress()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -90,6 +90,24 @@ def check_local_weights(folder: Path, allow_pickle: bool) -> None:
 
 
 def _hub_error(ref: CheckpointRef, err: Exception) -> CheckpointUnavailableError:
+    from huggingface_hub import constants
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    where = f"{ref.source} on {constants.ENDPOINT}"
+    if isinstance(err, RevisionNotFoundError):  # the hub answered: no such revision
+        return CheckpointUnavailableError(
+            f"revision {ref.revision} does not exist in {where}; `dynamics suites --steps "
+            f"{ref.model}` lists the suite's revisions (the repo may publish fewer); "
+            "drop the step from `steps` or mirror the checkpoint in a local suite.toml")
+    if isinstance(err, RepositoryNotFoundError):
+        gated = " (gated: accept its terms on the hub)" if isinstance(err, GatedRepoError) else ""
+        return CheckpointUnavailableError(
+            f"repository {where} is not accessible{gated}; private or gated repos need a token "
+            "(`hf auth login` or HF_TOKEN)")
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     return CheckpointUnavailableError(
         f"cannot fetch {ref.source} revision {ref.revision} from the Hugging Face hub "

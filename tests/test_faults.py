@@ -14,7 +14,6 @@ import torch
 from dynamics.checkpoints import CheckpointRef
 from dynamics.loading import LoadOptions, UnsafeWeightsError, fetch_checkpoint, load_checkpoint
 from dynamics.manifest import write_manifest
-from dynamics.streaming import DiskBudget, in_use_marker
 from dynamics.suites import SuiteError, get_suite
 from dynamics.tiny import count_params, save_checkpoint, tiny_gpt_neox, train_bpe_tokenizer
 from evals.base import ConfigError
@@ -204,23 +203,3 @@ def test_manifest_symlink_cannot_escape(tmp_path, suite):
         {"step": 0, "path": "m/step0"}]}], family="esc", tokens_per_step=1)
     with pytest.raises(SuiteError, match="escapes the suite folder"):
         get_suite(str(root)).select(None, "all")
-
-
-# -- disk budget ------------------------------------------------------------------
-def test_eviction_skips_folders_in_use_by_other_processes(tmp_path):
-    folders = [tmp_path / "snapshots" / name for name in ("a", "b", "c")]
-    for f in folders:
-        f.mkdir(parents=True)
-    deleted = []
-    budget = DiskBudget(0, delete=lambda f: deleted.append(f.name), size_of=lambda f: 10)
-    for f in folders:
-        budget.add(f)
-    in_use_marker(folders[0], os.getppid()).touch()  # a live other process (our parent)
-    in_use_marker(folders[1], _dead_pid()).touch()  # stale: its process is gone
-    budget.acquire(folders[2])
-    assert in_use_marker(folders[2]).is_file()
-    assert budget.evict() == [folders[1]] and deleted == ["b"]
-    assert not list(folders[1].parent.glob(".b.inuse.*"))  # stale marker removed
-    budget.release(folders[2])
-    assert not in_use_marker(folders[2]).exists()
-    assert budget.evict() == [folders[2]]

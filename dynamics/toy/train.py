@@ -143,7 +143,8 @@ def train_model(spec: ModelSpec, rows: torch.Tensor, scale: ToyScale, tokenizer,
     tokens_per_step = scale.batch_size * scale.corpus.row_len
     ckpts = []
     model.train()
-    bar = tqdm(range(scale.steps + 1), desc=f"train {name}", unit="step", leave=False)
+    bar = tqdm(range(scale.steps + 1), desc=f"train {name}", unit="step", leave=False,
+               disable=None)  # no bar when stderr is not a terminal (issue 18)
     for step in bar:
         if step in save_at:
             rel = f"{name}/step{step}"
