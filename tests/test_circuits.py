@@ -270,3 +270,31 @@ def test_task_induction_reads_positions_after_earlier_copies(monkeypatch):
     empty = TaskPairs("trigger", "logit_diff")
     empty.add([1, 2, 3], [1, 2, 4], [5], [6])
     assert components.task_induction_scores(adapter, empty) is None
+
+
+def test_sva_prompt_has_the_embedded_verb_and_labels_agree_with_the_subject():
+    """Issue 17: "The {s} that the {o}" asked for the relative clause's verb (agreeing with
+    the object); the prompt must end with the embedded verb, the answer is the main verb."""
+    from dynamics.tiny import word_tokenizer
+    from evals.circuits.tasks import SVA_EMBEDDED_VERBS, SVA_NOUNS, SVA_VERBS, make_task
+
+    nouns = [w for pair in SVA_NOUNS for w in pair]
+    verbs = [w for pair in SVA_VERBS + SVA_EMBEDDED_VERBS for w in pair]
+    tok = word_tokenizer(["The", "that", "the", *nouns, *verbs])
+    task = make_task("sva", tok, 40, seed=2)
+    assert task.n_kept == 40
+    number = {w: i for pair in SVA_NOUNS + SVA_VERBS + SVA_EMBEDDED_VERBS
+              for i, w in enumerate(pair)}  # 0 singular, 1 plural
+    main = {n: {tok.convert_tokens_to_ids(p[n]) for p in SVA_VERBS} for n in (0, 1)}
+    seen = set()
+    for clean, corr, good, bad in zip(task.clean, task.corrupted, task.correct, task.incorrect,
+                                      strict=True):
+        the, subj, that, the2, obj, verb = tok.convert_ids_to_tokens(clean)
+        assert (the, that, the2) == ("The", "that", "the")
+        assert number[verb] == number[obj] and verb in {w for p in SVA_EMBEDDED_VERBS for w in p}
+        assert set(good) == main[number[subj]] and set(bad) == main[1 - number[subj]]
+        other = tok.convert_ids_to_tokens(corr)
+        assert other[1] != subj and number[other[1]] == 1 - number[subj] and other[2:] == [
+            that, the2, obj, verb]
+        seen.add((number[subj], number[obj]))
+    assert seen == {(0, 0), (0, 1), (1, 0), (1, 1)}  # agreement and attractor cases both
