@@ -62,9 +62,11 @@ def fractions_by_start_chart(fractions: pl.DataFrame) -> alt.FacetChart:
 
     Args:
         fractions: stats.trajectories.fractions_by_start output
-            (family, model, params, start_fraction, trend, n_tokens, fraction).
+            (family, model, params, start_fraction, trend, n_tokens, fraction); windows
+            it could not classify (trend null, with a reason) are not drawn.
     """
     _need(fractions, ("model", "start_fraction", "trend", "fraction"), "fractions_by_start_chart")
+    fractions = fractions.filter(pl.col("trend").is_not_null())
     pick = alt.selection_point(fields=["trend"], bind="legend")
     return (
         alt.Chart(fractions).mark_line(point=True)
