@@ -74,6 +74,9 @@ TABLES: dict[str, pl.Schema] = {
             "metric_corrupted": pl.Float64,
             "circuit_edges": pl.Int64,
             "faithfulness": pl.Float64,
+            # null when the model performs the task; else why not (then circuit_edges
+            # and faithfulness are null): evals.circuits.search.not_performed_reason
+            "reason": pl.String,
         }
     ),
     # Per-head component scores (induction, previous-token, successor, ...).

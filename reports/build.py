@@ -190,6 +190,7 @@ def circuits_section(ctx: Context) -> Section:
     else:
         summary = ctx.store.read("circuit-summary")
         sec.charts.append(("circuit_size", mechanism_charts.circuit_size_over_tokens(summary)))
+        sec.notes.extend(mechanism_charts.not_performed_notes(circuits.not_performed(summary)))
     if "circuit-edges" not in ctx.tables:
         sec.notes.append(_missing("circuit-edges") + " No circuit similarity chart.")
         return sec

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import polars as pl
 import pytest
 import torch
@@ -187,7 +189,7 @@ def test_circuits_evaluator_through_the_sweep(tmp_path):
     cfg = load_batch({"suite": str(suite), "output": str(tmp_path / "out"), "evaluators": {
         "circuits": {"tasks": ["induction", "ioi"], "n_examples": 8, "ig_steps": 2,
                      "batch_size": 8, "search_start": 20, "search_step": 20, "component_seq_len": 16,
-                     "faithfulness": "normalized"}}})
+                     "faithfulness": "normalized", "perform_level": None}}})
     assert not run_batch(cfg, progress=False).failed
     store = Store(tmp_path / "out")
     edges, summary = store.read("circuit-edges"), store.read("circuit-summary")
@@ -298,3 +300,83 @@ def test_sva_prompt_has_the_embedded_verb_and_labels_agree_with_the_subject():
             that, the2, obj, verb]
         seen.add((number[subj], number[obj]))
     assert seen == {(0, 0), (0, 1), (1, 0), (1, 1)}  # agreement and attractor cases both
+
+
+def test_not_performed_reason_on_synthetic_metrics():
+    """Issue 17: near-zero or negative metrics are "not performed", a clear gap is performed."""
+    from evals.circuits.search import not_performed_reason
+
+    gen = torch.Generator().manual_seed(0)
+    assert not_performed_reason(torch.tensor([1.9, 2.1, 2.0, 2.2]),
+                                torch.tensor([1.0, 1.0, 1.0, 1.0])) is None
+    noise = not_performed_reason(0.01 + torch.randn(32, generator=gen), torch.randn(32, generator=gen))
+    assert noise is not None and "bootstrap lower bound" in noise
+    wrong = not_performed_reason(torch.tensor([-0.2, -0.1]), torch.tensor([-1.0, -1.0]))
+    assert wrong is not None and "prefers the wrong answer" in wrong
+    same = torch.tensor([0.5, 0.7, 0.6])
+    assert "does not clearly hurt" in not_performed_reason(same, same)
+    small = torch.full((40,), 0.02) + 0.001 * torch.randn(40, generator=gen)
+    assert not_performed_reason(small, small - 0.01) is None  # small but consistent gap
+    with pytest.raises(ValueError, match="level"):
+        not_performed_reason(same, same, level=1.5)
+
+
+def _answer_task(adapter, prompts, corrupted, flip=False):
+    """A task whose answers are the model's own best (correct) and worst (incorrect) tokens."""
+    from evals.circuits.tasks import TaskPairs
+
+    with torch.no_grad():
+        last = adapter.model(torch.tensor(prompts)).logits[:, -1]
+    task = TaskPairs("own", "logit_diff")
+    for p, c, row in zip(prompts, corrupted, last, strict=True):
+        best, worst = int(row.argmax()), int(row.argmin())
+        task.add(p, c, [worst if flip else best], [best if flip else worst])
+    return task
+
+
+def test_evaluator_records_not_performed_tasks_without_a_circuit():
+    """Issue 17: not performed -> null circuit_edges / faithfulness, a reason, no edge rows."""
+    from evals.circuits.evaluator import Circuits, CircuitsOptions
+
+    model = tiny_gpt_neox(vocab_size=64, hidden_size=32, num_layers=2, num_heads=2, seed=4)
+    adapter = adapter_for(model)
+    g = graph_of(adapter)
+    names = [g.edge_name(u, v) for u, v in g.edge_mask.nonzero().tolist()]
+    gen = torch.Generator().manual_seed(1)
+    clean = torch.randint(3, 64, (12, 6), generator=gen).tolist()
+    corr = torch.randint(3, 64, (12, 6), generator=gen).tolist()
+    ev = Circuits(CircuitsOptions(tasks=("induction",), ig_steps=1, search_start=4,
+                                  search_step=4, faithfulness="normalized"))
+    frame, row = ev._circuit(adapter, _answer_task(adapter, clean, corr), names)
+    assert row["reason"] is None and row["circuit_edges"] > 0 and frame.height == g.n_edges
+    for task, why in ((_answer_task(adapter, clean, clean), "does not clearly hurt"),
+                      (_answer_task(adapter, clean, corr, flip=True), "wrong answer")):
+        frame, row = ev._circuit(adapter, task, names)
+        assert frame is None and why in row["reason"]
+        assert row["circuit_edges"] is None and row["faithfulness"] is None
+        assert math.isfinite(row["metric_clean"]) and math.isfinite(row["metric_corrupted"])
+
+
+def test_not_performed_rows_stay_out_of_behaviors_and_into_the_report(tmp_path):
+    from evals.schema import table_schema
+    from evals.store import Store
+    from reports import build
+    from stats.circuits import behaviors, circuit_size, not_performed
+
+    store = Store(tmp_path)
+    for step, reason in ((0, "mean clean metric -0.1 <= 0"), (10, None)):
+        key = {"family": "f", "model": "m", "params": 10, "step": step, "tokens_seen": step * 100,
+               "flops": 6000.0 * step}
+        store.write("circuit-summary", pl.DataFrame([{
+            **key, "task": "sva", "metric_clean": 1.0 if reason is None else -0.1,
+            "metric_corrupted": 0.0, "circuit_edges": None if reason else 12,
+            "faithfulness": None if reason else 0.85, "reason": reason}],
+            schema=table_schema("circuit-summary")))
+    rows = behaviors(store)
+    got = {(r["behavior"], r["step"]): r["value"] for r in rows.iter_rows(named=True)}
+    assert got == {("circuit_size:sva", 10): 12.0, ("faithfulness:sva", 10): 0.85,
+                   ("task_metric:sva", 0): -0.1, ("task_metric:sva", 10): 1.0}
+    assert circuit_size(store.read("circuit-summary"))["reason"].null_count() == 1
+    assert not_performed(store.read("circuit-summary"))["steps"].to_list() == [[0]]
+    notes = " ".join(build.circuits_section(build.Context(store)).notes)
+    assert "not performed" in notes and "m / sva: steps 0 (1 of 2 checkpoints)" in notes

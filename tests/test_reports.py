@@ -72,7 +72,8 @@ def synthetic_store(root: Path, tables=ALL_TABLES, seed: int = 0) -> Path:
             if "circuit-summary" in tables:
                 store.write("circuit-summary", _part("circuit-summary", key, {
                     "task": ["ioi"], "metric_clean": [1.0], "metric_corrupted": [0.1],
-                    "circuit_edges": [int(50 + step // 3)], "faithfulness": [0.8]}))
+                    "circuit_edges": [int(50 + step // 3)], "faithfulness": [0.8],
+                    "reason": [None]}))
             if "bigbench-mc" in tables:
                 n = 2 * 4 * 3  # 2 tasks x 4 examples x 3 choices, choice 0 is the target
                 store.write("bigbench-mc", _part("bigbench-mc", key, {
