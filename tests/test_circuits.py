@@ -93,6 +93,49 @@ def test_ig_steps_change_scores_but_keep_shape():
     assert torch.corrcoef(torch.stack([s1[g.edge_mask], s3[g.edge_mask]]))[0, 1] > 0.5
 
 
+def _hand_input_riemann_sum(adapter, task, alphas):
+    """(1/N) sum_k w_k (e_corr - e_clean) . dL/de at e_corr + alpha_k (e_clean - e_corr), by
+    autograd through the plain HF forward (inputs_embeds), L = -metric; w_k = 1/len(alphas)."""
+    from evals.circuits.attribution import batches, task_metric
+
+    vocab = adapter.model.get_output_embeddings().weight.shape[0]
+    total = 0.0
+    for b in batches(task, 100, vocab, "cpu"):
+        e_clean, e_corr = adapter.embed(b["clean"]).detach(), adapter.embed(b["corrupted"]).detach()
+        for a in alphas:
+            e = (e_corr + a * (e_clean - e_corr)).requires_grad_(True)
+            loss = -task_metric(adapter.model(inputs_embeds=e).logits, b, task.metric).sum()
+            (grad,) = torch.autograd.grad(loss, e)
+            total += float(((e_corr - e_clean) * grad).sum()) / len(alphas)
+    return total / task.n_kept
+
+
+@pytest.mark.parametrize("arch", ["neox", "opt"])
+def test_eap_ig_is_the_riemann_sum_from_corrupted_to_clean(arch):
+    """Issue 17: the input node's edges sum to (e_corr - e_clean) . dL/de (every destination
+    reads the embedding), so with m = 2 they equal the right Riemann sum at alpha = 1/2, 1 of
+    the corrupted -> clean path; not the left sum (alpha = 0, 1/2), not the clean -> corrupted
+    path."""
+    adapter, task = _tiny(arch)
+    sums = {}
+    for m in (1, 2, 3):
+        sums[m] = float(edge_scores(adapter, task, ig_steps=m, batch_size=5)[0].sum())
+        right = _hand_input_riemann_sum(adapter, task, [k / m for k in range(1, m + 1)])
+        assert sums[m] == pytest.approx(right, rel=1e-4, abs=1e-6), m
+    left = _hand_input_riemann_sum(adapter, task, [0.0, 0.5])
+    assert abs(sums[2] - left) > 1e-3 * abs(left)
+
+
+def test_eap_ig_converges_to_the_metric_gap():
+    """Completeness: as m grows the input node's scores sum to mean(metric clean - corrupted)."""
+    adapter, task = _tiny("neox")
+    gap = float((evaluate_circuit(adapter, task, None, run="clean")
+                 - evaluate_circuit(adapter, task, None, run="corrupted")).mean())
+    err = {m: abs(float(edge_scores(adapter, task, ig_steps=m, batch_size=12)[0].sum()) - gap)
+           for m in (1, 32)}
+    assert err[32] < 0.02 * abs(gap) and err[32] < err[1] / 5, (gap, err)
+
+
 @pytest.mark.parametrize("arch", ["neox", "opt"])
 def test_full_circuit_is_model_and_empty_circuit_is_corrupted(arch):
     adapter, task = _tiny(arch)

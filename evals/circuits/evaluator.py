@@ -72,7 +72,8 @@ class CircuitsOptions:
             trigger task's prompts, else on the induction task's); see
             `evals.circuits.components`.
         component_seq_len: length of the random sequence repeated twice for attention scores
-            (default: min(50, (max_position_embeddings - 1) // 2), so BOS + 2 copies fit).
+            (default: Tigges' 100, capped at (max_position_embeddings - 1) // 2 so BOS + 2
+            copies fit); ids from `components.random_id_range` (Tigges' [100, 20000)).
         edges: "all" writes every edge's score, "circuit" only the in-circuit edges.
         prepend_bos: prepend the tokenizer's BOS to the natural-language task prompts and
             to the random sequences of the attention component scores.
@@ -219,10 +220,10 @@ class Circuits(Evaluator):
         if attn_kinds:
             low = len(getattr(lm.tokenizer, "all_special_ids", []) or [])
             bos = getattr(lm.tokenizer, "bos_token_id", None) if o.prepend_bos else None
-            n_pos = getattr(lm.model.config, "max_position_embeddings", None) or 101
-            seq_len = o.component_seq_len or max(2, min(50, (n_pos - 1) // 2))
-            att = comp.attention_scores(adapter, (low, vocab), seq_len=seq_len,
-                                        seed=o.seed, bos_id=bos)
+            n_pos = getattr(lm.model.config, "max_position_embeddings", None) or 201
+            seq_len = o.component_seq_len or max(2, min(comp.TIGGES_SEQ_LEN, (n_pos - 1) // 2))
+            att = comp.attention_scores(adapter, comp.random_id_range(vocab, low),
+                                        seq_len=seq_len, seed=o.seed, bos_id=bos)
             scores.update({k: att[k] for k in attn_kinds})
         if lm.tokenizer is not None:
             scores.update(self._ov_components(adapter, lm.tokenizer))
