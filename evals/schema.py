@@ -60,6 +60,8 @@ TABLES: dict[str, pl.Schema] = {
             "n_tokens": pl.Int64,
             "is_target": pl.Boolean,
             "target_score": pl.Float64,
+            # prompt tokens cut from the left so prompt + longest choice fit the window
+            "truncated_tokens": pl.Int64,
         }
     ),
     # EAP-IG edge scores, one row per edge ("a0.h3->m1", EAP-IG naming).
