@@ -135,7 +135,8 @@ def select_steps(available: list[int], selection: object) -> list[int]:
     if "+" in selection:
         parts = selection.split("+")
         if any(not p.strip() for p in parts):
-            raise ValueError(f"bad steps selection {selection!r}: empty part; {STEP_SELECTION_HELP}")
+            raise ValueError(f"bad steps selection {selection!r}: empty part; "
+                             f"{STEP_SELECTION_HELP}")
         return sorted(set().union(*(select_steps(steps, p) for p in parts)))
     text = selection.strip().lower()
     if text == "all":

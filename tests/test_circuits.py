@@ -352,7 +352,8 @@ def test_not_performed_reason_on_synthetic_metrics():
     gen = torch.Generator().manual_seed(0)
     assert not_performed_reason(torch.tensor([1.9, 2.1, 2.0, 2.2]),
                                 torch.tensor([1.0, 1.0, 1.0, 1.0])) is None
-    noise = not_performed_reason(0.01 + torch.randn(32, generator=gen), torch.randn(32, generator=gen))
+    noise = not_performed_reason(0.01 + torch.randn(32, generator=gen),
+                                 torch.randn(32, generator=gen))
     assert noise is not None and "bootstrap lower bound" in noise
     wrong = not_performed_reason(torch.tensor([-0.2, -0.1]), torch.tensor([-1.0, -1.0]))
     assert wrong is not None and "prefers the wrong answer" in wrong

@@ -185,9 +185,11 @@ def sva(tok, n: int, seed: int = 0, bos: bool = False) -> TaskPairs:
     answers: the main verbs of the subject's number.
     """
     verbs = [(s, p) for s, p in SVA_VERBS if single_token(tok, " " + s) and single_token(tok, " " + p)]
-    embedded = [(s, p) for s, p in SVA_EMBEDDED_VERBS if _known(tok, f" {s}") and _known(tok, f" {p}")]
-    task = TaskPairs("sva", "prob_diff", notes=f"{len(verbs)}/{len(SVA_VERBS)} verb pairs "
-                     f"single-token, {len(embedded)}/{len(SVA_EMBEDDED_VERBS)} embedded verbs known")
+    embedded = [(s, p) for s, p in SVA_EMBEDDED_VERBS
+                if _known(tok, f" {s}") and _known(tok, f" {p}")]
+    task = TaskPairs("sva", "prob_diff", notes=(
+        f"{len(verbs)}/{len(SVA_VERBS)} verb pairs single-token, "
+        f"{len(embedded)}/{len(SVA_EMBEDDED_VERBS)} embedded verbs known"))
     if not verbs or not embedded:
         return task
     sing = [single_token(tok, " " + s) for s, _ in verbs]
