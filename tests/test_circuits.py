@@ -232,7 +232,7 @@ def test_circuits_evaluator_through_the_sweep(tmp_path):
     cfg = load_batch({"suite": str(suite), "output": str(tmp_path / "out"), "evaluators": {
         "circuits": {"tasks": ["induction", "ioi"], "n_examples": 8, "ig_steps": 2,
                      "batch_size": 8, "search_start": 20, "search_step": 20, "component_seq_len": 16,
-                     "faithfulness": "normalized", "perform_level": None}}})
+                     "faithfulness": "normalized", "perform_level": 0}}})
     assert not run_batch(cfg, progress=False).failed
     store = Store(tmp_path / "out")
     edges, summary = store.read("circuit-edges"), store.read("circuit-summary")

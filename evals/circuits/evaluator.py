@@ -80,7 +80,7 @@ class CircuitsOptions:
         trigger_path: the toy suite's trigger.jsonl (default: found from the checkpoint).
         seed: seed of the generated datasets (and of the performance bootstrap).
         perform_level: confidence of the "does the model perform the task" bootstrap
-            check (see the module docstring); None turns the check off.
+            check (see the module docstring); 0 turns the check off.
     """
 
     tasks: tuple[str, ...] = ("ioi", "greater-than", "gender-pronoun", "sva", "induction")
@@ -99,7 +99,7 @@ class CircuitsOptions:
     prepend_bos: bool = False
     trigger_path: str | None = None
     seed: int = 0
-    perform_level: float | None = 0.95
+    perform_level: float = 0.95
 
     def __post_init__(self) -> None:
         bad = [t for t in self.tasks if t not in ALL_TASKS]
@@ -116,8 +116,8 @@ class CircuitsOptions:
                              f"{self.search_local_radius}")
         if not 0 < self.threshold <= 1:
             raise ValueError(f"threshold {self.threshold} must be in (0, 1]")
-        if self.perform_level is not None and not 0 < self.perform_level < 1:
-            raise ValueError(f"perform_level {self.perform_level} must be in (0, 1) or None")
+        if not 0 <= self.perform_level < 1:
+            raise ValueError(f"perform_level {self.perform_level} must be in [0, 1) (0 = off)")
 
 
 def load_trigger_task(path: Path, tokenizer, n: int) -> TaskPairs:
@@ -189,7 +189,7 @@ class Circuits(Evaluator):
     def _circuit(self, adapter, task: TaskPairs, names: list[str]):
         """(edge frame or None, summary row or None) of one task at this checkpoint."""
         o, g, name = self.options, graph_of(adapter), task.name
-        if o.perform_level is not None:
+        if o.perform_level > 0:
             clean, corr = (evaluate_circuit(adapter, task, None, batch_size=o.batch_size, run=r)
                            for r in ("clean", "corrupted"))
             reason = not_performed_reason(clean, corr, level=o.perform_level, seed=o.seed)
