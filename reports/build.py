@@ -231,6 +231,7 @@ def xia_section(ctx: Context) -> Section:
         fracs = trajectories.fractions_by_start(scan)
         if not fracs.is_empty():
             sec.charts.append(("fractions_by_start", xia_charts.fractions_by_start_chart(fracs)))
+            sec.notes.extend(xia_charts.unclassified_window_notes(fracs))
         labels = trajectories.classify_tokens(scan)
         if not labels.is_empty():
             largest = charts.model_order(labels)[-1]

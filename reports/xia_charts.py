@@ -81,6 +81,21 @@ def fractions_by_start_chart(fractions: pl.DataFrame) -> alt.FacetChart:
     )
 
 
+def unclassified_window_notes(fractions: pl.DataFrame) -> list[str]:
+    """One report note listing the trend windows too short to classify (or none).
+
+    Args:
+        fractions: stats.trajectories.fractions_by_start output (rows with a `reason`).
+    """
+    bad = fractions.filter(pl.col("reason").is_not_null()).sort("model", "start_fraction")
+    if bad.is_empty():
+        return []
+    parts = [f"{r['model']} from t = {r['start_fraction']:g} ({r['n_checkpoints']} checkpoints)"
+             for r in bad.iter_rows(named=True)]
+    return ["Trend windows not classified (fewer checkpoints than the rule needs; add "
+            "checkpoints late in training): " + "; ".join(parts) + "."]
+
+
 def generated_set_panels(set_ppl: pl.DataFrame, name: str) -> alt.HConcatChart:
     """Ppl of one generated set (e.g. "mix a=1 b=-1 | small: ... | large: ...") in every model.
 

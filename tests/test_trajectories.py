@@ -238,6 +238,11 @@ def test_short_windows_are_reported_not_dropped():
     assert "fewer than min_points = 3" in bad["reason"][0]
     ok = fbs.filter(pl.col("reason").is_null())
     assert ok.height == 2 * len(trajectories.XIA_CLASSES)  # only t = 0.1 (steps 22000 ..)
+    from reports.xia_charts import unclassified_window_notes
+
+    (note,) = unclassified_window_notes(fbs)
+    assert "small from t = 0.7 (1 checkpoints)" in note and "big from t = 0.3" in note
+    assert unclassified_window_notes(ok) == []
 
 
 def test_overlap_is_higher_at_matched_ppl_than_at_matched_step():
