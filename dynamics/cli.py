@@ -116,7 +116,7 @@ def demo_evaluator_options(suite_dir) -> dict:
         # k = 0: the toy QA inputs carry their own examples, and 2 shots overflow the toy context
         "bigbench-mc": {"folder": str(data / "bigbench"), "tasks": "all", "k": 0},
         "circuits": {"tasks": ["trigger"], "trigger_path": str(data / "trigger.jsonl"),
-                     "n_examples": 8, "ig_steps": 3, "prepend_bos": True,
+                     "n_examples": 8, "ig_steps": 10, "prepend_bos": True,
                      "components": ["induction", "previous-token", "trigger-induction"]},
     }
     return {name: opts for name, opts in wanted.items() if name in EVALUATORS}

@@ -190,6 +190,7 @@ def circuits_section(ctx: Context) -> Section:
     else:
         summary = ctx.store.read("circuit-summary")
         sec.charts.append(("circuit_size", mechanism_charts.circuit_size_over_tokens(summary)))
+        sec.notes.extend(mechanism_charts.not_performed_notes(circuits.not_performed(summary)))
     if "circuit-edges" not in ctx.tables:
         sec.notes.append(_missing("circuit-edges") + " No circuit similarity chart.")
         return sec
@@ -230,6 +231,7 @@ def xia_section(ctx: Context) -> Section:
         fracs = trajectories.fractions_by_start(scan)
         if not fracs.is_empty():
             sec.charts.append(("fractions_by_start", xia_charts.fractions_by_start_chart(fracs)))
+            sec.notes.extend(xia_charts.unclassified_window_notes(fracs))
         labels = trajectories.classify_tokens(scan)
         if not labels.is_empty():
             largest = charts.model_order(labels)[-1]

@@ -37,6 +37,11 @@ def test_xia2023_pythia_batch_validates(tmp_path):
     assert (gen["small"], gen["large"]) == ("pythia-160m", "pythia-6.9b")
     assert gen["grid"] == "paper"
     assert cfg.evaluators["bigbench-mc"]["tasks"] == "xia74"
+    # issue 17: the paper's schedule (early log-spaced + evenly spaced), 40 checkpoints
+    from dynamics.suites import get_suite
+    steps = sorted({r.step for r in get_suite("pythia").select(["pythia-70m"], cfg.steps)})
+    assert len(steps) == 40 and steps[:11] == [0] + [2**i for i in range(10)]
+    assert steps[11:] == [*range(5000, 140_001, 5000), 143_000]
 
 
 def test_missing_data_files_stop_the_batch_before_any_checkpoint(tmp_path):

@@ -138,7 +138,9 @@ def test_tokenizer_change_within_suite_is_retokenized(tmp_path):
     assert tok_a.get_vocab() != tok_b.get_vocab()
     ckpts = []
     for step, tok in ((0, tok_a), (10, tok_b)):
-        model = tiny_gpt_neox(vocab_size=len(tok), hidden_size=32, seed=step)
+        # one padded vocabulary for both: the suite declares one params count per model,
+        # checked on load (issue 17)
+        model = tiny_gpt_neox(vocab_size=max(len(tok_a), len(tok_b)), hidden_size=32, seed=step)
         save_checkpoint(model, tok, tmp_path / "s" / "m" / f"step{step}")
         ckpts.append({"step": step, "path": f"m/step{step}"})
     write_manifest(tmp_path / "s" / "suite.toml", "two-tok",

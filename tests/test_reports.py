@@ -72,7 +72,8 @@ def synthetic_store(root: Path, tables=ALL_TABLES, seed: int = 0) -> Path:
             if "circuit-summary" in tables:
                 store.write("circuit-summary", _part("circuit-summary", key, {
                     "task": ["ioi"], "metric_clean": [1.0], "metric_corrupted": [0.1],
-                    "circuit_edges": [int(50 + step // 3)], "faithfulness": [0.8]}))
+                    "circuit_edges": [int(50 + step // 3)], "faithfulness": [0.8],
+                    "reason": [None]}))
             if "bigbench-mc" in tables:
                 n = 2 * 4 * 3  # 2 tasks x 4 examples x 3 choices, choice 0 is the target
                 store.write("bigbench-mc", _part("bigbench-mc", key, {
@@ -81,7 +82,8 @@ def synthetic_store(root: Path, tables=ALL_TABLES, seed: int = 0) -> Path:
                     "choice_index": [i % 3 for i in range(n)],
                     "logprob_nats": (-rng.uniform(1, 5, n) - level).tolist(),
                     "n_tokens": [2] * n, "is_target": [i % 3 == 0 for i in range(n)],
-                    "target_score": [float(i % 3 == 0) for i in range(n)]}))
+                    "target_score": [float(i % 3 == 0) for i in range(n)],
+                    "truncated_tokens": [0] * n}))
             if "circuit-edges" in tables:
                 edges = [f"a0.h{h}->m1" for h in range(4)] + [f"m0->a1.h{h}" for h in range(4)]
                 store.write("circuit-edges", _part("circuit-edges", key, {

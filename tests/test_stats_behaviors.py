@@ -167,7 +167,8 @@ def test_behavior_identity_columns_are_data():
                                    "logprob_nats": [-2.0, -4.0, -3.0, -5.0], "n_tokens": 2}),
         "circuit-summary": pl.DataFrame({**keys, "task": ["ioi"], "metric_clean": [1.0],
                                          "metric_corrupted": [0.0], "circuit_edges": [7],
-                                         "faithfulness": [0.9]}),
+                                         "faithfulness": [0.9], "reason": [None]},
+                                        schema_overrides={"reason": pl.String}),
         "components": pl.DataFrame({**keys, "layer": [0, 1], "head": 0,
                                     "kind": ["induction", "induction"], "score": [0.2, 0.7]}),
     }

@@ -11,6 +11,11 @@ Interventions are edge-level: with `patch=(z_corrupted, out_mask)` each
 destination v reads `x_v = resid + sum_u out_mask[u, v] (z_u_corr - z_u)`, so
 the edges with out_mask = 1 carry the corrupted activations of their source
 and all other edges the activations of this very run.
+
+Every adapter's `attn(layer, x, pre_ln=True)` returns the per-head outputs
+(b, p, H, d), the output bias and the pattern; `pre_ln=False` skips the
+layer's input LayerNorm (the copy score reads the OV circuit on the raw
+residual, as Tigges et al.'s code does).
 """
 
 from __future__ import annotations
@@ -74,10 +79,10 @@ class NeoXAdapter(_Adapter):
     def embed(self, ids):
         return self.base.embed_in(ids)
 
-    def attn(self, layer, x):
+    def attn(self, layer, x, pre_ln: bool = True):
         blk = self.base.layers[layer]
         H, hd, d = self.n_heads, self.hd, self.d_model
-        xl = blk.input_layernorm(x)  # (b, p, 3, H, d)
+        xl = blk.input_layernorm(x) if pre_ln else x  # (b, p, 3, H, d)
         w = blk.attention.query_key_value.weight.view(H, 3, hd, d)
         b = blk.attention.query_key_value.bias
         b = b.view(H, 3, hd) if b is not None else None
@@ -122,10 +127,10 @@ class OPTAdapter(_Adapter):
         pos = torch.arange(ids.shape[1], device=ids.device) + self.dec.embed_positions.offset
         return self.dec.embed_positions.weight[pos].unsqueeze(0)
 
-    def attn(self, layer, x):
+    def attn(self, layer, x, pre_ln: bool = True):
         blk = self.dec.layers[layer]
         sa, H, hd, d = blk.self_attn, self.n_heads, self.hd, self.d_model
-        xl = blk.self_attn_layer_norm(x)
+        xl = blk.self_attn_layer_norm(x) if pre_ln else x
         projs = (sa.q_proj, sa.k_proj, sa.v_proj)
         q, k, v = (_project(xl[:, :, i], p.weight.view(H, hd, d),
                             None if p.bias is None else p.bias.view(H, hd))
@@ -159,10 +164,10 @@ class GPT2Adapter(_Adapter):
     def const(self, ids):
         return self.tr.wpe(torch.arange(ids.shape[1], device=ids.device)).unsqueeze(0)
 
-    def attn(self, layer, x):
+    def attn(self, layer, x, pre_ln: bool = True):
         blk = self.tr.h[layer]
         H, hd, d = self.n_heads, self.hd, self.d_model
-        xl = blk.ln_1(x)
+        xl = blk.ln_1(x) if pre_ln else x
         w = blk.attn.c_attn.weight.view(d, 3, H, hd).permute(1, 2, 3, 0)  # (3, H, hd, d)
         b = blk.attn.c_attn.bias.view(3, H, hd)
         q, k, v = (_project(xl[:, :, i], w[i], b[i]) for i in range(3))
