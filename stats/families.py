@@ -30,7 +30,8 @@ or "logit": units of estimate), estimate (the family-b term in value ~ log ppl
 p_value (leave-one-model-out jackknife, t(G-1): :mod:`stats.inference`),
 n_models_a, n_models_b, differs (CI excludes 0; null when either family has
 fewer than 2 models or there are fewer than MIN_CLUSTERS models in all),
-evidence, ppl_turns_up.
+evidence (which evidence decided, or why the behavior was not fitted: then
+every number is null), ppl_turns_up.
 
 :func:`matched_ppl_grid(rows, families, n=5)` -> a list of ppl values, log-spaced
 over the range every model of those families visits (empty when they do not
@@ -160,12 +161,16 @@ def family_test(rows: pl.DataFrame, families, behaviors: list[str] | None = None
     out = []
     for name in names:
         part = sub.filter(pl.col("behavior") == name)
+        reason = None
         if part.height < 5 or part["value"].n_unique() < 2 or part["family"].n_unique() < 2:
-            continue
-        try:
-            out.append(_test_one(name, part, fams))
-        except (ValueError, np.linalg.LinAlgError):
-            continue
+            reason = "not fitted: < 5 rows, a constant value or one family only"
+        else:
+            try:
+                out.append(_test_one(name, part, fams))
+            except (ValueError, np.linalg.LinAlgError) as err:
+                reason = f"not fitted: {type(err).__name__}: {err}"
+        if reason is not None:
+            out.append((name, *fams, *[None] * 10, reason, None))
     return pl.DataFrame(out, orient="row", schema=TEST_SCHEMA)
 
 

@@ -18,8 +18,10 @@ per model whose ppl is not monotone; the steps the envelope drops), and
 :func:`ppl_turns_text` renders it as one line for verdict tables.
 
 :func:`compare_families`: family, behavior, ppl, mean, ci_low, ci_high, n_models
-(bootstrap over models, 95%; ci_low/ci_high are null when a family has a single
-model at that ppl, since resampling one model gives no interval).
+(bootstrap over models, 95%; ci_low/ci_high are null when a family has fewer
+than 3 models at that ppl: resampling one or two values is not a 95% interval).
+For the difference between two families with a CI and a test, use
+:mod:`stats.families`.
 
 :func:`emergence`: family, model, params, behavior, threshold, step,
 tokens_seen, val_ppl of the first checkpoint whose value >= threshold
@@ -33,6 +35,7 @@ import numpy as np
 import polars as pl
 
 _GROUP = ("family", "model", "params", "behavior")
+MIN_MODELS_BOOT = 3
 
 
 class UnknownFamilyError(KeyError):
@@ -117,7 +120,7 @@ def compare_families(rows: pl.DataFrame, families: list[str], ppls: list[float],
     for (fam, beh, p), g in interp.group_by(["family", "behavior", "ppl"], maintain_order=True):
         v = g["value"].to_numpy()
         lo = hi = None
-        if v.size > 1:
+        if v.size >= MIN_MODELS_BOOT:
             boots = rng.choice(v, size=(n_boot, v.size)).mean(axis=1)
             lo, hi = float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))
         out.append((fam, beh, p, float(v.mean()), lo, hi, int(v.size)))
