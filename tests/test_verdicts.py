@@ -180,3 +180,46 @@ def test_calibration_small():
             assert r >= 0.7, what
         else:
             assert r >= 0.8, what
+
+
+def test_family_difference_chart_spec():
+    from reports.family_charts import family_difference_chart
+
+    diffs = family_differences(_two(0, 0.1), ("fa", "fb"), [15.0, 20.0, 30.0])
+    spec = family_difference_chart(diffs).to_dict()
+    (rows,) = spec["datasets"].values()
+    assert [r["ppl"] for r in rows] == [15.0, 20.0, 30.0]
+    assert [r["diff"] for r in rows] == pytest.approx(diffs["diff"].to_list())
+    layers = spec["spec"]["layer"]
+    assert [lay["mark"]["type"] if isinstance(lay["mark"], dict) else lay["mark"]
+            for lay in layers] == ["rule", "errorbar", "point"]
+    assert layers[0]["encoding"]["y"] == {"datum": 0}
+    assert layers[1]["encoding"]["y"]["field"] == "ci_low"
+    assert layers[1]["encoding"]["y2"]["field"] == "ci_high"
+    assert layers[2]["encoding"]["x"]["scale"] == {"type": "log", "reverse": True, "nice": False}
+    assert layers[2]["encoding"]["y"]["title"] == "fb - fa"
+    assert spec["facet"]["field"] == "behavior"
+
+
+def test_report_families_section_draws_the_stats_frames(tmp_path):
+    from evals.store import Store
+    from reports.build import Context, families_section
+    from tests.test_stats_behaviors import _two_family_store
+
+    store = _two_family_store(tmp_path / "store")
+    sec = families_section(Context(store))
+    assert sec.title == "Families at matched perplexity"
+    (name, chart), = sec.charts
+    assert name == "family_differences"
+    (rows,) = chart.to_dict()["datasets"].values()
+    factual = [r for r in rows if r["behavior"] == "logprob_factual"]
+    assert len(factual) == 5 and all(r["diff"] == pytest.approx(0.5) for r in factual)
+    assert all(r["ci_low"] < 0.5 < r["ci_high"] for r in factual)
+    tables = dict(sec.tables)
+    test = tables["Family at fixed ppl (fb term)"].filter(pl.col("behavior") == "logprob_factual")
+    assert test["estimate"][0] == pytest.approx(0.5) and test["differs"][0] is True
+    assert "val_loss" not in set(tables["fb - fa at matched ppl"]["behavior"])
+    one = Store(tmp_path / "one")
+    for part in store.parts("token-loss")[:4]:
+        one.write("token-loss", pl.read_parquet(part))
+    assert "a comparison needs two" in families_section(Context(one)).notes[-1]
