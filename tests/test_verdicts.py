@@ -5,9 +5,9 @@ import polars as pl
 import pytest
 
 from stats.families import family_differences, family_test, matched_ppl_grid
-from stats.inference import response_kind
+from stats.inference import fit, response_kind
 from stats.matched import ppl_turns
-from stats.regression import fit_behaviors, size_decision
+from stats.regression import _design, fit_behaviors, size_decision
 from stats.simulate import simulate_suite
 
 
@@ -17,12 +17,14 @@ def _verdict(rows):
 
 def test_size_verdict_states_its_evidence_and_ignores_ppl_only_truth():
     # ppl-only truth with strongly dependent checkpoints: iid SEs call size significant here
-    rows = simulate_suite(np.random.default_rng(3), n_sizes=8)
+    rows = simulate_suite(np.random.default_rng(0), n_sizes=8)
+    iid = fit(_design(rows).to_pandas(), ("log_ppl", "log_params"), "ols").conf_int()
+    assert not iid.loc["log_params", 0] <= 0 <= iid.loc["log_params", 1]  # old rule: "adds"
     v = _verdict(rows)
     assert v["evidence"] == "cluster-jackknife CI (8 models)" and v["n_models"] == 8
     assert v["size_ci_low"] < 0 < v["size_ci_high"] and v["size_adds"] is False
-    few = _verdict(simulate_suite(np.random.default_rng(3), n_sizes=3))
-    assert few["evidence"] == "few models (3): jackknife CI + LOSO error ratio"
+    few = _verdict(simulate_suite(np.random.default_rng(0), n_sizes=3))
+    assert few["size_adds"] is False and few["evidence"] == "few models (3): jackknife CI + LOSO error ratio"
     two = _verdict(simulate_suite(np.random.default_rng(3), n_sizes=2))
     assert two["size_adds"] is None and two["evidence"].startswith("too few sizes (2)")
 
