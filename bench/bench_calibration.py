@@ -96,7 +96,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     rows = run(args.reps, args.seed)
-    print(f"| what ({args.reps} replicates, seed {args.seed}) | now | today (iid SEs) | target met |")
+    head = f"what ({args.reps} replicates, seed {args.seed})"
+    print(f"| {head} | now | today (iid SEs) | target met |")
     print("|---|---|---|---|")
     for what, now, old, ok in rows:
         print(f"| {what} | {now} | {old} | {'yes' if ok else 'NO'} |")

@@ -97,7 +97,8 @@ def _floats(text: str, option: str) -> list[float]:
     try:
         return [float(x) for x in text.split(",") if x.strip()]
     except ValueError as err:
-        raise ValueError(f"{option} takes comma-separated numbers, e.g. 20,30; got {text!r}") from err
+        raise ValueError(f"{option} takes comma-separated numbers, e.g. 20,30; "
+                         f"got {text!r}") from err
 
 
 def _write_frame(frame, path) -> None:

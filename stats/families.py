@@ -46,7 +46,7 @@ import numpy as np
 import polars as pl
 from scipy import stats as st
 
-from stats.inference import MIN_CLUSTERS, LEVEL, response_kind, robust_fit
+from stats.inference import LEVEL, MIN_CLUSTERS, response_kind, robust_fit
 from stats.matched import UnknownFamilyError, at_ppl, ppl_turns, ppl_turns_text
 
 MIN_MODELS_CI = 3
@@ -81,7 +81,7 @@ def select_pair(rows: pl.DataFrame, families, behavior: str | None = None) -> pl
 
 
 def _expand(v: np.ndarray) -> np.ndarray:
-    """Deviations from the mean scaled by sqrt(n / (n - 1)): the bootstrap's variance is unbiased."""
+    """Deviations from the mean scaled by sqrt(n / (n - 1)): bootstrap variance is unbiased."""
     return v.mean() + np.sqrt(v.size / (v.size - 1)) * (v - v.mean())
 
 

@@ -54,7 +54,7 @@ class NotIdentifiedError(ValueError):
 
 
 def response_kind(rows: pl.DataFrame) -> str:
-    """``"binomial"`` (real counts), ``"fractional"`` (proportions) or ``"ols"``: module docstring."""
+    """"binomial" (real counts), "fractional" (proportions) or "ols": see the module docstring."""
     value = rows["value"]
     in_unit = bool(value.min() >= 0.0 and value.max() <= 1.0)
     if "n_trials" in rows.columns and rows["n_trials"].null_count() == 0 and in_unit:

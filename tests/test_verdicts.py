@@ -24,7 +24,8 @@ def test_size_verdict_states_its_evidence_and_ignores_ppl_only_truth():
     assert v["evidence"] == "cluster-jackknife CI (8 models)" and v["n_models"] == 8
     assert v["size_ci_low"] < 0 < v["size_ci_high"] and v["size_adds"] is False
     few = _verdict(simulate_suite(np.random.default_rng(0), n_sizes=3))
-    assert few["size_adds"] is False and few["evidence"] == "few models (3): jackknife CI + LOSO error ratio"
+    assert few["size_adds"] is False
+    assert few["evidence"] == "few models (3): jackknife CI + LOSO error ratio"
     two = _verdict(simulate_suite(np.random.default_rng(3), n_sizes=2))
     assert two["size_adds"] is None and two["evidence"].startswith("too few sizes (2)")
 
