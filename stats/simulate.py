@@ -13,8 +13,8 @@ with AR coefficient ``rho`` and stationary sd ``noise_sd``. So with
 ``size_effect = family_shift = 0`` the behavior depends on ppl alone, however
 correlated a model's checkpoints are; any "size adds" or "family differs" is a
 false positive. ``ppl_offset`` makes families differ in ppl at equal size and
-tokens, so only a comparison at matched ppl is fair. Sizes are log-spaced from
-70M to 12B; in several families every family gets the same sizes.
+tokens, so only a comparison at matched ppl is fair. Sizes are log-spaced over
+``size_range`` (70M to 12B); in several families every family gets the same sizes.
 
 Example: ``simulate_suite(np.random.default_rng(0), n_sizes=8)`` gives 8 models
 x 15 checkpoints = 120 rows, with val_ppl from about 66 down to about 7.
@@ -42,7 +42,8 @@ def _ar1(rng: np.random.Generator, shape: tuple[int, int], rho: float, sd: float
 def simulate_suite(rng: np.random.Generator, n_sizes: int = 8, n_checkpoints: int = 15,
                    rho: float = 0.8, noise_sd: float = 0.03, size_effect: float = 0.0,
                    families: tuple[str, ...] = ("sim",), family_shift: dict | None = None,
-                   ppl_offset: dict | None = None) -> pl.DataFrame:
+                   ppl_offset: dict | None = None,
+                   size_range: tuple[float, float] = (7e7, 1.2e10)) -> pl.DataFrame:
     """A behavior table with a known truth (model in the module docstring)."""
     if not 0 <= rho < 1:
         raise ValueError(f"rho must be in [0, 1); got {rho}")
@@ -50,7 +51,7 @@ def simulate_suite(rng: np.random.Generator, n_sizes: int = 8, n_checkpoints: in
     unknown = sorted((set(shift) | set(offset)) - set(families))
     if unknown:
         raise KeyError(f"families {unknown} not simulated; families: {list(families)}")
-    params = np.round(np.geomspace(7e7, 1.2e10, n_sizes)).astype(np.int64)
+    params = np.round(np.geomspace(*size_range, n_sizes)).astype(np.int64)
     steps = np.unique(np.round(np.geomspace(FIRST_STEP, LAST_STEP, n_checkpoints))).astype(
         np.int64)
     tokens = steps * TOKENS_PER_STEP

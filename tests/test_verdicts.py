@@ -226,3 +226,17 @@ def test_report_families_section_draws_the_stats_frames(tmp_path):
     for part in store.parts("token-loss")[:4]:
         one.write("token-loss", pl.read_parquet(part))
     assert "a comparison needs two" in families_section(Context(one)).notes[-1]
+
+
+def test_family_intercept_keeps_size_from_standing_in_for_family():
+    # fb: larger models AND a higher value at equal ppl; no size effect within a family
+    small = simulate_suite(np.random.default_rng(5), n_sizes=4, families=("fa",),
+                           size_range=(7e7, 4e8))
+    large = simulate_suite(np.random.default_rng(6), n_sizes=4, families=("fb",),
+                           family_shift={"fb": 0.15}, size_range=(1e9, 1.2e10))
+    fits = fit_behaviors(pl.concat([small, large]), mixed=False)
+    v = fits.verdicts.row(0, named=True)
+    assert v["size_adds"] is False and v["size_ci_low"] < 0 < v["size_ci_high"]
+    fam = fits.coefficients.filter((pl.col("model_spec") == "ppl_size")
+                                   & (pl.col("term") == "family[fb]"))
+    assert fam["estimate"][0] == pytest.approx(0.15, abs=0.1)
