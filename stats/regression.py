@@ -35,6 +35,12 @@ evidence decided it):
   held-out sizes better than the ppl spec (LOSO RMSE ratio < 1),
   "few models (G): jackknife CI + LOSO error ratio".
 
+With several families in the rows, every spec also gets a family intercept
+(one 0/1 column ``family[<name>]`` per family but the first, sorted), so a
+size or compute term is not standing in for a family difference; those terms
+appear in the coefficients table. (:mod:`stats.families` tests the family
+difference itself.)
+
 ``ppl_turns_up`` lists models whose validation ppl rises after its minimum
 (overfitting), with those late steps: they stay in these fits (they are valid
 points at their ppl) but matched-ppl comparisons drop them
@@ -123,11 +129,21 @@ def _loso(df: pd.DataFrame, terms, response: str, loo: dict) -> float | None:
     return float(np.sqrt(np.mean(np.concatenate(errs) ** 2)))
 
 
+def _family_terms(rows: pl.DataFrame) -> tuple[pl.DataFrame, tuple[str, ...]]:
+    """0/1 columns family[<name>] for every family but the first (module docstring)."""
+    names = sorted(rows["family"].unique())[1:]
+    cols = tuple(f"family[{n}]" for n in names)
+    return rows.with_columns((pl.col("family") == n).cast(pl.Float64).alias(c)
+                             for n, c in zip(names, cols)), cols
+
+
 def _one(behavior: str, rows: pl.DataFrame, mixed: bool):
     response = response_kind(rows)
+    rows, fam_terms = _family_terms(rows)
     df = rows.to_pandas()
     coefs, fits = [], []
-    for spec, terms in SPECS.items():
+    for spec, spec_terms in SPECS.items():
+        terms = (*spec_terms, *fam_terms)
         rob = robust_fit(df, terms, response)
         for i, term in enumerate(rob.terms):
             coefs.append((behavior, spec, term, *(_num(a[i]) for a in (
