@@ -6,7 +6,8 @@ run through the real code paths: :func:`stats.regression.fit_behaviors` for
 "size adds", :func:`stats.families.family_test` for "family differs" and
 :func:`stats.families.family_differences` for the CI of the difference at
 matched ppl. "today" is the pre-issue-16 rule: the iid-SE 95 % CI of log
-params in the OLS ppl+params fit excludes 0.
+params in the ppl+params fit (OLS, or binomial GLM for the accuracy case: 200
+examples per checkpoint, AR(1) noise of sd 0.3 on the logit scale) excludes 0.
 
     OMP_NUM_THREADS=1 .venv/bin/python -m bench.bench_calibration --reps 200
 
@@ -31,20 +32,23 @@ from stats.simulate import simulate_suite
 SIZE_EFFECT = 0.02  # value per unit log params: 0.10 across 70M..12B = 3.4 noise sd
 FAMILY_SHIFT = 0.06  # value units at equal ppl = 2 noise sd
 PPL_OFFSET = 0.15  # family b's log ppl is 0.15 higher at equal size and tokens
+N_TRIALS = 200  # examples per checkpoint in the accuracy case (binomial GLM)
+ACC_NOISE_SD = 0.3  # its AR(1) noise on the logit scale (binomial sampling sd is ~0.14)
 DIFF_PPL = 20.0  # where family_differences is checked (inside every model's range)
 
 
-def today_size_adds(rows: pl.DataFrame) -> bool:
-    """The rule before issue 16: iid OLS CI of log params at fixed ppl excludes 0."""
-    res = fit(_design(rows).to_pandas(), ("log_ppl", "log_params"), "ols")
+def today_size_adds(rows: pl.DataFrame, response: str = "ols") -> bool:
+    """The rule before issue 16: iid CI of log params at fixed ppl (OLS or binomial) excludes 0."""
+    res = fit(_design(rows).to_pandas(), ("log_ppl", "log_params"), response)
     lo, hi = res.conf_int().loc["log_params"]
     return not (lo <= 0 <= hi)
 
 
-def size_case(rng, n_sizes: int, effect: float) -> tuple[bool, bool]:
-    rows = simulate_suite(rng, n_sizes=n_sizes, size_effect=effect)
+def size_case(rng, n_sizes: int, effect: float, n_trials=None) -> tuple[bool, bool]:
+    rows = simulate_suite(rng, n_sizes=n_sizes, size_effect=effect, n_trials=n_trials,
+                          noise_sd=ACC_NOISE_SD if n_trials else 0.03)
     verdict = fit_behaviors(rows, mixed=False).verdicts.row(0, named=True)
-    return bool(verdict["size_adds"]), today_size_adds(rows)
+    return bool(verdict["size_adds"]), today_size_adds(rows, "binomial" if n_trials else "ols")
 
 
 def _two_families(rng, per_family: int, shift: float) -> pl.DataFrame:
@@ -71,9 +75,11 @@ def run(reps: int, seed: int) -> list[tuple[str, str, str, bool]]:
     """Rows (what, rate now, rate today or '', target met)."""
     rng = np.random.default_rng(seed)
     rows = []
-    for n_sizes, effect in ((3, 0.0), (8, 0.0), (8, SIZE_EFFECT)):
-        now, old = zip(*(size_case(rng, n_sizes, effect) for _ in range(reps)))
+    for n_sizes, effect, trials in ((3, 0.0, None), (8, 0.0, None), (8, SIZE_EFFECT, None),
+                                    (8, 0.0, N_TRIALS)):
+        now, old = zip(*(size_case(rng, n_sizes, effect, trials) for _ in range(reps)))
         what = (f"size adds, {n_sizes} sizes, "
+                + (f"accuracy with {trials} real counts, " if trials else "")
                 + ("ppl-only truth (false positives)" if effect == 0 else
                    f"size effect {effect}/log-param (power)"))
         ok = np.mean(now) <= 0.10 if effect == 0 else np.mean(now) >= 0.80

@@ -13,7 +13,9 @@ with AR coefficient ``rho`` and stationary sd ``noise_sd``. So with
 ``size_effect = family_shift = 0`` the behavior depends on ppl alone, however
 correlated a model's checkpoints are; any "size adds" or "family differs" is a
 false positive. ``ppl_offset`` makes families differ in ppl at equal size and
-tokens, so only a comparison at matched ppl is fair. Sizes are log-spaced over
+tokens, so only a comparison at matched ppl is fair. With ``n_trials`` the
+behavior is an accuracy with real counts: successes ~ Binomial(n_trials,
+logistic(value)) on top of the same dependent noise. Sizes are log-spaced over
 ``size_range`` (70M to 12B); in several families every family gets the same sizes.
 
 Example: ``simulate_suite(np.random.default_rng(0), n_sizes=8)`` gives 8 models
@@ -43,7 +45,8 @@ def simulate_suite(rng: np.random.Generator, n_sizes: int = 8, n_checkpoints: in
                    rho: float = 0.8, noise_sd: float = 0.03, size_effect: float = 0.0,
                    families: tuple[str, ...] = ("sim",), family_shift: dict | None = None,
                    ppl_offset: dict | None = None,
-                   size_range: tuple[float, float] = (7e7, 1.2e10)) -> pl.DataFrame:
+                   size_range: tuple[float, float] = (7e7, 1.2e10),
+                   n_trials: int | None = None) -> pl.DataFrame:
     """A behavior table with a known truth (model in the module docstring)."""
     if not 0 <= rho < 1:
         raise ValueError(f"rho must be in [0, 1); got {rho}")
@@ -63,12 +66,14 @@ def simulate_suite(rng: np.random.Generator, n_sizes: int = 8, n_checkpoints: in
                    - 0.3 * (lt[None, :] - 21) + rng.normal(0.0, 0.01, shape))
         value = (0.5 - 0.3 * (log_ppl - 3) + size_effect * (lp - lp.mean())[:, None]
                  + shift.get(fam, 0.0) + _ar1(rng, shape, rho, noise_sd))
+        if n_trials is not None:  # accuracy: the same model on the logit scale, real counts
+            value = rng.binomial(n_trials, 1 / (1 + np.exp(-value))) / n_trials
         parts.append(pl.DataFrame({
             "family": fam, "model": [f"{fam}-{p}" for p in params.repeat(steps.size)],
             "params": params.repeat(steps.size), "step": np.tile(steps, n_sizes),
             "tokens_seen": np.tile(tokens, n_sizes),
             "flops": 6.0 * params.repeat(steps.size) * np.tile(tokens, n_sizes).astype(float),
             "behavior": "sim", "evaluator": "user", "kind": "sim", "task": None, "set": None,
-            "value": value.ravel(), "n_trials": None, "val_ppl": np.exp(log_ppl.ravel())},
+            "value": value.ravel(), "n_trials": n_trials, "val_ppl": np.exp(log_ppl.ravel())},
             schema_overrides={"task": pl.String, "set": pl.String, "n_trials": pl.Int64}))
     return pl.concat(parts)
