@@ -11,10 +11,10 @@ G models) with a t reference on G-1 degrees of freedom.
 Why this and not the alternatives: ``bench/bench_calibration.py`` simulates
 suites whose behavior depends on ppl alone, with AR(1) noise (rho 0.8) along
 each model's checkpoints, and counts how often "log params is significant at
-fixed ppl" fires at nominal 5 % (BENCHMARKS.md has the table). Default SEs fire
-in about half of the runs; cluster-robust CR1 with t(G-1) (statsmodels
-``cov_type="cluster"``) in 10-14 %; the jackknife with t(G-1) stays within
-5-7 % for 3, 5 and 8 models, and has the power the bench reports. statsmodels
+fixed ppl" fires at nominal 5 % (BENCHMARKS.md has the tables; 300
+replicates): default SEs fire in 42-49 % of the runs; cluster-robust CR1 with
+t(G-1) (statsmodels ``cov_type="cluster"``) in 8-13 %; the jackknife with
+t(G-1) in 2.7-4.7 % for 3, 5 and 8 models, with the power the bench reports. statsmodels
 only offers CV3 for linear models, so the jackknife is computed here, the same
 way for OLS, binomial and fractional-logit GLMs.
 
