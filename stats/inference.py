@@ -14,9 +14,9 @@ each model's checkpoints, and counts how often "log params is significant at
 fixed ppl" fires at nominal 5 % (BENCHMARKS.md has the tables; 300
 replicates): default SEs fire in 42-49 % of the runs; cluster-robust CR1 with
 t(G-1) (statsmodels ``cov_type="cluster"``) in 8-13 %; the jackknife with
-t(G-1) in 2.7-4.7 % for 3, 5 and 8 models, with the power the bench reports. statsmodels
-only offers CV3 for linear models, so the jackknife is computed here, the same
-way for OLS, binomial and fractional-logit GLMs.
+t(G-1) in 2.7-4.7 % for 3, 5 and 8 models, with the power the bench reports.
+statsmodels only offers CV3 for linear models, so the jackknife is computed
+here, the same way for OLS, binomial and fractional-logit GLMs.
 
 Responses (:func:`response_kind`):
 
