@@ -31,7 +31,14 @@ h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-to
 .chart{margin:1em 0}.files{font-size:.85em;color:#666}
 table.frame{border-collapse:collapse;font-size:.85em;margin:1em 0}
 table.frame td,table.frame th{border:1px solid #ddd;padding:.2em .5em;text-align:right}
-table.frame th{background:#f4f4f4}"""
+table.frame th{background:#f4f4f4}
+table.findings{border-collapse:collapse;margin:1em 0;width:100%}
+table.findings td,table.findings th{border-bottom:1px solid #ddd;padding:.5em;text-align:left;
+vertical-align:top}table.findings .src,table.findings .detail{font-size:.8em;color:#555}
+.verdict{display:inline-block;padding:.15em .5em;border-radius:.8em;font-size:.85em;
+white-space:nowrap}.v-supported{background:#d4edda;color:#155724}
+.v-not-supported{background:#f8d7da;color:#721c24}.v-untestable{background:#e9ecef;color:#444}
+details{margin:.5em 0}summary{cursor:pointer;color:#225}"""
 
 EMBED_JS = """
 (function () {
@@ -64,12 +71,17 @@ class Section:
         charts: (file stem, chart) pairs; the stem names the PNG/SVG files.
         tables: (caption, frame) pairs shown as HTML tables.
         notes: sentences shown above the charts (e.g. what is missing and why).
+        html: trusted HTML blocks shown after the notes (e.g. findings_html output).
+        details: (caption, frame) pairs shown folded in a <details> element after
+            the tables (long per-checkpoint tables: not what a reader sees first).
     """
 
     title: str
     charts: list[tuple[str, alt.TopLevelMixin]] = field(default_factory=list)
     tables: list[tuple[str, pl.DataFrame]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    html: list[str] = field(default_factory=list)
+    details: list[tuple[str, pl.DataFrame]] = field(default_factory=list)
 
 
 @functools.cache
@@ -88,6 +100,35 @@ def frame_to_html(frame: pl.DataFrame, max_rows: int = 200) -> str:
     more = (f"<caption>first {max_rows} of {frame.height} rows</caption>"
             if frame.height > max_rows else "")
     return f'<table class="frame">{more}<tr>{head}</tr>{"".join(rows)}</table>'
+
+
+def _verdict_class(verdict: str) -> str:
+    if verdict == "supported":
+        return "v-supported"
+    return "v-untestable" if verdict.startswith("not testable") else "v-not-supported"
+
+
+def _interval(low, high) -> str:
+    if low is None and high is None:
+        return ""
+    return f" [{_fmt(low) or '-'}, {_fmt(high) or '-'}]"
+
+
+def findings_html(findings: pl.DataFrame) -> str:
+    """The findings frame (stats.findings.FINDINGS_SCHEMA) as a readable table: claim and
+    source, a coloured verdict, the statistic with its value and interval, the detail."""
+    rows = []
+    for r in findings.iter_rows(named=True):
+        value = "" if r["value"] is None else f" = <b>{_fmt(r['value'])}</b>"
+        value += html.escape(_interval(r["ci_low"], r["ci_high"]))
+        rows.append(
+            f'<tr><td>{html.escape(r["claim"])}<div class="src">{html.escape(r["source"])}'
+            f'</div></td><td><span class="verdict {_verdict_class(r["verdict"])}">'
+            f'{html.escape(r["verdict"])}</span></td>'
+            f'<td>{html.escape(r["statistic"])}{value}</td>'
+            f'<td class="detail">{html.escape(r["detail"] or "")}</td></tr>')
+    head = "<tr><th>claim</th><th>verdict</th><th>statistic</th><th>detail</th></tr>"
+    return f'<table class="findings" id="findings">{head}{"".join(rows)}</table>'
 
 
 def _fmt(value) -> str:
@@ -112,8 +153,10 @@ def write_chart_files(name: str, spec: dict, out_dir: Path) -> list[str]:
 
 
 def _section_html(section: Section, out_dir: Path, images: bool) -> tuple[str, list[str]]:
-    parts = [f"<h2>{html.escape(section.title)}</h2>"]
+    anchor = "".join(c if c.isalnum() else "-" for c in section.title.lower())[:40]
+    parts = [f'<h2 id="sec-{anchor}">{html.escape(section.title)}</h2>']
     parts += [f'<p class="note">{html.escape(n)}</p>' for n in section.notes]
+    parts += section.html
     scripts = []
     for name, chart in section.charts:
         spec = chart.to_dict()
@@ -127,6 +170,9 @@ def _section_html(section: Section, out_dir: Path, images: bool) -> tuple[str, l
                        f"{_script_json(spec)}</script>")
     for caption, frame in section.tables:
         parts.append(f"<h3>{html.escape(caption)}</h3>{frame_to_html(frame)}")
+    for caption, frame in section.details:
+        parts.append(f"<details><summary>{html.escape(caption)} ({frame.height} rows)</summary>"
+                     f"{frame_to_html(frame)}</details>")
     return "\n".join(parts), scripts
 
 
