@@ -30,6 +30,7 @@ from reports.html import Section, findings_html, write_html
 from stats import (
     bigbench,
     circuits,
+    findings,
     hallucination,
     summary,
     trajectories,
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 KEYS = list(KEY_COLUMNS)
 MAX_HEATMAPS = 12
 MAX_BEHAVIORS = 16
+FINDINGS_FILE = "findings.csv"
 WRITER = {"token-loss": "token-loss", "sequences": "sequences", "bigbench-mc": "bigbench-mc",
           "circuit-summary": "circuits", "circuit-edges": "circuits", "components": "circuits"}
 
@@ -92,7 +94,21 @@ def findings_section(ctx: Context) -> Section:
     sec.notes.append("Each paper's claim, the statistic this run gives, and whether it supports "
                      "it (verdict rules: stats/findings.py). The details follow below.")
     sec.html.append(findings_html(ctx.analysis.findings))
+    sec.files.append((FINDINGS_FILE, ctx.analysis.findings))
     return sec
+
+
+def findings_summary(report_dir: str | Path) -> str:
+    """The findings of a written report, one line per claim (stats.findings.summary_text).
+
+    Reads `findings.csv` beside index.html; says so when the report has none
+    (a store without validation ppl, or a failed findings section).
+    """
+    path = Path(report_dir) / FINDINGS_FILE
+    if not path.is_file():
+        return f"no findings: {path} was not written (see the report's Findings section)"
+    table = pl.read_csv(path, schema=findings.FINDINGS_SCHEMA)
+    return "findings:\n" + findings.summary_text(table)
 
 
 def verdicts_section(ctx: Context) -> Section:

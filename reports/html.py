@@ -74,6 +74,8 @@ class Section:
         html: trusted HTML blocks shown after the notes (e.g. findings_html output).
         details: (caption, frame) pairs shown folded in a <details> element after
             the tables (long per-checkpoint tables: not what a reader sees first).
+        files: (file name, frame) pairs written beside index.html as CSV and linked
+            (e.g. findings.csv, for scripts and the demo's summary).
     """
 
     title: str
@@ -82,6 +84,7 @@ class Section:
     notes: list[str] = field(default_factory=list)
     html: list[str] = field(default_factory=list)
     details: list[tuple[str, pl.DataFrame]] = field(default_factory=list)
+    files: list[tuple[str, pl.DataFrame]] = field(default_factory=list)
 
 
 @functools.cache
@@ -170,6 +173,10 @@ def _section_html(section: Section, out_dir: Path, images: bool) -> tuple[str, l
                        f"{_script_json(spec)}</script>")
     for caption, frame in section.tables:
         parts.append(f"<h3>{html.escape(caption)}</h3>{frame_to_html(frame)}")
+    for name, frame in section.files:
+        frame.write_csv(out_dir / name)
+        parts.append(f'<div class="files">data: <a href="{html.escape(name)}">'
+                     f"{html.escape(name)}</a></div>")
     for caption, frame in section.details:
         parts.append(f"<details><summary>{html.escape(caption)} ({frame.height} rows)</summary>"
                      f"{frame_to_html(frame)}</details>")

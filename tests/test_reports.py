@@ -405,3 +405,15 @@ def test_checkpoints_whose_ppl_rises_again_are_ringed():
     rows = spec["datasets"][ring["data"]["name"]]
     assert [(r["model"], r["step"]) for r in rows] == [("toy-s", 300)]
     assert "layer" not in charts.ppl_vs_tokens(flag_ppl_rises(_ppl_frame())).to_dict()
+
+
+def test_findings_summary_reads_the_reports_findings(tmp_path, stub_bundle):
+    store = synthetic_store(tmp_path / "store", ("token-loss", "sequences"))
+    index = build_report(store, tmp_path / "out", images=False, strict=True)
+    text = build.findings_summary(index.parent)
+    lines = text.splitlines()
+    assert lines[0] == "findings:" and len(lines) == 1 + 6
+    assert any(line.startswith("- [supported] The factual-minus-hallucinated gap grows")
+               and "= -1 [-1, -1]" in line for line in lines)  # planted: gap grows every step
+    assert 'href="findings.csv"' in index.read_text()
+    assert "was not written" in build.findings_summary(tmp_path)
