@@ -163,10 +163,11 @@ def behaviors_section(ctx: Context) -> Section:
                            charts.behavior_panels(table, name, curves)))
     if not an.emergence.is_empty():
         sec.charts.append(("emergence_points", mechanism_charts.emergence_points(an.emergence)))
-        sec.details.append((f"Emergence points: first checkpoint after step 0 reaching "
-                            f"{summary.EMERGENCE_FRACTION:.0%} of the final value (accuracies, "
-                            "head scores); compare tokens_seen (matched tokens, Tigges) with "
-                            "val_ppl (matched ppl, Xia) across models", an.emergence))
+        sec.details.append((f"Emergence points: first checkpoint past "
+                            f"{summary.EMERGENCE_FRACTION:.0%} of the change from the first "
+                            "checkpoint's value to the final one (accuracies, head scores); "
+                            "compare tokens_seen (matched tokens, Tigges) with val_ppl "
+                            "(matched ppl, Xia) across models", an.emergence))
     return sec
 
 

@@ -10,13 +10,17 @@ Verdict rules, one per claim (constants below):
 
 (a) Induction heads emerge at matched tokens across sizes and families
     (Tigges et al. 2024; Olsson et al. 2022). One row per head kind in
-    INDUCTION_TASKS found among the emergence points with kind "head_score".
-    value = max / min over models of tokens_seen at emergence; ci = the range
+    INDUCTION_TASKS found among the emergence points (stats.emergence) with
+    kind "head_score". A model forms the head when its final score is at
+    least FORMED_RATIO x its first (initialisation) score; models that do not
+    (a 1-layer model cannot form an induction head) are listed and left out,
+    and fewer than 2 forming models make the claim not testable. value = max /
+    min over the forming models of tokens_seen at emergence; ci = the range
     that ratio can take given checkpoint spacing (a model emerged after its
     previous checkpoint and at or before its emergence checkpoint; ci_high is
-    null when a previous checkpoint is step 0). Supported when every model
-    reaches the threshold and value <= TOKEN_SPREAD_MAX. The detail also gives
-    val_ppl at emergence, so matched tokens can be compared with matched ppl.
+    null when a previous checkpoint is step 0). Supported when value <=
+    TOKEN_SPREAD_MAX. The detail also gives val_ppl at emergence, so matched
+    tokens can be compared with matched ppl.
 (b) Behaviors are predicted by perplexity rather than by size or compute (Xia
     et al. 2023). A fitted behavior follows ppl when its best_spec (lowest AIC)
     is "ppl" or "ppl_size" and size_adds is False (the CI of log(params) at
@@ -38,10 +42,10 @@ Verdict rules, one per claim (constants below):
     2023). From evaluator "recall-bigram" rows: per model, the first
     checkpoint at which the bigram and the recall measure (accuracy kinds if
     present, else loss kinds) have moved half-way from their first to their
-    final value (works for falling losses and rising accuracies). value =
-    share of models where bigram gets there at an earlier step than recall.
-    Supported when both cross in at least one model and bigram is first in
-    every model where both cross.
+    final value (stats.emergence.crossing_points: falling losses and rising
+    accuracies alike). value = share of models where bigram gets there at an
+    earlier step than recall. Supported when both cross in at least one model
+    and bigram is first in every model where both cross.
 (e) At matched perplexity, model families do not differ (ppl as the common
     axis, Xia et al. 2023, tested across families). Input: family differences
     (behavior, ppl, family_a, family_b, diff, ci_low, ci_high, and p_value
@@ -59,12 +63,15 @@ import math
 
 import polars as pl
 
+from stats.emergence import crossing_points
+
 FINDINGS_SCHEMA = {"claim": pl.String, "source": pl.String, "statistic": pl.String,
                    "value": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64,
                    "verdict": pl.String, "detail": pl.String}
 SUPPORTED, NOT_SUPPORTED = "supported", "not supported by this run"
 INDUCTION_TASKS = ("induction", "trigger-induction")
 TOKEN_SPREAD_MAX = 2.0
+FORMED_RATIO = 2.0
 FOLLOWS_PPL_SPECS = ("ppl", "ppl_size")
 GAP_RHO_MAX = -0.5
 RISE_MIN = 1.05
@@ -119,21 +126,24 @@ def induction_emergence(emergence: pl.DataFrame, rows: pl.DataFrame) -> list[dic
 
 
 def _one_head_kind(claim: str, source: str, stat: str, pts: pl.DataFrame) -> dict:
-    if pts.height < 2:
-        return _row(claim, source, stat, not_testable("one model"))
+    formed = pts.filter(pl.col("final_value") >= FORMED_RATIO * pl.col("start_value"))
+    lacking = ", ".join(f"{m} ({_g(a)} -> {_g(b)})" for m, a, b in pts.join(
+        formed.select("model"), on="model", how="anti")
+        .select("model", "start_value", "final_value").iter_rows())
+    lacking = f"no head formed (final < {FORMED_RATIO:g} x initial): {lacking}" if lacking else ""
+    if formed.height < 2:
+        return _row(claim, source, stat,
+                    not_testable(f"the head forms in {formed.height} model(s)"), lacking)
     detail = "; ".join(f"{r['model']}: step {r['step']}, {_g(r['tokens_seen'])} tokens, "
-                       f"ppl {_g(r['val_ppl'])}" for r in pts.iter_rows(named=True))
-    never = pts.filter(pl.col("tokens_seen").is_null())["model"].to_list()
-    if never:
-        return _row(claim, source, stat, NOT_SUPPORTED, f"never reached the threshold: "
-                    f"{', '.join(never)}; {detail}")
-    tok = pts["tokens_seen"].cast(pl.Float64)
-    prev = pts["prev_tokens"].cast(pl.Float64).fill_null(0.0)
+                       f"ppl {_g(r['val_ppl'])}" for r in formed.iter_rows(named=True))
+    tok = formed["tokens_seen"].cast(pl.Float64)
+    prev = formed["prev_tokens"].cast(pl.Float64).fill_null(0.0)
     ratio = tok.max() / tok.min()
     low = max(1.0, prev.max() / tok.min())
     high = tok.max() / prev.min() if prev.min() > 0 else None
-    ppl = pts["val_ppl"]
+    ppl = formed["val_ppl"]
     detail += f"; ppl at emergence max/min = {_g(ppl.max() / ppl.min())}"
+    detail += f"; {lacking}" if lacking else ""
     verdict = SUPPORTED if ratio <= TOKEN_SPREAD_MAX else NOT_SUPPORTED
     return _row(claim, source, stat, verdict, detail, ratio, (low, high))
 
@@ -229,24 +239,6 @@ def generated_set_rise(generated: pl.DataFrame | None) -> dict:
 # -- (d) order of learning ----------------------------------------------------------------
 
 
-def halfway_step(rows: pl.DataFrame) -> pl.DataFrame:
-    """Per (family, model, params, kind): the first step at which value has moved half-way
-    from its first to its final value (either direction); null when it never moves.
-
-    Example: values 4.0, 3.5, 2.0, 1.0 at steps 0, 1, 2, 3: half-way = 2.5, first
-    reached at step 2. Returns family, model, params, kind, step, tokens_seen.
-    """
-    keys = ["family", "model", "params", "kind"]
-    marked = rows.sort("step").with_columns(
-        pl.col("value").first().over(keys).alias("v0"),
-        pl.col("value").last().over(keys).alias("v1"))
-    half = pl.col("v0") + 0.5 * (pl.col("v1") - pl.col("v0"))
-    moved = (pl.col("value") - half) * (pl.col("v1") - pl.col("v0")).sign() >= 0
-    hit = (marked.filter(moved & (pl.col("v1") != pl.col("v0")))
-           .group_by(keys).agg(pl.col("step").min(), pl.col("tokens_seen").min()))
-    return marked.select(keys).unique().join(hit, on=keys, how="left").sort(keys)
-
-
 def learning_order(rows: pl.DataFrame) -> dict:
     """Claim (d) from evaluator "recall-bigram" rows (module docstring)."""
     claim = "Bigram positions are learned before in-context recall"
@@ -256,7 +248,8 @@ def learning_order(rows: pl.DataFrame) -> dict:
     kinds = next((pair for pair in ORDER_KINDS if set(pair) <= set(rb["kind"].unique())), None)
     if kinds is None:
         return _row(claim, source, stat, not_testable("no recall-bigram results"))
-    steps = halfway_step(rb.filter(pl.col("kind").is_in(kinds)))
+    steps = crossing_points(rb.filter(pl.col("kind").is_in(kinds)),
+                            by=("family", "model", "params", "kind"))
     wide = (steps.filter(pl.col("kind") == kinds[0]).select("params", "model", "step").join(
         steps.filter(pl.col("kind") == kinds[1]).select("model", pl.col("step").alias("recall")),
         on="model").sort("params", "model"))

@@ -8,10 +8,10 @@ here are the analysis:
 - fitted curves (stats.regression.fit_curves) for every fitted behavior,
   stacked with a behavior column;
 - which behaviors rise during training and get emergence points: kinds in
-  RISING_KINDS (accuracies, head scores, recall/bigram accuracies), over
-  checkpoints with tokens_seen > 0 (step 0 has no place on a token axis), the
-  first checkpoint reaching EMERGENCE_FRACTION of the final value
-  (stats.matched.emergence), with the identity columns joined back;
+  RISING_KINDS (accuracies, head scores, recall/bigram accuracies); the
+  emergence point is the first checkpoint past EMERGENCE_FRACTION of the
+  change from the first checkpoint's value to the final one
+  (stats.emergence.crossing_points), with the identity columns joined back;
 - the findings (stats.findings), from the verdicts, emergence points,
   generated sets and (when given) family differences.
 
@@ -27,7 +27,8 @@ import numpy as np
 import polars as pl
 
 from evals.schema import KEY_COLUMNS
-from stats import behaviors, findings, hallucination, matched, regression
+from stats import behaviors, findings, hallucination, regression
+from stats.emergence import crossing_points
 from stats.perplexity import flag_ppl_rises, validation_ppl
 
 EMERGENCE_FRACTION = 0.5
@@ -46,7 +47,7 @@ class Analysis:
         behaviors: the behavior table (stats.behaviors.BEHAVIOR_COLUMNS + val_ppl).
         fits: regressions per fitted behavior, or None when none could be fitted.
         curves: behavior, model, val_ppl, fitted (the ppl-only fit along each model).
-        emergence: stats.matched.emergence columns + evaluator, kind, task, set.
+        emergence: stats.emergence.crossing_points columns + evaluator, kind, task, set.
         ppl: validation ppl per checkpoint with ppl_rises (stats.perplexity), or None.
         generated: stats.hallucination.generated_set_ppl with val_ppl, or None.
         findings: stats.findings.FINDINGS_SCHEMA, one row per claim.
@@ -82,10 +83,10 @@ def rising_rows(rows: pl.DataFrame) -> pl.DataFrame:
 
 
 def emergence_points(rows: pl.DataFrame, fraction: float = EMERGENCE_FRACTION) -> pl.DataFrame:
-    """Emergence of every rising behavior after step 0, with its identity columns."""
-    rising = rising_rows(rows).filter(pl.col("tokens_seen") > 0)
+    """Emergence of every rising behavior (stats.emergence.crossing_points columns + identity)."""
+    rising = rising_rows(rows)
     ident = rising.select("behavior", *behaviors.IDENTITY_COLUMNS).unique("behavior")
-    points = matched.emergence(rising, fraction=fraction)
+    points = crossing_points(rising, fraction)
     return points.join(ident, on="behavior", how="left").sort("behavior", "params", "model")
 
 

@@ -61,12 +61,26 @@ def test_induction_spread_over_sizes_is_not_supported():
     assert row["ci_low"] == pytest.approx(8.0) and row["ci_high"] == pytest.approx(32.0)
 
 
-def test_induction_without_head_scores_or_with_one_model_is_not_testable():
+def test_induction_without_head_scores_or_with_one_forming_model_is_not_testable():
     rows = rows_for({("s", 10): jump_at(4)}, evaluator="bigbench-mc", kind="accuracy", task="t")
     (row,) = fnd.induction_emergence(emergence_points(rows), rows)
     assert row["verdict"].startswith("not testable: no induction head scores")
     (row,) = induction({("s", 10): 4})
-    assert row["verdict"] == "not testable: one model"
+    assert row["verdict"] == "not testable: the head forms in 1 model(s)"
+
+
+def test_models_whose_head_does_not_form_are_left_out():
+    # "s" only drifts from 0.06 to 0.09 (a random-init score, no head): half its final value
+    # is met at initialisation, half its change is not; it must not count as emerging at all
+    drift = [0.06, 0.06, 0.06, 0.07, 0.08, 0.09, 0.09]
+    rows = pl.concat([rows_for({("s", 10): drift}, evaluator="circuits", kind="head_score",
+                               task="induction"),
+                      rows_for({("m", 30): jump_at(8), ("l", 90): jump_at(8)},
+                               evaluator="circuits", kind="head_score", task="induction")])
+    (row,) = fnd.induction_emergence(emergence_points(rows), rows)
+    assert row["verdict"] == fnd.SUPPORTED and row["value"] == 1.0
+    assert "no head formed (final < 2 x initial): s (0.06 -> 0.09)" in row["detail"]
+    assert "s: step" not in row["detail"]
 
 
 # -- (b) --------------------------------------------------------------------------------
@@ -174,9 +188,17 @@ def test_learning_order_on_falling_losses_and_without_results():
     assert none["verdict"] == "not testable: no recall-bigram results"
 
 
-def test_halfway_step_worked_example():
-    rows = rows_for({("s", 10): [4.0, 3.5, 2.0, 1.0, 1.0, 1.0, 1.0]}, evaluator="e", kind="k")
-    assert fnd.halfway_step(rows)["step"].to_list() == [2]
+def test_crossing_points_worked_example_both_directions_and_no_change():
+    from stats.emergence import crossing_points
+
+    falling = rows_for({("s", 10): [4.0, 3.5, 2.0, 1.0, 1.0, 1.0, 1.0]}, evaluator="e", kind="k")
+    rising = falling.with_columns(pl.lit("up").alias("behavior"), -pl.col("value"))
+    flat = falling.with_columns(pl.lit("flat").alias("behavior"), pl.lit(1.0).alias("value"))
+    got = crossing_points(pl.concat([falling, rising, flat]))
+    assert dict(zip(got["behavior"], got["step"])) == {"k:None": 2, "up": 2, "flat": None}
+    assert dict(zip(got["behavior"], got["threshold"])) == {"k:None": 2.5, "up": -2.5,
+                                                            "flat": 1.0}
+    assert got.filter(pl.col("behavior") == "up")["tokens_seen"].to_list() == [2000]
 
 
 # -- (e) --------------------------------------------------------------------------------
