@@ -35,6 +35,7 @@ table.frame th{background:#f4f4f4}
 table.findings{border-collapse:collapse;margin:1em 0;width:100%}
 table.findings td,table.findings th{border-bottom:1px solid #ddd;padding:.5em;text-align:left;
 vertical-align:top}table.findings .src,table.findings .detail{font-size:.8em;color:#555}
+table.findings td.claim{width:26%;font-weight:500}table.findings td.value{width:22%}
 .verdict{display:inline-block;padding:.15em .5em;border-radius:.8em;font-size:.85em;
 white-space:nowrap}.v-supported{background:#d4edda;color:#155724}
 .v-not-supported{background:#f8d7da;color:#721c24}.v-untestable{background:#e9ecef;color:#444}
@@ -125,12 +126,13 @@ def findings_html(findings: pl.DataFrame) -> str:
         value = "" if r["value"] is None else f" = <b>{_fmt(r['value'])}</b>"
         value += html.escape(_interval(r["ci_low"], r["ci_high"]))
         rows.append(
-            f'<tr><td>{html.escape(r["claim"])}<div class="src">{html.escape(r["source"])}'
-            f'</div></td><td><span class="verdict {_verdict_class(r["verdict"])}">'
-            f'{html.escape(r["verdict"])}</span></td>'
-            f'<td>{html.escape(r["statistic"])}{value}</td>'
+            f'<tr><td class="claim">{html.escape(r["claim"])}<div class="src">'
+            f'{html.escape(r["source"])}</div></td><td><span class="verdict '
+            f'{_verdict_class(r["verdict"])}">{html.escape(r["verdict"])}</span></td>'
+            f'<td class="value">{value.removeprefix(" = ")}<div class="src">'
+            f'{html.escape(r["statistic"])}</div></td>'
             f'<td class="detail">{html.escape(r["detail"] or "")}</td></tr>')
-    head = "<tr><th>claim</th><th>verdict</th><th>statistic</th><th>detail</th></tr>"
+    head = "<tr><th>claim</th><th>verdict</th><th>this run</th><th>detail</th></tr>"
     return f'<table class="findings" id="findings">{head}{"".join(rows)}</table>'
 
 

@@ -175,12 +175,13 @@ def ppl_predicts(verdicts: pl.DataFrame | None) -> dict:
     follow = verdicts.filter(follows_ppl())
     k, n = follow.height, verdicts.height
     low, high = wilson(k, n)
-    detail = f"{k} of {n} behaviors follow ppl"
-    others = verdicts.filter(~follows_ppl())
-    if others.height:
-        detail += "; not: " + ", ".join(
-            f"{b} ({s}{', size adds' if a else ''})" for b, s, a in
-            others.select("behavior", "best_spec", "size_adds").iter_rows())
+    best = verdicts.group_by("best_spec").len().sort("len", "best_spec", descending=[True, False])
+    detail = (f"{k} of {n} behaviors follow ppl; best fit: "
+              + ", ".join(f"{spec} {c}" for spec, c in best.iter_rows())
+              + f"; size adds at fixed ppl: {verdicts['size_adds'].sum()}")
+    if k:
+        names = sorted({b.split(" | ")[0] for b in follow["behavior"]})  # generated sets: a, b
+        detail += "; following ppl: " + ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
     if "evidence" in verdicts.columns:
         counts = verdicts.group_by("evidence").len().sort("evidence")
         detail += "; evidence: " + ", ".join(f"{e}: {c}" for e, c in counts.iter_rows())
