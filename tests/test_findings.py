@@ -100,7 +100,7 @@ def test_ppl_predicts_supported_when_a_clear_majority_follows_ppl():
     assert (row["ci_low"], row["ci_high"]) == (low, high)
     assert low == pytest.approx(0.5958, abs=1e-4) and high == pytest.approx(0.9821, abs=1e-4)
     assert row["verdict"] == fnd.SUPPORTED
-    assert "9 of 10" in row["detail"] and "b9 (flops)" in row["detail"]
+    assert "9 of 10 behaviors follow ppl; best fit: ppl 8, flops 1, ppl_size 1" in row["detail"]
 
 
 def test_ppl_predicts_not_supported_when_size_adds_or_size_wins():
@@ -110,6 +110,7 @@ def test_ppl_predicts_not_supported_when_size_adds_or_size_wins():
     assert row["value"] == pytest.approx(0.2)
     assert row["verdict"] == fnd.NOT_SUPPORTED
     assert "evidence: a: 6, b: 4" in row["detail"]
+    assert "size adds at fixed ppl: 5" in row["detail"]
     assert fnd.ppl_predicts(None)["verdict"] == "not testable: no fitted behaviors"
 
 
