@@ -35,7 +35,7 @@ from stats import (
     summary,
     trajectories,
 )
-from stats.perplexity import flag_ppl_rises, validation_ppl
+from stats.perplexity import flag_ppl_rises, ppl_rises, validation_ppl
 
 log = logging.getLogger(__name__)
 KEYS = list(KEY_COLUMNS)
@@ -134,8 +134,7 @@ def ppl_section(ctx: Context) -> Section:
     if ctx.ppl is None:
         return _no_ppl(sec)
     sec.charts.append(("ppl_vs_tokens", charts.ppl_vs_tokens(ctx.ppl)))
-    rises = ctx.ppl.filter(pl.col("ppl_rises")).group_by("model").agg(pl.col("step").sort())
-    for model, steps in rises.sort("model").iter_rows():
+    for _, model, steps in ppl_rises(ctx.ppl).iter_rows():
         sec.notes.append(f"Validation ppl of {model} rises again at step(s) "
                          f"{', '.join(map(str, steps))} (ringed in the chart): matched-ppl "
                          "comparisons use its best ppl so far there.")

@@ -157,6 +157,18 @@ def write_chart_files(name: str, spec: dict, out_dir: Path) -> list[str]:
     return [f"{name}.svg", f"{name}.png"]
 
 
+def _chart_html(name: str, chart, out_dir: Path, images: bool) -> tuple[str, str]:
+    """A chart's div (with PNG/SVG links when `images`) and its inline spec script."""
+    spec = chart.to_dict()
+    links = ""
+    if images:
+        files = write_chart_files(name, spec, out_dir)
+        links = " ".join(f'<a href="{f}">{f.rsplit(".", 1)[1].upper()}</a>' for f in files)
+    return (f'<div class="chart" id="chart-{name}" data-spec="spec-{name}"></div>'
+            f'<div class="files">{links}</div>',
+            f'<script type="application/json" id="spec-{name}">{_script_json(spec)}</script>')
+
+
 def _section_html(section: Section, out_dir: Path, images: bool) -> tuple[str, list[str]]:
     anchor = "".join(c if c.isalnum() else "-" for c in section.title.lower())[:40]
     parts = [f'<h2 id="sec-{anchor}">{html.escape(section.title)}</h2>']
@@ -164,15 +176,9 @@ def _section_html(section: Section, out_dir: Path, images: bool) -> tuple[str, l
     parts += section.html
     scripts = []
     for name, chart in section.charts:
-        spec = chart.to_dict()
-        links = ""
-        if images:
-            files = write_chart_files(name, spec, out_dir)
-            links = " ".join(f'<a href="{f}">{f.rsplit(".", 1)[1].upper()}</a>' for f in files)
-        parts.append(f'<div class="chart" id="chart-{name}" data-spec="spec-{name}"></div>'
-                     f'<div class="files">{links}</div>')
-        scripts.append(f'<script type="application/json" id="spec-{name}">'
-                       f"{_script_json(spec)}</script>")
+        div, script = _chart_html(name, chart, out_dir, images)
+        parts.append(div)
+        scripts.append(script)
     for caption, frame in section.tables:
         parts.append(f"<h3>{html.escape(caption)}</h3>{frame_to_html(frame)}")
     for name, frame in section.files:

@@ -164,6 +164,20 @@ def follows_ppl() -> pl.Expr:
     return pl.col("best_spec").is_in(FOLLOWS_PPL_SPECS) & ~pl.col("size_adds")
 
 
+def _ppl_detail(verdicts: pl.DataFrame, follow: pl.DataFrame) -> str:
+    best = verdicts.group_by("best_spec").len().sort("len", "best_spec", descending=[True, False])
+    detail = (f"{follow.height} of {verdicts.height} behaviors follow ppl; best fit: "
+              + ", ".join(f"{spec} {c}" for spec, c in best.iter_rows())
+              + f"; size adds at fixed ppl: {verdicts['size_adds'].sum()}")
+    if follow.height:
+        names = sorted({b.split(" | ")[0] for b in follow["behavior"]})  # generated sets: a, b
+        detail += "; following ppl: " + ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
+    if "evidence" in verdicts.columns:
+        counts = verdicts.group_by("evidence").len().sort("evidence")
+        detail += "; evidence: " + ", ".join(f"{e}: {c}" for e, c in counts.iter_rows())
+    return detail
+
+
 def ppl_predicts(verdicts: pl.DataFrame | None) -> dict:
     """Claim (b) (module docstring)."""
     claim = "Behaviors are predicted by perplexity rather than by size or compute"
@@ -175,16 +189,7 @@ def ppl_predicts(verdicts: pl.DataFrame | None) -> dict:
     follow = verdicts.filter(follows_ppl())
     k, n = follow.height, verdicts.height
     low, high = wilson(k, n)
-    best = verdicts.group_by("best_spec").len().sort("len", "best_spec", descending=[True, False])
-    detail = (f"{k} of {n} behaviors follow ppl; best fit: "
-              + ", ".join(f"{spec} {c}" for spec, c in best.iter_rows())
-              + f"; size adds at fixed ppl: {verdicts['size_adds'].sum()}")
-    if k:
-        names = sorted({b.split(" | ")[0] for b in follow["behavior"]})  # generated sets: a, b
-        detail += "; following ppl: " + ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
-    if "evidence" in verdicts.columns:
-        counts = verdicts.group_by("evidence").len().sort("evidence")
-        detail += "; evidence: " + ", ".join(f"{e}: {c}" for e, c in counts.iter_rows())
+    detail = _ppl_detail(verdicts, follow)
     return _row(claim, source, stat, SUPPORTED if low > 0.5 else NOT_SUPPORTED, detail,
                 k / n, (low, high))
 

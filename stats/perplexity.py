@@ -40,3 +40,10 @@ def flag_ppl_rises(ppl: pl.DataFrame, tolerance: float = RISE_TOLERANCE) -> pl.D
     best = pl.col("val_ppl").cum_min().shift(1).over("family", "model", order_by="step")
     return ppl.with_columns(
         (pl.col("val_ppl") > best * (1 + tolerance)).fill_null(False).alias("ppl_rises"))
+
+
+def ppl_rises(ppl: pl.DataFrame) -> pl.DataFrame:
+    """family, model, steps (sorted list): the checkpoints :func:`flag_ppl_rises` flags."""
+    flagged = ppl if "ppl_rises" in ppl.columns else flag_ppl_rises(ppl)
+    return (flagged.filter(pl.col("ppl_rises")).group_by("family", "model")
+            .agg(pl.col("step").sort().alias("steps")).sort("family", "model"))

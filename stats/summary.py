@@ -63,14 +63,6 @@ class Analysis:
     generated: pl.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
 
-    def rises(self) -> pl.DataFrame:
-        """Models whose validation ppl rises again: family, model, steps (list of steps)."""
-        if self.ppl is None:
-            return pl.DataFrame(schema={"family": pl.String, "model": pl.String,
-                                        "steps": pl.List(pl.Int64)})
-        return (self.ppl.filter(pl.col("ppl_rises")).group_by("family", "model")
-                .agg(pl.col("step").sort().alias("steps")).sort("family", "model"))
-
 
 def fitted_rows(rows: pl.DataFrame) -> pl.DataFrame:
     """Rows of the behaviors that get regressions (all kinds but NOT_FITTED_KINDS)."""

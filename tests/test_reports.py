@@ -417,3 +417,15 @@ def test_findings_summary_reads_the_reports_findings(tmp_path, stub_bundle):
                and "= -1 [-1, -1]" in line for line in lines)  # planted: gap grows every step
     assert 'href="findings.csv"' in index.read_text()
     assert "was not written" in build.findings_summary(tmp_path)
+
+
+def test_ppl_section_notes_each_model_whose_ppl_rises(tmp_path, stub_bundle):
+    store = synthetic_store(tmp_path / "store", ("token-loss",))
+    ctx = build.Context(Store(store))
+    ppl = ctx.ppl
+    ctx.ppl = ppl.with_columns(  # toy-m's ppl goes back up at step 100 (not at 300)
+        pl.when((pl.col("model") == "toy-m") & (pl.col("step") == 100)).then(True)
+        .otherwise(False).alias("ppl_rises"))
+    notes = build.ppl_section(ctx).notes
+    assert notes == ["Validation ppl of toy-m rises again at step(s) 100 (ringed in the chart): "
+                     "matched-ppl comparisons use its best ppl so far there."]
