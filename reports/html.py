@@ -22,6 +22,8 @@ import altair as alt
 import polars as pl
 import vl_convert as vlc
 
+from stats import findings
+
 BUNDLE_NAME = "vega-bundle.js"
 VL_VERSION = alt.SCHEMA_VERSION.lstrip("v").rsplit(".", 1)[0]  # "6.4" for altair's v6.4.1
 
@@ -106,10 +108,8 @@ def frame_to_html(frame: pl.DataFrame, max_rows: int = 200) -> str:
     return f'<table class="frame">{more}<tr>{head}</tr>{"".join(rows)}</table>'
 
 
-def _verdict_class(verdict: str) -> str:
-    if verdict == "supported":
-        return "v-supported"
-    return "v-untestable" if verdict.startswith("not testable") else "v-not-supported"
+VERDICT_CLASS = {findings.SUPPORTED: "v-supported", findings.NOT_SUPPORTED: "v-not-supported",
+                 findings.NOT_TESTABLE: "v-untestable"}
 
 
 def _interval(low, high) -> str:
@@ -118,18 +118,18 @@ def _interval(low, high) -> str:
     return f" [{_fmt(low) or '-'}, {_fmt(high) or '-'}]"
 
 
-def findings_html(findings: pl.DataFrame) -> str:
+def findings_html(table: pl.DataFrame) -> str:
     """The findings frame (stats.findings.FINDINGS_SCHEMA) as a readable table: claim and
-    source, a coloured verdict, the statistic with its value and interval, the detail."""
+    source, a coloured verdict, the value with its interval and statistic, the detail."""
     rows = []
-    for r in findings.iter_rows(named=True):
-        value = "" if r["value"] is None else f" = <b>{_fmt(r['value'])}</b>"
+    for r in table.iter_rows(named=True):
+        value = "" if r["value"] is None else f"<b>{_fmt(r['value'])}</b>"
         value += html.escape(_interval(r["ci_low"], r["ci_high"]))
+        badge = VERDICT_CLASS[findings.outcome(r["verdict"])]
         rows.append(
             f'<tr><td class="claim">{html.escape(r["claim"])}<div class="src">'
-            f'{html.escape(r["source"])}</div></td><td><span class="verdict '
-            f'{_verdict_class(r["verdict"])}">{html.escape(r["verdict"])}</span></td>'
-            f'<td class="value">{value.removeprefix(" = ")}<div class="src">'
+            f'{html.escape(r["source"])}</div></td><td><span class="verdict {badge}">'
+            f'{html.escape(r["verdict"])}</span></td><td class="value">{value}<div class="src">'
             f'{html.escape(r["statistic"])}</div></td>'
             f'<td class="detail">{html.escape(r["detail"] or "")}</td></tr>')
     head = "<tr><th>claim</th><th>verdict</th><th>this run</th><th>detail</th></tr>"

@@ -82,8 +82,21 @@ ALPHA = 0.05
 Z95 = 1.959963984540054
 
 
+NOT_TESTABLE = "not testable"
+OUTCOMES = (SUPPORTED, NOT_SUPPORTED, NOT_TESTABLE)
+
+
 def not_testable(why: str) -> str:
-    return f"not testable: {why}"
+    return f"{NOT_TESTABLE}: {why}"
+
+
+def outcome(verdict: str) -> str:
+    """The verdict without its reason: one of OUTCOMES ("not testable: one family" -> "not
+    testable"); ValueError on anything else."""
+    head = verdict.split(":", 1)[0]
+    if head not in OUTCOMES:
+        raise ValueError(f"verdict {verdict!r} is none of {OUTCOMES}")
+    return head
 
 
 def _row(claim: str, source: str, statistic: str, verdict: str, detail: str = "",

@@ -257,3 +257,11 @@ def test_analyze_gives_one_finding_per_claim_and_a_summary_line_each():
     assert len(text.splitlines()) == 6
     assert text.splitlines()[0].startswith("- [supported] Induction heads")
     assert "[not testable: one family]" in text
+
+
+def test_outcome_strips_the_reason_and_refuses_other_words():
+    assert fnd.outcome("not testable: one family") == fnd.NOT_TESTABLE
+    assert fnd.outcome(fnd.NOT_SUPPORTED) == fnd.NOT_SUPPORTED
+    assert fnd.outcome(fnd.SUPPORTED) == fnd.SUPPORTED
+    with pytest.raises(ValueError, match="none of"):
+        fnd.outcome("maybe")
