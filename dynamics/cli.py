@@ -239,9 +239,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("reports.build") is None:
         print("report: skipped (reports.build is not installed yet)")
     else:
-        from reports.build import build_report
+        from reports.build import build_report, findings_summary
 
         index = build_report(cfg.output_dir, out / "report", images=not args.no_images)
+        print(findings_summary(index.parent))
         print(f"report: {index}")
     print(f"demo done in {time.perf_counter() - t0:.0f} s")
     return 1 if result.failed else 0

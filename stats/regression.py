@@ -82,7 +82,9 @@ def _mixed(df, terms: tuple[str, ...], response: str) -> tuple[str, float | None
     if df.model.nunique() < MIN_MODELS_MIXED:
         return f"skipped: < {MIN_MODELS_MIXED} models", None
     try:
-        res = smf.mixedlm(f"value ~ {' + '.join(terms)}", df, groups=df.model).fit(reml=False)
+        # Q(): family terms are named like "family[fb]", which a bare formula would index
+        rhs = " + ".join(f'Q("{t}")' for t in terms)
+        res = smf.mixedlm(f"value ~ {rhs}", df, groups=df.model).fit(reml=False)
     except (ValueError, np.linalg.LinAlgError) as err:
         return f"skipped: {err}", None
     return "fit", float(res.aic)

@@ -218,10 +218,15 @@ def test_report_families_section_draws_the_stats_frames(tmp_path):
     factual = [r for r in rows if r["behavior"] == "logprob_factual"]
     assert len(factual) == 5 and all(r["diff"] == pytest.approx(0.5) for r in factual)
     assert all(r["ci_low"] < 0.5 < r["ci_high"] for r in factual)
-    tables = dict(sec.tables)
-    test = tables["Family at fixed ppl (fb term)"].filter(pl.col("behavior") == "logprob_factual")
+    tables = {title.split(" (")[0].split(" in ")[0]: t for title, t in [*sec.tables, *sec.details]}
+    test = tables["Family at fixed ppl"].filter(pl.col("behavior") == "logprob_factual")
     assert test["estimate"][0] == pytest.approx(0.5) and test["differs"][0] is True
     assert "val_loss" not in set(tables["fb - fa at matched ppl"]["behavior"])
+    assert "val_loss" not in set(test["behavior"])
+    # the findings' claim (e) decides on the same family test (stats.summary.family_frames)
+    claim = Context(store).analysis.findings.filter(pl.col("claim").str.starts_with("At matched"))
+    assert claim["verdict"][0] == "not supported by this run" and claim["value"][0] == 1.0
+    assert "logprob_factual" in claim["detail"][0] and "fb - fa = 0.5" in claim["detail"][0]
     one = Store(tmp_path / "one")
     for part in store.parts("token-loss")[:4]:
         one.write("token-loss", pl.read_parquet(part))
