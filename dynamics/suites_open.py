@@ -84,10 +84,11 @@ OLMO_MODELS = {  # name -> (layers, d_model, mlp_hidden, tied, tokens per step)
 OLMO_VOCAB = 50304
 
 
-def olmo_params(n_layers: int, d_model: int, mlp_hidden: int, tied: bool) -> int:
+def olmo_params(n_layers: int, d_model: int, mlp_hidden: int, tied: bool,
+                vocab: int = OLMO_VOCAB) -> int:
     """OLMo (v1) parameters: q, k, v, o + SwiGLU (gate, up, down), no biases, no LN weights."""
     per_layer = 4 * d_model * d_model + 3 * d_model * mlp_hidden
-    return OLMO_VOCAB * d_model * (1 if tied else 2) + n_layers * per_layer
+    return vocab * d_model * (1 if tied else 2) + n_layers * per_layer
 
 
 def olmo_tokens(repo: str, step: int, tokens_b: int | None, tokens_per_step: int) -> int:
