@@ -38,7 +38,7 @@ _TRUE = {"1", "ON", "YES", "TRUE"}  # huggingface_hub's reading of HF_HUB_OFFLIN
 
 
 class RevisionListUnavailableError(SuiteError):
-    """A suite's revision list must come from the hub, which cannot be reached, and no cache exists."""
+    """A revision list must come from the hub, which cannot be reached, and none is cached."""
 
 
 class Revision(NamedTuple):

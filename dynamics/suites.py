@@ -254,7 +254,7 @@ def combine_suites(suites: list[Suite]) -> Suite:
 
 
 def get_suite(name_or_path: str | Path) -> Suite:
-    """A built-in suite by name ("a+b" for several), or a local suite from a folder or its `suite.toml`."""
+    """A built-in suite by name ("a+b" for several), or a local suite (folder or `suite.toml`)."""
     text = str(name_or_path)
     if text in BUILTIN_SUITES:
         return BUILTIN_SUITES[text]()
