@@ -6,7 +6,7 @@ Verbs are thin wrappers of Python functions:
     dynamics generate batch.toml          only make the batch's [generate.*] sets
     dynamics demo [--out DIR]             train the toy suite, evaluate it, write the report
     dynamics report RESULTS --out DIR     offline HTML report (charts, PNG/SVG, tables)
-    dynamics compare RESULTS --families a,b --at-ppl 20,30 [--behavior NAME]
+    dynamics compare RESULTS --families a,b [--at-ppl 20,30] [--behavior NAME] [--out F.csv]
 """
 
 from __future__ import annotations
@@ -91,18 +91,56 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
-    from evals.store import Store
-    from stats.behaviors import behavior_table
-    from stats.matched import compare_families
+def _floats(text: str, option: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError as err:
+        raise ValueError(f"{option} takes comma-separated numbers, e.g. 20,30; "
+                         f"got {text!r}") from err
 
+
+def _write_frame(frame, path) -> None:
+    from pathlib import Path
+
+    path = Path(path)
+    if path.suffix == ".csv":
+        frame.write_csv(path)
+    elif path.suffix == ".parquet":
+        frame.write_parquet(path)
+    else:
+        raise ValueError(f"--out {path}: use a .csv or .parquet file name")
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Differences between two families at matched ppl, and the family test at fixed ppl."""
+    from pathlib import Path
+
+    import polars as pl
+
+    from evals.store import Store
+    from reports.text import comparison_text
+    from stats.behaviors import behavior_table
+    from stats.families import family_differences, family_test, matched_ppl_grid
+
+    families = [f.strip() for f in args.families.split(",") if f.strip()]
+    if len(families) != 2:
+        raise ValueError(f"--families takes two families, e.g. pythia,opt; got {args.families!r}")
     table = behavior_table(Store(args.results))
     for line in table.missing:
         print(f"behavior provider not available: {line}", file=sys.stderr)
-    families = [f for f in args.families.split(",") if f]
-    ppls = [float(x) for x in args.at_ppl.split(",") if x]
-    out = compare_families(table.rows, families, ppls, behavior=args.behavior)
-    print(out)
+    rows = table.rows
+    if args.behavior is None:  # val_loss is log(val_ppl): equal at matched ppl by definition
+        rows = rows.filter(pl.col("kind") != "val_loss")
+    ppls = (_floats(args.at_ppl, "--at-ppl") if args.at_ppl
+            else matched_ppl_grid(rows, families))
+    diffs = family_differences(rows, families, ppls, behavior=args.behavior)
+    tests = family_test(rows, families, None if args.behavior is None else [args.behavior])
+    print(comparison_text(diffs, tests))
+    if args.out:
+        out = Path(args.out)
+        _write_frame(diffs, out)
+        _write_frame(tests, out.with_name(f"{out.stem}.family_test{out.suffix}"))
+        print(f"written: {out} and {out.stem}.family_test{out.suffix}")
     return 0
 
 
@@ -248,8 +286,11 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="compare families at matched validation perplexity")
     c.add_argument("results", help="the results store (a batch's output folder)")
     c.add_argument("--families", required=True, help="comma-separated families, e.g. pythia,opt")
-    c.add_argument("--at-ppl", required=True, help="comma-separated ppl values, e.g. 20,30")
-    c.add_argument("--behavior", default=None, help="one behavior name (default: all)")
+    c.add_argument("--at-ppl", default=None, help="comma-separated ppl values, e.g. 20,30 "
+                   "(default: 5 values inside every model's ppl range)")
+    c.add_argument("--behavior", default=None, help="one behavior name (default: all but val_loss)")
+    c.add_argument("--out", default=None, help="also write the differences to a .csv or "
+                   ".parquet file (and the family test to <name>.family_test.<ext>)")
     c.set_defaults(func=cmd_compare)
 
     d = sub.add_parser("demo", help="train the toy suite (cached), evaluate it, write the report")

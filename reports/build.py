@@ -18,12 +18,13 @@ import polars as pl
 
 from evals.schema import KEY_COLUMNS
 from evals.store import Store
-from reports import charts, mechanism_charts, xia_charts
+from reports import charts, family_charts, mechanism_charts, xia_charts
 from reports.html import Section, write_html
 from stats import (
     behaviors,
     bigbench,
     circuits,
+    families,
     hallucination,
     matched,
     regression,
@@ -125,6 +126,36 @@ def behaviors_section(ctx: Context) -> Section:
     sec.tables.append(("Coefficients", fits.coefficients))
     if fits.skipped is not None and not fits.skipped.is_empty():
         sec.tables.append(("Behaviors not fitted", fits.skipped))
+    return sec
+
+
+def families_section(ctx: Context) -> Section:
+    """The first two families (sorted) compared at matched ppl: stats.families frames, drawn."""
+    sec = Section("Families at matched perplexity")
+    table, sec.notes = behavior_table(ctx)
+    names = [] if table is None else sorted(table["family"].unique())
+    if len(names) < 2:
+        sec.notes.append(f"Families in this store: {names or 'none'}; a comparison needs two.")
+        return sec
+    pair = tuple(names[:2])
+    if len(names) > 2:
+        sec.notes.append(f"Comparing {pair[1]} with {pair[0]}; for other pairs run "
+                         "`dynamics compare RESULTS --families a,b`.")
+    rows = table.filter(pl.col("kind") != "val_loss")  # log(val_ppl): equal by definition
+    ppls = families.matched_ppl_grid(rows, pair)
+    if not ppls:
+        sec.notes.append("The models' validation ppl ranges do not overlap: no matched ppl.")
+        return sec
+    diffs = families.family_differences(rows, pair, ppls)
+    shown = sorted(diffs["behavior"].unique())[:MAX_BEHAVIORS]
+    sec.notes.append(f"Matched ppl values: {', '.join(f'{p:g}' for p in ppls)} (inside every "
+                     "model's range). CIs: bootstrap over models, t reference; none with fewer "
+                     "than 3 models per family. Test: value ~ log ppl + family, "
+                     "leave-one-model-out jackknife.")
+    sec.charts.append(("family_differences", family_charts.family_difference_chart(
+        diffs.filter(pl.col("behavior").is_in(shown)))))
+    sec.tables.append((f"{pair[1]} - {pair[0]} at matched ppl", diffs))
+    sec.tables.append((f"Family at fixed ppl ({pair[1]} term)", families.family_test(rows, pair)))
     return sec
 
 
@@ -264,7 +295,8 @@ def _slug(text: str) -> str:
     return f"{slug[:50]}_{hashlib.sha1(text.encode()).hexdigest()[:8]}"
 
 
-SECTIONS = (ppl_section, behaviors_section, trajectories_section, sequences_section,
+SECTIONS = (ppl_section, behaviors_section, families_section, trajectories_section,
+            sequences_section,
             xia_section, bigbench_section, circuits_section, components_section)
 
 

@@ -192,8 +192,8 @@ def test_sweep_writes_choices_and_stats_read_them(tmp_path):
     assert first["task"].str.starts_with("periodic_elements/").any()
     assert (mc["logprob_nats"] < 0).all() and (mc["n_tokens"] >= 1).all()
     rows = behaviors(Store(tmp_path / "out"))
-    assert rows.columns == ["family", "model", "params", "step", "tokens_seen", "flops",
-                            "behavior", "value", "n_trials"]
+    from stats.behaviors import BEHAVIOR_COLUMNS
+    assert rows.columns == list(BEHAVIOR_COLUMNS)
     names = set(rows["behavior"].to_list())
     assert {"bigbench:periodic_elements", "bigbench_macro", "option_ppl_correct"} <= names
     assert rows.filter(pl.col("behavior") == f"bigbench:{tasks[0]}")["n_trials"].to_list() == [3, 3]
