@@ -110,3 +110,22 @@ def test_a_run_records_the_suites_seed_runs(tmp_path):
     recorded = json.loads((tmp_path / "out" / "seeds.json").read_text())
     assert recorded == {"alias-gpt2-small-x21": {"group": "gpt2-small", "seed": 21},
                         "arwen-gpt2-medium-x21": {"group": "gpt2-medium", "seed": 21}}
+
+
+def test_seed_noise_beside_stats_families_differences():
+    """Three PolyPythia-like sizes x 4 seeds vs three single-run sizes shifted by 0.3."""
+    from stats.families import family_differences
+
+    rng = np.random.default_rng(2)
+    a, seeds_a, off = simulate("pythia", {"p-70m": 70, "p-160m": 160, "p-410m": 410}, 4, 0.05,
+                               rng)
+    b, _, _ = simulate("olmo", {"o-1b": 1000, "o-7b": 7000, "o-3b": 3000}, 1, 0.0, rng,
+                       shift=0.3)
+    rows = pl.concat([a, b])
+    seed_map = pl.DataFrame(seeds_a, orient="row", schema=["model", "seed_group", "seed"])
+    diffs = family_differences(rows, ["pythia", "olmo"], [25.0])
+    out = attach_seed_noise(diffs, seed_noise(rows, seed_map, [25.0])).row(0, named=True)
+    assert out["diff"] == pytest.approx(0.3 - np.mean([o.mean() for o in off.values()]), rel=1e-9)
+    want = math.sqrt(np.mean([np.var(o, ddof=1) for o in off.values()]))
+    assert out["seed_sd_a"] == pytest.approx(want, rel=1e-9) and out["seed_df_a"] == 9
+    assert out["seed_sd_b"] is None
