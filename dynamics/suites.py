@@ -233,19 +233,31 @@ BUILTIN_SUITES = {
 }
 
 
+def _loader(suite: Suite, model: str) -> Loader:
+    if isinstance(suite.models, LazyModels):
+        return lambda cached_only: (suite.models.peek(model) if cached_only
+                                    else suite.models[model])
+    return lambda cached_only, refs=suite.models[model]: refs
+
+
 def combine_suites(suites: list[Suite]) -> Suite:
-    """One suite holding every model of `suites` (names must not repeat); stays lazy."""
-    loaders, params, seeds = {}, {}, {}
+    """One suite holding every model of `suites`; stays lazy.
+
+    A model in two suites must be the same checkpoints in both (Pythia's
+    `pythia-160m` is PolyPythia's seed 0): kept once; otherwise a SuiteError.
+    """
+    loaders, params, seeds, eager = {}, {}, {}, {}
     for suite in suites:
         for model in suite.models:
-            if model in loaders:
+            same = (model in eager and not isinstance(suite.models, LazyModels)
+                    and suite.models[model] == eager[model])
+            if model in loaders and not same:
                 raise SuiteError(f"model {model!r} is in more than one of the suites "
-                                 f"{[s.name for s in suites]}; combine suites without overlap")
-            if isinstance(suite.models, LazyModels):
-                loaders[model] = lambda cached_only, m=model, s=suite: (
-                    s.models.peek(m) if cached_only else s.models[m])
-            else:
-                loaders[model] = lambda cached_only, refs=suite.models[model]: refs
+                                 f"{[s.name for s in suites]} with different checkpoints; "
+                                 "combine suites without overlap")
+            if not isinstance(suite.models, LazyModels):
+                eager[model] = suite.models[model]
+            loaders[model] = _loader(suite, model)
             params[model] = suite.params_of(model)
         seeds.update(suite.seeds)
     return Suite("+".join(s.name for s in suites),

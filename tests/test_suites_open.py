@@ -9,7 +9,7 @@ import pytest
 
 from dynamics import hub_refs
 from dynamics.hub_refs import OLMO_REVISION, RevisionListUnavailableError, parse_revisions
-from dynamics.suites import SuiteError, get_suite
+from dynamics.suites import Suite, SuiteError, combine_suites, get_suite
 from dynamics.suites_open import (
     crfm_steps,
     gpt2_params,
@@ -186,8 +186,16 @@ def test_suites_joined_with_plus(monkeypatch, online):
     assert [(r.family, r.step) for r in refs] == [("pythia", 143_000), ("olmo", 20_000)]
     seeded = get_suite("polypythia+olmo")
     assert seeded.seeds["pythia-70m-seed2"].group == "pythia-70m"
-    with pytest.raises(SuiteError, match="'pythia-14m' is in more than one"):
-        get_suite("pythia+polypythia")
+    # Pythia's models are PolyPythia's seed 0: the same checkpoints, kept once
+    all_pythia = get_suite("pythia+polypythia+olmo")
+    assert len(all_pythia.models) == 10 + 45 + 2
+    assert all_pythia.seeds["pythia-160m"].seed == 0 and "pythia-12b" not in all_pythia.seeds
+    assert len(get_suite("pythia+pythia").models) == 10  # the same suite twice is harmless
+    pythia = get_suite("pythia")
+    other = Suite("mine", "a local run named like Pythia",
+                  {"pythia-14m": pythia.checkpoints("pythia-14m")[:3]})
+    with pytest.raises(SuiteError, match="'pythia-14m' is in more than one .* with different"):
+        combine_suites([pythia, other])
     with pytest.raises(SuiteError, match="unknown suite 'pythia\\+nope'"):
         get_suite("pythia+nope")
 
