@@ -238,3 +238,34 @@ def test_cli_steps_from_the_ref_list_then_the_cache(monkeypatch, online, capsys)
     assert main(["suites", "--steps", "alias-gpt2-small-x21"]) == 0
     rows = capsys.readouterr().out.splitlines()
     assert rows[-1].split()[:3] == ["checkpoint-400000", "400000", "209,715,200,000"]
+
+
+def test_ref_list_through_the_real_client_against_a_local_hub(monkeypatch, online, tmp_path):
+    """The real `huggingface_hub.list_repo_refs` (HTTP, parsing) on a hub at 127.0.0.1."""
+    import huggingface_hub.hf_api
+
+    from tests.hub_server import TinyHub
+
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    server = TinyHub()
+    for name in ("main", "step0-tokens0B", "step2000-tokens8B", "step1000-tokens4B"):
+        server.add_revision("allenai/OLMo-1B-hf", name, folder)
+    server.serve()
+    try:
+        # the module-level list_repo_refs is bound to an HfApi made at import: repoint it
+        monkeypatch.setattr(huggingface_hub.hf_api.api, "endpoint", server.url)
+        refs = get_suite("olmo").checkpoints("OLMo-1B-hf")
+        assert [(r.revision, r.tokens_seen) for r in refs] == [
+            ("step0-tokens0B", 0), ("step1000-tokens4B", 1000 * 2048 * 2048),
+            ("step2000-tokens8B", 2000 * 2048 * 2048)]
+        assert server.requests == [("GET", "/api/models/allenai/OLMo-1B-hf/refs")]
+        cached = json.loads((online / "allenai--OLMo-1B-hf.json").read_text())
+        assert {b["commit"] for b in cached["branches"]} == {
+            r.commit for r in server.repos["allenai/OLMo-1B-hf"].values()}
+        with pytest.raises(RevisionListUnavailableError, match="could not be reached .*"
+                                                               "RepositoryNotFoundError"):
+            get_suite("olmo").checkpoints("OLMo-7B-hf")  # a repo the hub does not have
+    finally:
+        server.close()
