@@ -35,7 +35,7 @@ def simulate(family: str, groups: dict[str, int], n_seeds: int, sd: float, rng,
                 rows.append((family, model, params, step, step * 1000, 6.0 * params * step,
                              "acc", value, ppl))
     frame = pl.DataFrame(rows, orient="row", schema=[
-        *zip(KEYS, (pl.String, pl.String, pl.Int64, pl.Int64, pl.Int64, pl.Float64)),
+        *zip(KEYS, (pl.String, pl.String, pl.Int64, pl.Int64, pl.Int64, pl.Float64), strict=True),
         ("behavior", pl.String), ("value", pl.Float64), ("val_ppl", pl.Float64)])
     return frame, seeds, offsets
 

@@ -49,8 +49,14 @@ def online(monkeypatch, tmp_path):
 
 def test_param_formulas_match_tiny_hf_models():
     import torch
-    from transformers import (GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM,
-                              OlmoConfig, OlmoForCausalLM)
+    from transformers import (
+        GPT2Config,
+        GPT2LMHeadModel,
+        LlamaConfig,
+        LlamaForCausalLM,
+        OlmoConfig,
+        OlmoForCausalLM,
+    )
 
     def count(model):
         return sum(p.numel() for p in model.parameters())  # tied weights counted once
@@ -86,14 +92,14 @@ def test_crfm_schedule_and_seeds():
     steps = crfm_steps()
     assert len(steps) == 609 and steps[:3] == [0, 10, 20] and steps[-1] == 400_000
     assert steps[10:12] == [100, 150] and 2000 in steps and 2050 not in steps
-    assert {b - a for a, b in zip(steps, steps[1:]) if a >= 20_000} == {1000}
+    assert {b - a for a, b in zip(steps, steps[1:], strict=False) if a >= 20_000} == {1000}
     suite = get_suite("crfm-gpt2")
     refs = suite.checkpoints("caprica-gpt2-small-x81")
     assert refs[-1].revision == "checkpoint-400000"
     assert refs[-1].tokens_seen == 400_000 * 512 * 1024
     assert refs[-1].source == "stanford-crfm/caprica-gpt2-small-x81"
     groups = {}
-    for model, seed in suite.seeds.items():
+    for seed in suite.seeds.values():
         groups.setdefault(seed.group, set()).add(seed.seed)
     assert groups == {"gpt2-small": {21, 49, 81, 343, 777}, "gpt2-medium": {21, 49, 81, 343, 777}}
 
