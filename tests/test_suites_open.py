@@ -262,6 +262,7 @@ def test_ref_list_through_the_real_client_against_a_local_hub(monkeypatch, onlin
     try:
         # the module-level list_repo_refs is bound to an HfApi made at import: repoint it
         monkeypatch.setattr(huggingface_hub.hf_api.api, "endpoint", server.url)
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # read at import
         refs = get_suite("olmo").checkpoints("OLMo-1B-hf")
         assert [(r.revision, r.tokens_seen) for r in refs] == [
             ("step0-tokens0B", 0), ("step1000-tokens4B", 1000 * 2048 * 2048),
