@@ -118,3 +118,7 @@ def test_pythia_vs_olmo_batch_validates_from_a_cached_ref_list(tmp_path, monkeyp
     # log-spaced over 0, 1000, 2000, ...: targets below 1000 merge, so fewer than 24
     assert [r.step for r in olmo7[:4]] == [0, 1000, 2000, 3000] and len(olmo7) == 13
     assert len([r for r in refs if r.model == "pythia-1b"]) == 21  # 3 targets merge too
+    # the seed-runs variant the file's comment gives
+    seeded = load_batch_file(batch, ['suite="pythia+polypythia+olmo"',
+                                     'models=["pythia-410m", "pythia-410m-seed1", "OLMo-1B-hf"]'])
+    assert get_suite(seeded.suite).seeds["pythia-410m-seed1"].group == "pythia-410m"
