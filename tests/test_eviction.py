@@ -51,8 +51,11 @@ def _complete(snapshot: Path) -> bool:
     return bool(files) and all(f.exists() for f in files)  # exists() is False on a dangling link
 
 
-def _load(snapshot: Path):
-    ref = CheckpointRef("t", "m", 1, 0, 0, source=str(snapshot), is_local=True)
+def _load(snapshot: Path, suite: Path):
+    import tomllib
+
+    params = tomllib.loads((suite / "suite.toml").read_text())["models"][0]["params"]
+    ref = CheckpointRef("t", "m", params, 0, 0, source=str(snapshot), is_local=True)
     return load_checkpoint(ref)
 
 
@@ -74,7 +77,7 @@ def test_evicting_one_revision_leaves_the_other_loadable(tmp_path, suite):
     assert not a.exists() and only_a and not any(p.exists() for p in only_a)
     assert freed == sum(blobs_a[p] for p in only_a)
     assert _complete(b) and _complete(c)
-    assert _load(b).model.config.hidden_size == 32
+    assert _load(b, suite).model.config.hidden_size == 32
     repo = a.parent.parent
     assert not (repo / "refs" / "step0").exists() and (repo / "refs" / "step10").is_file()
     info = scan_cache_dir(tmp_path / "hub")
@@ -93,7 +96,7 @@ def test_budget_never_touches_a_revision_in_use(tmp_path, suite):
     assert is_in_use(a) and not is_in_use(b) and is_in_use(c)
     assert budget.evict() == [b]
     assert _complete(a) and _complete(c) and not b.exists()
-    assert _load(a).model.config.hidden_size == 32
+    assert _load(a, suite).model.config.hidden_size == 32
     budget.release(c)
     assert not in_use_marker(c).exists()
     assert budget.evict() == [c] and _complete(a)
