@@ -25,8 +25,13 @@ def cmd_suites(args: argparse.Namespace) -> int:
     for name in names:
         suite = get_suite(name)
         print(f"{suite.name}: {suite.description}")
-        for model, refs in suite.models.items():
-            print(f"  {model:28s} params={refs[0].params:>15,d}  checkpoints={len(refs)}")
+        for model in suite.models:
+            refs = suite.cached_checkpoints(model)  # None: a hub ref list not cached yet
+            count = len(refs) if refs is not None else "hub list, not cached"
+            seed = suite.seeds.get(model)
+            extra = f"  seed={seed.seed} of {seed.group}" if seed else ""
+            print(f"  {model:28s} params={suite.params_of(model):>15,d}  "
+                  f"checkpoints={count}{extra}")
     return 0
 
 
@@ -35,10 +40,12 @@ def _print_steps(model: str, suite_name: str | None) -> int:
     for name in names:
         suite = get_suite(name)
         if model in suite.models:
-            print(f"{'revision':>12s} {'step':>8s} {'tokens_seen':>16s} {'flops':>12s}")
-            for r in suite.models[model]:
+            refs = suite.checkpoints(model)  # reads (and caches) a hub ref list if needed
+            width = max(12, *(len(r.revision or r.source) for r in refs))
+            print(f"{'revision':>{width}s} {'step':>8s} {'tokens_seen':>19s} {'flops':>12s}")
+            for r in refs:
                 rev = r.revision or r.source
-                print(f"{rev:>12s} {r.step:8d} {r.tokens_seen:16,d} {r.flops:12.3e}")
+                print(f"{rev:>{width}s} {r.step:8d} {r.tokens_seen:19,d} {r.flops:12.3e}")
             return 0
     raise SuiteError(f"no model {model!r} in suites {names}; run `dynamics suites` to list them")
 

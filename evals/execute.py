@@ -4,6 +4,7 @@
         store.clean_temp()                   # leftovers of a killed run
         store.write_config(batch_to_toml(cfg))   # batch.toml: the batch as given, once, here
         cfg = prepare_generated(cfg)         # [generate.*] sets: made or reused
+        store.record_seeds(...)              # seeds.json: the suite's seed runs (issue 20)
         todo = plan(store, refs, evaluators) # pending (checkpoint, evaluator) units
         scheduler(cfg, todo)                 # "local": evals.sweep.run_local
                                              # "ray":   evals.ray_executor.run_ray
@@ -64,7 +65,11 @@ def execute(
         store.clean_temp()
         store.write_config(batch_to_toml(cfg))
         cfg = prepare_generated(cfg, generator)
-        refs = get_suite(cfg.suite_path).select(cfg.models, cfg.steps)
+        suite = get_suite(cfg.suite_path)
+        refs = suite.select(cfg.models, cfg.steps)
+        store.record_seeds({r.model: {"group": suite.seeds[r.model].group,
+                                      "seed": suite.seeds[r.model].seed}
+                            for r in refs if r.model in suite.seeds})
         evals = evaluators if evaluators is not None else build_evaluators(cfg)
         todo, skipped = plan(store, refs, evals, retry_failed)
         result = SweepResult(skipped=skipped)

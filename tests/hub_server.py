@@ -5,6 +5,8 @@ built in the test from local checkpoint folders:
 
     GET       /api/models/{org}/{name}/revision/{rev}   model info: {id, sha, siblings}
     GET       /api/models/{org}/{name}/tree/{commit}     file list: [{type, path, size, oid}]
+    GET       /api/models/{org}/{name}/refs              branches: [{name, ref, targetCommit}]
+                                                         (`list_repo_refs`, issue 20)
     HEAD, GET /{org}/{name}/resolve/{rev}/{file}         the file, with ETag (sha256 of the bytes,
                                                          so identical files share one cache blob),
                                                          X-Repo-Commit and Content-Length
@@ -94,6 +96,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.hub.requests.append((self.command, path))
         if path.startswith("/api/models/"):
             rest = path[len("/api/models/"):]
+            if rest.endswith("/refs"):
+                return self._refs(rest[: -len("/refs")], body)
             for kind in ("/revision/", "/tree/"):
                 if kind in rest:
                     repo_id, rev = rest.split(kind, 1)
@@ -112,6 +116,14 @@ class _Handler(BaseHTTPRequestHandler):
         if found is None:
             self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
         return found
+
+    def _refs(self, repo_id: str, body: bool) -> None:
+        if repo_id not in self.hub.repos:
+            return self._error(404, "RepoNotFound", f"Repository {repo_id} not found")
+        branches = [{"name": n, "ref": f"refs/heads/{n}", "targetCommit": r.commit}
+                    for n, r in self.hub.repos[repo_id].items()]
+        data = {"branches": branches, "converts": [], "tags": []}
+        self._send(200, json.dumps(data).encode(), {"Content-Type": "application/json"}, body)
 
     def _api(self, repo_id: str, rev: str, kind: str, body: bool) -> None:
         found = self._revision(repo_id, rev)
