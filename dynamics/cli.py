@@ -120,21 +120,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from evals.store import Store
     from reports.text import comparison_text
     from stats.behaviors import behavior_table
-    from stats.families import family_differences, family_test, matched_ppl_grid
+    from stats.families import compare
+    from stats.seeds import seed_frame
 
     families = [f.strip() for f in args.families.split(",") if f.strip()]
     if len(families) != 2:
         raise ValueError(f"--families takes two families, e.g. pythia,opt; got {args.families!r}")
-    table = behavior_table(Store(args.results))
+    store = Store(args.results)
+    table = behavior_table(store)
     for line in table.missing:
         print(f"behavior provider not available: {line}", file=sys.stderr)
-    rows = table.rows
-    if args.behavior is None:  # val_loss is log(val_ppl): equal at matched ppl by definition
-        rows = rows.filter(pl.col("kind") != "val_loss")
-    ppls = (_floats(args.at_ppl, "--at-ppl") if args.at_ppl
-            else matched_ppl_grid(rows, families))
-    diffs = family_differences(rows, families, ppls, behavior=args.behavior)
-    tests = family_test(rows, families, None if args.behavior is None else [args.behavior])
+    ppls = _floats(args.at_ppl, "--at-ppl") if args.at_ppl else None
+    result = compare(table.rows, families, ppls, behavior=args.behavior, seeds=seed_frame(store))
+    diffs, tests = result.differences, result.test
     print(comparison_text(diffs, tests))
     if args.out:
         out = Path(args.out)

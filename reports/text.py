@@ -46,6 +46,15 @@ def text_table(frame: pl.DataFrame, columns: dict[str, Callable[[dict], str | No
     return "\n".join([line(heads), line(["-" * w for w in widths]), *map(line, cells)])
 
 
+def _seed_columns(diffs: pl.DataFrame) -> dict:
+    """Seed-noise columns (stats.seeds.attach_seed_noise) when a family has seed runs."""
+    if "seed_sd_a" not in diffs.columns or diffs.select(
+            pl.col("seed_sd_a").is_null().all() & pl.col("seed_sd_b").is_null().all()).item():
+        return {}
+    return {"seed sd": lambda r: "/".join("-" if v is None else f"{v:.3f}"
+                                          for v in (r["seed_sd_a"], r["seed_sd_b"]))}
+
+
 def comparison_text(diffs: pl.DataFrame, tests: pl.DataFrame) -> str:
     """The `dynamics compare` printout: differences at matched ppl, then the family test.
 
@@ -64,6 +73,7 @@ def comparison_text(diffs: pl.DataFrame, tests: pl.DataFrame) -> str:
             "diff": lambda r: signed(r["diff"]), "95% CI": lambda r: interval(
                 r["ci_low"], r["ci_high"]),
             "models": lambda r: f"{r['n_models_a']}/{r['n_models_b']}",
+            **_seed_columns(diffs),
             "note": lambda r: r["note"]}),
     ]
     if not tests.is_empty():

@@ -37,10 +37,16 @@ every number is null), ppl_turns_up.
 over the range every model of those families visits (empty when they do not
 overlap): the default ``ppls`` for the report.
 
+:func:`compare(rows, families, ppls=None, behavior=None, seeds=None)` ->
+:class:`Comparison` (pair, ppls, differences, test, notes): the one call behind
+`dynamics compare` and the report's family section.
+
 Calibration (false positives, power, CI coverage): ``bench/bench_calibration.py``.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
@@ -186,3 +192,46 @@ def matched_ppl_grid(rows: pl.DataFrame, families, n: int = 5) -> list[float]:
         return []
     inner = np.geomspace(lo, hi, n + 2)[1:-1]  # stay off the edges, where one point decides
     return [float(f"{p:.4g}") for p in inner]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """:func:`compare` output: what `dynamics compare` prints and the report draws."""
+
+    pair: tuple[str, str]
+    ppls: list[float]
+    differences: pl.DataFrame
+    test: pl.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+
+def compare(rows: pl.DataFrame, families, ppls: list[float] | None = None,
+            behavior: str | None = None, seeds: pl.DataFrame | None = None) -> Comparison:
+    """Two families at matched ppl: differences, the family test and seed noise, in one call.
+
+    The one policy behind `dynamics compare` and the report's family section:
+    val_loss (log val_ppl itself, equal at matched ppl by definition) is left
+    out unless asked for by ``behavior``; ``ppls`` default to
+    :func:`matched_ppl_grid`; with ``seeds`` (stats.seeds.seed_frame: a suite
+    with seed runs) the differences get seed_sd_a/_b (stats.seeds.attach_seed_noise).
+    """
+    pair = (list(families)[0], list(families)[1]) if len(list(families)) == 2 else families
+    sub = select_pair(rows, pair, behavior)
+    if behavior is None:
+        sub = sub.filter(pl.col("kind") != "val_loss")
+    notes = []
+    ppls = list(ppls) if ppls else matched_ppl_grid(sub, pair)
+    if not ppls:
+        notes.append("The models' validation ppl ranges do not overlap: no matched ppl.")
+    else:
+        notes.append(f"Matched ppl values: {', '.join(f'{p:.4g}' for p in ppls)}; "
+                     f"differences are {pair[1]} - {pair[0]}.")
+    diffs = family_differences(sub, pair, ppls) if ppls else pl.DataFrame(schema=DIFF_SCHEMA)
+    if seeds is not None and not seeds.is_empty() and ppls:
+        from stats.seeds import attach_seed_noise, seed_noise
+
+        diffs = attach_seed_noise(diffs, seed_noise(sub, seeds, ppls))
+        notes.append("seed_sd_a/b: SD across seeds of one configuration at that ppl (seed "
+                     "noise); a family difference within it is not evidence of a family effect.")
+    test = family_test(sub, pair, None if behavior is None else [behavior])
+    return Comparison(tuple(pair), ppls, diffs, test, notes)

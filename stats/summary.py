@@ -85,8 +85,8 @@ class FamilyFrames:
     notes: list[str] = field(default_factory=list)
 
 
-def family_frames(rows: pl.DataFrame) -> FamilyFrames:
-    """The first two families (sorted) at matched ppl, over the fitted behaviors."""
+def family_frames(rows: pl.DataFrame, seeds: pl.DataFrame | None = None) -> FamilyFrames:
+    """The first two families (sorted) at matched ppl (stats.families.compare)."""
     names = sorted(rows["family"].unique())
     if len(names) < 2:
         return FamilyFrames()
@@ -95,16 +95,9 @@ def family_frames(rows: pl.DataFrame) -> FamilyFrames:
     if len(names) > 2:
         notes.append(f"Comparing {pair[1]} with {pair[0]}; for other pairs run "
                      "`dynamics compare RESULTS --families a,b`.")
-    fitted = fitted_rows(rows)
-    test = families.family_test(fitted, pair)
-    ppls = families.matched_ppl_grid(fitted, pair)
-    if not ppls:
-        notes.append("The models' validation ppl ranges do not overlap: no matched ppl.")
-        return FamilyFrames(pair, None, test, notes)
-    notes.append(f"Matched ppl values: {', '.join(f'{p:.4g}' for p in ppls)} (inside every "
-                 "model's range); differences are " + f"{pair[1]} - {pair[0]}.")
-    diffs = families.family_differences(fitted, pair, ppls)
-    return FamilyFrames(pair, diffs, test, notes)
+    result = families.compare(fitted_rows(rows), pair, seeds=seeds)
+    diffs = result.differences if result.ppls else None
+    return FamilyFrames(pair, diffs, result.test, notes + result.notes)
 
 
 def fitted_rows(rows: pl.DataFrame) -> pl.DataFrame:
@@ -140,7 +133,7 @@ def fit_all_curves(rows: pl.DataFrame, names: list[str]) -> pl.DataFrame:
 def analyze(rows: pl.DataFrame, *, ppl: pl.DataFrame | None = None,
             generated: pl.DataFrame | None = None,
             family_differences: pl.DataFrame | None = None,
-            fraction: float = EMERGENCE_FRACTION) -> Analysis:
+            fraction: float = EMERGENCE_FRACTION, seeds: pl.DataFrame | None = None) -> Analysis:
     """Fits, curves, emergence points and findings of a behavior table.
 
     Args:
@@ -150,6 +143,7 @@ def analyze(rows: pl.DataFrame, *, ppl: pl.DataFrame | None = None,
         family_differences: families at matched ppl with CIs (claim (e)); None:
             computed here (:func:`family_frames`) when the rows hold two families.
         fraction: the emergence threshold as a fraction of the final value.
+        seeds: stats.seeds.seed_frame of the store (seed noise beside family differences).
     """
     notes = []
     fits = regression.fit_behaviors(fitted_rows(rows))
@@ -159,7 +153,7 @@ def analyze(rows: pl.DataFrame, *, ppl: pl.DataFrame | None = None,
     points = emergence_points(rows, fraction)
     if ppl is not None and "ppl_rises" not in ppl.columns:
         ppl = flag_ppl_rises(ppl)
-    fam = family_frames(rows)
+    fam = family_frames(rows, seeds)
     if family_differences is None:
         family_differences = fam.differences
     table = findings.findings(rows=rows, emergence=points, verdicts=fits.verdicts,
@@ -178,8 +172,11 @@ def analyze_store(store, *, family_differences: pl.DataFrame | None = None,
     if "sequences" in store.tables():
         generated = hallucination.generated_set_ppl(store.scan("sequences")).join(
             ppl.select(*KEY_COLUMNS, "val_ppl"), on=list(KEY_COLUMNS), how="left")
+    from stats.seeds import seed_frame
+
     out = analyze(table.rows, ppl=ppl, generated=generated,
-                  family_differences=family_differences, fraction=fraction)
+                  family_differences=family_differences, fraction=fraction,
+                  seeds=seed_frame(store))
     out.notes.extend(f"Behavior provider not available: {m}" for m in table.missing)
     return out
 

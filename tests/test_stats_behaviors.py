@@ -234,3 +234,20 @@ def test_behavior_identity_columns_are_data():
     plain = pl.DataFrame({**keys, "behavior": ["x"], "value": [1.0], "n_trials": [None]})
     filled = _conform(plain)
     assert filled.row(0, named=True)["evaluator"] == "user" and filled["kind"][0] == "x"
+
+
+def test_compare_verb_shows_seed_noise_when_the_store_has_seed_runs(tmp_path, capsys):
+    """Issue 20: seeds as replicates; fb's three models are seeds of one configuration.
+
+    At matched ppl their logprob_factual values differ only by the offsets 0.1, -0.2, 0.1,
+    so the seed SD is std([0.1, -0.2, 0.1], ddof=1) = 0.1732; fa has no seed runs.
+    """
+    from dynamics.cli import main
+
+    store = _two_family_store(tmp_path / "store")
+    store.record_seeds({f"fb-{i}": {"group": "fb-base", "seed": i} for i in range(3)})
+    assert main(["compare", str(tmp_path / "store"), "--families", "fa,fb"]) == 0
+    out = capsys.readouterr().out
+    assert "seed sd" in out
+    rows = [ln for ln in out.splitlines() if ln.startswith("logprob_factual")]
+    assert rows and all(" -/0.173 " in ln for ln in rows[:5])
