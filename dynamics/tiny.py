@@ -202,10 +202,7 @@ def tiny_llama(
         intermediate_size=intermediate_size,
         max_position_embeddings=max_positions,
         tie_word_embeddings=False,
-        bos_token_id=0,
-        eos_token_id=0,
-        pad_token_id=1,
-        **extra,
+        **({"bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 1} | extra),
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(cfg).eval()
@@ -240,10 +237,7 @@ def tiny_olmo(
         max_position_embeddings=max_positions,
         clip_qkv=clip_qkv,
         tie_word_embeddings=False,
-        bos_token_id=0,
-        eos_token_id=0,
-        pad_token_id=1,
-        **extra,
+        **({"bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 1} | extra),
     )
     torch.manual_seed(seed)
     model = OlmoForCausalLM(cfg).eval()
