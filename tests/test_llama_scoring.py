@@ -53,7 +53,8 @@ def _plain_logprobs(model, ids: list[int]) -> np.ndarray:
     """log p(ids[t] | ids[:t]) for t >= 1 from one plain HF forward (full logits)."""
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([ids])).logits[0].double()
-    return torch.log_softmax(logits[:-1], -1).gather(1, torch.tensor(ids[1:])[:, None])[:, 0].numpy()
+    lp = torch.log_softmax(logits[:-1], -1)
+    return lp.gather(1, torch.tensor(ids[1:])[:, None])[:, 0].numpy()
 
 
 @pytest.mark.parametrize("context", [None, 100])
@@ -83,8 +84,9 @@ def test_sequences_condition_unprefixed_texts_on_one_bos(tmp_path, lm):
     """The start-token rule: an unprefixed text is conditioned on BOS (`<s>`, not EOS) exactly
     once (the tokenizer's own BOS is not added again); a prefixed one on the prefix alone."""
     rows = []
-    for pid, (good, bad) in {"a": ("the cat sat on a mat.", "the cat sat on a star."),
-                             "b": ("dogs ran past red houses.", "dogs ran past blue trees.")}.items():
+    pairs = {"a": ("the cat sat on a mat.", "the cat sat on a star."),
+             "b": ("dogs ran past red houses.", "dogs ran past blue trees.")}
+    for pid, (good, bad) in pairs.items():
         rows += [{"pair_id": pid, "set": "factual", "text": good},
                  {"pair_id": pid, "set": "hallucinated", "text": bad},
                  {"pair_id": pid, "set": "prefixed", "prefix": "near quiet", "text": " " + good}]
@@ -119,3 +121,46 @@ def test_sequences_longer_than_the_context_are_an_error(tmp_path, lm):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(SequenceSetError, match=f"exceed the model's context of {CTX} tokens"):
         build_evaluator("sequences", {"dataset": str(path)}).run(lm)
+
+
+def _bigbench_items(seed: int, vocab: int = 120):
+    from evals.bigbench_mc import Tokenized
+    from evals.bigbench_tasks import MCExample
+
+    g = torch.Generator().manual_seed(seed)
+
+    def ids(lo, hi):
+        n = int(torch.randint(lo, hi, (1,), generator=g))
+        return torch.randint(4, vocab, (n,), generator=g).tolist()
+
+    items = []
+    for i in range(8):
+        choices = [ids(1, 5) for _ in range(int(torch.randint(2, 5, (1,), generator=g)))]
+        items.append(Tokenized(MCExample("t", i, "", ["c"] * len(choices),
+                                         [0.0] * len(choices)), ids(1, 20), choices))
+    return items
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager", "split"])
+def test_bigbench_packed_llama_equals_one_sequence_per_choice(monkeypatch, attn):
+    """Packed rows (positions restarting at len(prompt) for every choice, rotary) equal a plain
+    HF forward of prompt + choice alone; "split": the long-prompt path (prompt pass with the
+    key/value cache, then the choices). Larger init: peaked attention, so positions matter."""
+    from evals import bigbench_mc
+
+    model = tiny_llama(vocab_size=120, max_positions=CTX, seed=3, initializer_range=0.2)
+    if attn == "split":
+        monkeypatch.setattr(bigbench_mc, "SPLIT_PROMPT", 8)
+    else:
+        model.config._attn_implementation = attn
+    items = _bigbench_items(seed=1)
+    assert any(len(t.prompt) + sum(map(len, t.choices)) > CTX for t in items)  # rows split too
+    packed, truncated = bigbench_mc.shared_prompt_scores(model, items, max_length=CTX,
+                                                         batch_tokens=40)
+    assert truncated == 0
+    worst = 0.0
+    for t, scores in zip(items, packed, strict=True):
+        for c, got in zip(t.choices, scores, strict=True):
+            expected = _plain_logprobs(model, t.prompt + c)[-len(c):]
+            worst = max(worst, float(np.abs(got.numpy() - expected).max()))
+    assert worst < 1e-4
