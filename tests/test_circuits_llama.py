@@ -201,8 +201,15 @@ def test_components_run_on_llama():
     att = attention_scores(adapter, (3, len(tok)), n_seqs=2, seq_len=8, bos_id=0)
     assert {k: tuple(t.shape) for k, t in att.items()} == {
         "induction": (2, 4), "previous-token": (2, 4), "duplicate-token": (2, 4)}
+    with torch.no_grad():  # RMSNorm weights that change the top-5 if they were applied
+        for blk in model.model.layers:
+            blk.input_layernorm.weight.uniform_(-2, 2)
     copy = copy_scores(adapter, tok, n_prompts=6)
     assert copy.shape == (2, 4) and ((copy >= 0) & (copy <= 1)).all()
+    real = adapter.attn
+    adapter.attn = lambda layer, x, pre_ln=True: real(layer, x, pre_ln=True)
+    assert not torch.equal(copy, copy_scores(adapter, tok, n_prompts=6))  # the readout skips N1
+    adapter.attn = real
     scores, pairs = successor_scores(adapter, tok, min_pairs=5)
     assert pairs.n_kept == 11
     torch.testing.assert_close(scores, _successor_by_hand(model, pairs.groups))
