@@ -260,3 +260,20 @@ def test_circuits_evaluator_through_the_sweep_on_a_llama_suite(tmp_path):
     comps = store.read("components")
     assert set(comps["kind"]) >= {"induction", "previous-token", "duplicate-token"}
     assert comps.filter(pl.col("kind") == "induction").height == 2 * 2 * 4
+
+
+def test_prepend_bos_uses_eos_where_the_tokenizer_has_no_bos():
+    """OLMo's tokenizer has no BOS: `prepend_bos` prepends its EOS (the project's start-token
+    rule, as in evals.sequences), not nothing; a tokenizer with a BOS gets the BOS."""
+    from evals.circuits.tasks import make_task
+
+    words = "Then, and went to the gave a to . Mary John Anna Tom store ring".split()
+    tok = word_tokenizer(words)
+    with_bos = make_task("ioi", tok, 4, seed=1, bos=True)
+    assert {c[0] for c in with_bos.clean} == {tok.bos_token_id}
+    tok.add_special_tokens({"eos_token": "</s>"})
+    tok.bos_token = None
+    assert tok.bos_token_id is None and tok.eos_token_id == len(tok) - 1 != 0
+    no_bos = make_task("ioi", tok, 4, seed=1, bos=True)
+    assert {c[0] for c in no_bos.clean} == {tok.eos_token_id}
+    assert [c[1:] for c in no_bos.clean] == [c[1:] for c in with_bos.clean]
