@@ -237,9 +237,10 @@ def _successor_by_hand(model, groups) -> torch.Tensor:
     return out / n
 
 
-def test_circuits_evaluator_through_the_sweep_on_a_llama_suite(tmp_path):
-    """A local suite of tiny Llamas (saved, reloaded by AutoModelForCausalLM): edges, summary
-    and component rows as for GPT-NeoX (tests/test_circuits.py)."""
+@pytest.mark.parametrize("arch", ["llama", "olmo"])
+def test_circuits_evaluator_through_the_sweep_on_a_llama_suite(tmp_path, arch):
+    """A local suite of tiny Llamas / OLMos (saved, reloaded by AutoModelForCausalLM): edges,
+    summary and component rows as for GPT-NeoX (tests/test_circuits.py)."""
     import polars as pl
 
     from evals.config import load_batch
@@ -247,7 +248,7 @@ def test_circuits_evaluator_through_the_sweep_on_a_llama_suite(tmp_path):
     from evals.sweep import run_batch
     from tests.helpers import make_tiny_suite
 
-    suite = make_tiny_suite(tmp_path / "suite", "llama", steps=(0, 10))
+    suite = make_tiny_suite(tmp_path / "suite", arch, steps=(0, 10))
     cfg = load_batch({"suite": str(suite), "output": str(tmp_path / "out"), "evaluators": {
         "circuits": {"tasks": ["induction"], "n_examples": 8, "ig_steps": 2, "batch_size": 8,
                      "search_start": 20, "search_step": 20, "component_seq_len": 16,
