@@ -7,8 +7,15 @@ from pathlib import Path
 import torch
 
 from dynamics.manifest import write_manifest
-from dynamics.tiny import (count_params, save_checkpoint, tiny_gpt_neox, tiny_llama, tiny_olmo,
-                           tiny_opt, train_bpe_tokenizer)
+from dynamics.tiny import (
+    count_params,
+    save_checkpoint,
+    tiny_gpt_neox,
+    tiny_llama,
+    tiny_olmo,
+    tiny_opt,
+    train_bpe_tokenizer,
+)
 
 WORDS = ("the cat sat on a mat while dogs ran past red houses and blue trees near "
          "quiet rivers under bright stars every night before dawn").split()
