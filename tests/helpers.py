@@ -7,7 +7,15 @@ from pathlib import Path
 import torch
 
 from dynamics.manifest import write_manifest
-from dynamics.tiny import count_params, save_checkpoint, tiny_gpt_neox, tiny_opt, train_bpe_tokenizer
+from dynamics.tiny import (
+    count_params,
+    save_checkpoint,
+    tiny_gpt_neox,
+    tiny_llama,
+    tiny_olmo,
+    tiny_opt,
+    train_bpe_tokenizer,
+)
 
 WORDS = ("the cat sat on a mat while dogs ran past red houses and blue trees near "
          "quiet rivers under bright stars every night before dawn").split()
@@ -37,7 +45,7 @@ def make_tiny_suite(root: Path, arch: str = "neox", steps=(0, 10, 20), n_models:
                     tokens_per_step: int = 1000) -> Path:
     """A local suite of tiny random models; each 'checkpoint' perturbs the weights."""
     tok = tiny_tokenizer()
-    build = {"neox": tiny_gpt_neox, "opt": tiny_opt}[arch]
+    build = {"neox": tiny_gpt_neox, "opt": tiny_opt, "llama": tiny_llama, "olmo": tiny_olmo}[arch]
     models = []
     for m in range(n_models):
         hidden = 32 * (m + 1)

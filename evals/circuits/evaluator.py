@@ -44,7 +44,7 @@ from evals.circuits.attribution import edge_scores, evaluate_circuit
 from evals.circuits.model_surgery import adapter_for, graph_of
 from evals.circuits.search import minimal_circuit, not_performed_reason
 from evals.circuits.successor import successor_scores
-from evals.circuits.tasks import TASKS, TaskPairs, make_task
+from evals.circuits.tasks import TASKS, TaskPairs, make_task, start_token
 
 log = logging.getLogger(__name__)
 ALL_TASKS = (*TASKS, "trigger")
@@ -75,8 +75,9 @@ class CircuitsOptions:
             (default: Tigges' 100, capped at (max_position_embeddings - 1) // 2 so BOS + 2
             copies fit); ids from `components.random_id_range` (Tigges' [100, 20000)).
         edges: "all" writes every edge's score, "circuit" only the in-circuit edges.
-        prepend_bos: prepend the tokenizer's BOS to the natural-language task prompts and
-            to the random sequences of the attention component scores.
+        prepend_bos: prepend the tokenizer's BOS (its EOS where it has no BOS, e.g. OLMo)
+            to the natural-language task prompts and to the random sequences of the
+            attention component scores.
         trigger_path: the toy suite's trigger.jsonl (default: found from the checkpoint).
         seed: seed of the generated datasets (and of the performance bootstrap).
         perform_level: confidence of the "does the model perform the task" bootstrap
@@ -219,7 +220,7 @@ class Circuits(Evaluator):
         attn_kinds = [k for k in o.components if k in ATTENTION_KINDS]
         if attn_kinds:
             low = len(getattr(lm.tokenizer, "all_special_ids", []) or [])
-            bos = getattr(lm.tokenizer, "bos_token_id", None) if o.prepend_bos else None
+            bos = start_token(lm.tokenizer) if o.prepend_bos else None
             n_pos = getattr(lm.model.config, "max_position_embeddings", None) or 201
             seq_len = o.component_seq_len or max(2, min(comp.TIGGES_SEQ_LEN, (n_pos - 1) // 2))
             att = comp.attention_scores(adapter, comp.random_id_range(vocab, low),

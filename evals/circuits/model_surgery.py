@@ -1,7 +1,8 @@
 """Per-architecture paths and the graph forward: a transformer run node by node.
 
-`graph_forward` re-runs a Hugging Face GPT-NeoX, OPT or GPT-2 model from its
-own modules (embeddings, layer norms, projection weights, MLP modules, rotary
+`graph_forward` re-runs a Hugging Face GPT-NeoX, OPT, GPT-2, Llama or OLMo
+model (Llama-style paths in `evals.circuits.llama`) from its own modules
+(embeddings, layer norms, projection weights, MLP modules, rotary
 embedding), exposing what EAP-IG needs and HF's fused forward hides: every
 head's output through its slice of W_O (no output bias), and a separate
 pre-LN copy of the residual for each head's q, k and v input, each MLP input
@@ -183,15 +184,27 @@ class GPT2Adapter(_Adapter):
         return self.model.lm_head(self.tr.ln_f(x))
 
 
-ADAPTERS = {"gpt_neox": NeoXAdapter, "opt": OPTAdapter, "gpt2": GPT2Adapter}
+def _llama(model) -> _Adapter:
+    from evals.circuits.llama import LlamaAdapter  # imports this module's helpers
+
+    return LlamaAdapter(model)
+
+
+ADAPTERS = {"gpt_neox": NeoXAdapter, "opt": OPTAdapter, "gpt2": GPT2Adapter, "llama": _llama,
+            "olmo": _llama}
+NOT_DECOMPOSABLE = {
+    "olmo2": "OLMo-2 normalises the sum of the heads after attention (post-norm) and q/k over "
+             "all heads jointly, so a head's output is not a term of the residual stream",
+}
 
 
 def adapter_for(model) -> _Adapter:
     """The architecture path of a HF causal LM; raises UnsupportedModelError naming the allowed types."""
     kind = getattr(model.config, "model_type", None)
     if kind not in ADAPTERS:
+        why = f" ({NOT_DECOMPOSABLE[kind]})" if kind in NOT_DECOMPOSABLE else ""
         raise UnsupportedModelError(
-            f"model_type {kind!r} has no circuit graph; supported: {', '.join(ADAPTERS)}")
+            f"model_type {kind!r} has no circuit graph{why}; supported: {', '.join(ADAPTERS)}")
     return ADAPTERS[kind](model)
 
 

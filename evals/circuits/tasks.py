@@ -95,9 +95,20 @@ class TaskPairs:
         return True
 
 
+def start_token(tok) -> int | None:
+    """BOS, else EOS (OLMo's tokenizer has no BOS), else None: the project's start-token rule
+    (as `evals.sequences.start_token_id`)."""
+    for name in ("bos_token_id", "eos_token_id"):
+        value = getattr(tok, name, None)
+        if value is not None:
+            return int(value)
+    return None
+
+
 def _encode(tok, text: str, bos: bool) -> list[int]:
     ids = tok(text, add_special_tokens=False)["input_ids"]
-    return ([tok.bos_token_id] if bos and tok.bos_token_id is not None else []) + ids
+    first = start_token(tok) if bos else None
+    return ([first] if first is not None else []) + ids
 
 
 def single_token(tok, word: str) -> int | None:
