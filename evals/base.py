@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import hashlib
 import importlib
+import logging
 import types
 import typing
 from abc import ABC, abstractmethod
@@ -64,6 +65,21 @@ class Evaluator(ABC):
     @abstractmethod
     def run(self, lm) -> dict[str, pl.DataFrame]:
         """Evaluate `lm` (a `dynamics.loading.LoadedModel`); frames hold own columns only."""
+
+    def log_once(self, tokenizer, level: int, msg: str, *args) -> None:
+        """Log `msg % args` once per tokenizer in this batch.
+
+        What a tokenizer decides (a task with no usable pairs, prompts cut to fit) is
+        the same at every checkpoint that shares it: a 51-checkpoint suite printed the
+        same warnings 51 times (issue #18). A different message (another count, another
+        context length) or another tokenizer logs again.
+        """
+        text = msg % args if args else msg
+        key = (tokenizer_fingerprint(tokenizer) if tokenizer is not None else "", level, text)
+        seen = self.__dict__.setdefault("_logged_once", set())
+        if key not in seen:
+            seen.add(key)
+            logging.getLogger(type(self).__module__).log(level, "%s", text)
 
     def resolve_path(self, value: str) -> str:
         """A path option relative to the batch file's folder (hub names pass through)."""
