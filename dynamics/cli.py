@@ -165,30 +165,18 @@ def demo_generate_options(suite_dir) -> dict:
                         "prompt_tokens": 16, "max_new_tokens": 24}}
 
 
-def _toml_value(value) -> str:
-    from dynamics.manifest import _toml
-
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return _toml(value)
-
-
-def _demo_batch(suite_dir, out_dir) -> "Path":
+def _demo_batch(suite_dir, out_dir):
     from pathlib import Path
+
+    from dynamics.toml_writer import dumps
 
     path = Path(out_dir) / "batch.toml"
     # about 10 checkpoints per model (all of them would take the demo past 5 minutes)
-    lines = [f"suite = {_toml_value(str(Path(suite_dir).resolve()))}", 'output = "results"',
-             'steps = "log-spaced 10"', ""]
-    tables = [("evaluators", demo_evaluator_options(suite_dir))]
-    if "sequences" in tables[0][1]:
-        tables.append(("generate", demo_generate_options(suite_dir)))
-    for section, named in tables:
-        for name, opts in named.items():
-            lines.append(f"[{section}.{name}]")
-            lines += [f"{key} = {_toml_value(value)}" for key, value in opts.items()]
-            lines.append("")
-    path.write_text("\n".join(lines))
+    batch = {"suite": str(Path(suite_dir).resolve()), "output": "results",
+             "steps": "log-spaced 10", "evaluators": demo_evaluator_options(suite_dir)}
+    if "sequences" in batch["evaluators"]:
+        batch["generate"] = demo_generate_options(suite_dir)
+    path.write_text(dumps(batch))
     return path
 
 

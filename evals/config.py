@@ -343,20 +343,10 @@ def load_batch_file(path: str | Path, overrides: list[str] | None = None) -> Bat
 
 
 def batch_to_toml(cfg: BatchConfig) -> str:
-    """The config as TOML (written beside the results)."""
-    from dynamics.manifest import _toml  # noqa: PLC0415  (small shared helper)
+    """The config as TOML (written beside the results); `load_batch` reads it back equal.
 
-    def value(v) -> str:
-        return f"[{', '.join(value(x) for x in v)}]" if isinstance(v, (list, tuple)) else _toml(v)
+    Fields left at None are omitted (None is their default).
+    """
+    from dynamics.toml_writer import dumps
 
-    lines = []
-    for f in dataclasses.fields(cfg):
-        v = getattr(cfg, f.name)
-        if f.name in ("evaluators", "generate") or v is None:
-            continue
-        lines.append(f"{f.name} = {value(v)}")
-    for section in ("evaluators", "generate"):
-        for name, opts in getattr(cfg, section).items():
-            lines += ["", f'[{section}."{name}"]']
-            lines += [f"{k} = {value(v)}" for k, v in opts.items()]
-    return "\n".join(lines) + "\n"
+    return dumps({f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)})
