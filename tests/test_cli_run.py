@@ -136,3 +136,20 @@ def test_report_exit_codes(tmp_path, store, capsys, monkeypatch):
     assert "report section 'planted' failed: RuntimeError: planted section bug" in err
     assert "1 report section(s) failed" in err and "Traceback" not in err
     assert "planted section bug" in (tmp_path / "bad" / "index.html").read_text()
+
+
+def test_report_verbose_logs_the_failed_section_traceback(tmp_path, store, caplog, monkeypatch):
+    import logging
+
+    import reports.build
+
+    def planted(ctx):
+        raise RuntimeError("planted section bug")
+
+    monkeypatch.setattr(logging.getLogger(), "level", logging.getLogger().level)  # restored
+    monkeypatch.setattr(reports.build, "SECTIONS", (planted,))
+    for argv, traced in ((["report"], False), (["-v", "report"], True)):
+        caplog.clear()
+        assert main([*argv, str(store), "--out", str(tmp_path / "r"), "--no-images"]) == 1
+        (record,) = [r for r in caplog.records if "report section planted failed" in r.message]
+        assert bool(record.exc_info) is traced
