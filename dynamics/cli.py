@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 
 from dynamics.suites import BUILTIN_SUITES, SuiteError, get_suite
 
@@ -78,17 +79,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     result = run(cfg, retry_failed=args.retry_failed, progress=not args.quiet)
     print(result.summary())
     for label, what, err in result.failed:
-        print(f"  FAILED {label} [{what}]: {err.splitlines()[0] if err else ''}")
+        text = err if args.verbose else (err.splitlines() or [""])[0]
+        print(f"  FAILED {label} [{what}]: {text}")
     print(f"results: {cfg.output_dir}")
     return 1 if result.failed else 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """Write the report; exit 1 if any section failed (the page is still written)."""
+    from evals.store import Store
     from reports.build import build_report
 
-    index = build_report(args.results, args.out, images=not args.no_images)
+    store = Store(args.results)
+    if store.root.is_dir() and not store.tables():
+        failed = store.failures().height
+        why = f"; {failed} unit(s) failed, see {store.root / '_failures'}" if failed else ""
+        raise FileNotFoundError(f"no results in {store.root}: it holds no evaluator tables{why} "
+                                "(give the `output` folder of a batch that has run)")
+    failures: list[str] = []
+    index = build_report(args.results, args.out, images=not args.no_images, failures=failures)
     print(f"report: {index}")
-    return 0
+    for line in failures:
+        print(f"error: report section {line}", file=sys.stderr)
+    if failures:
+        print(f"error: {len(failures)} report section(s) failed (rerun with -v for tracebacks)",
+              file=sys.stderr)
+    return 1 if failures else 0
 
 
 def _floats(text: str, option: str) -> list[float]:
@@ -183,30 +199,18 @@ def demo_generate_options(suite_dir) -> dict:
                         "prompt_tokens": 16, "max_new_tokens": 24}}
 
 
-def _toml_value(value) -> str:
-    from dynamics.manifest import _toml
-
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return _toml(value)
-
-
-def _demo_batch(suite_dir, out_dir) -> "Path":
+def _demo_batch(suite_dir, out_dir):
     from pathlib import Path
+
+    from dynamics.toml_writer import dumps
 
     path = Path(out_dir) / "batch.toml"
     # about 10 checkpoints per model (all of them would take the demo past 5 minutes)
-    lines = [f"suite = {_toml_value(str(Path(suite_dir).resolve()))}", 'output = "results"',
-             'steps = "log-spaced 10"', ""]
-    tables = [("evaluators", demo_evaluator_options(suite_dir))]
-    if "sequences" in tables[0][1]:
-        tables.append(("generate", demo_generate_options(suite_dir)))
-    for section, named in tables:
-        for name, opts in named.items():
-            lines.append(f"[{section}.{name}]")
-            lines += [f"{key} = {_toml_value(value)}" for key, value in opts.items()]
-            lines.append("")
-    path.write_text("\n".join(lines))
+    batch = {"suite": str(Path(suite_dir).resolve()), "output": "results",
+             "steps": "log-spaced 10", "evaluators": demo_evaluator_options(suite_dir)}
+    if "sequences" in batch["evaluators"]:
+        batch["generate"] = demo_generate_options(suite_dir)
+    path.write_text(dumps(batch))
     return path
 
 
@@ -255,7 +259,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dynamics", description=__doc__.split("\n")[0])
-    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="log at INFO level and show tracebacks")
     sub = p.add_subparsers(dest="verb", required=True)
 
     s = sub.add_parser("suites", help="list checkpoint suites and their models")
@@ -299,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-images", action="store_true", help="skip the PNG/SVG of each chart")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_demo)
+    for verb in sub.choices.values():  # `-v` also after the verb; SUPPRESS keeps a leading one
+        verb.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                          help="log at INFO level and show tracebacks")
     return p
 
 
@@ -314,19 +322,37 @@ def _quiet_progress() -> None:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The parsed command line; key=value overrides may also follow options (`run b.toml -q
+    steps=final`), which argparse alone rejects once `-q` has ended the positionals."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and hasattr(args, "overrides") and all("=" in e and e[0] != "-" for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     _quiet_progress()
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    level = logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level)  # also where a host (pytest) set up logging first
     try:
         return args.func(args)
     except BrokenPipeError:  # e.g. `dynamics suites | head`
         sys.stderr.close()
         return 0
     except (ValueError, KeyError, FileNotFoundError) as err:
-        # ConfigError / SuiteError / SchemaError: user input; one clear message, no traceback.
-        print(f"error: {err}", file=sys.stderr)
+        # ConfigError / SuiteError / SchemaError: user input; one line per problem, and the
+        # traceback only with -v (an internal bug can also raise these).
+        if args.verbose:
+            traceback.print_exception(err, file=sys.stderr)
+        text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        for line in text.splitlines() or [type(err).__name__]:
+            print(f"error: {line}", file=sys.stderr)
         return 2
 
 

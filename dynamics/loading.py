@@ -16,8 +16,10 @@ naming both counts; anything else raises ParamsMismatchError naming both.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +63,21 @@ def check_params(ref: CheckpointRef, model: torch.nn.Module) -> None:
     raise ParamsMismatchError(f"{counts}: fix `params` in the suite (total count, embeddings "
                               f"included, within {PARAMS_TOLERANCE:.0%})")
 
+DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps(:\d+)?)$")
+
+
+def device_problem(device: str) -> str | None:
+    """Why `device` is not a torch device string this tool runs on, or None if it is.
+
+    Spelling only: whether CUDA is present is decided where the model loads (a Ray
+    driver without a GPU may schedule GPU workers).
+    """
+    if DEVICE.match(device):
+        return None
+    hint = difflib.get_close_matches(device, ["cpu", "cuda", "mps"], n=1, cutoff=0.5)
+    extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+    return f"device {device!r} not allowed{extra}; use cpu, cuda, cuda:N or mps"
+
 
 class UnsafeWeightsError(CheckpointUnavailableError):
     """Only pickle weights exist and the user did not opt in to loading them."""
@@ -87,8 +104,9 @@ class LoadOptions:
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype {self.dtype!r} not allowed; choose one of {list(DTYPES)}")
-        if not (self.device == "cpu" or self.device.startswith(("cuda", "mps"))):
-            raise ValueError(f"device {self.device!r} not allowed; use cpu, cuda, cuda:N or mps")
+        if problem := device_problem(self.device):
+            raise ValueError(problem)
+
 
 
 @dataclass

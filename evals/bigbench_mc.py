@@ -320,8 +320,8 @@ class BigBenchMC(Evaluator):
             lm.model, items, max_length=max_length, prefix_id=prefix,
             batch_tokens=self.options.batch_tokens)
         if self.truncated:
-            log.warning("bigbench-mc: %d of %d prompts truncated from the left to fit %d tokens",
-                        self.truncated, len(items), max_length)
+            self.log_once(tok, logging.WARNING, "bigbench-mc: %d of %d prompts truncated from "
+                          "the left to fit %d tokens", self.truncated, len(items), max_length)
         rows = {k: [] for k in ("task", "example_id", "choice_index", "logprob_nats", "n_tokens",
                                 "is_target", "target_score", "truncated_tokens")}
         for t, lps in zip(items, scores):

@@ -349,10 +349,12 @@ def _store_section(ctx: Context) -> Section:
 
 
 def build_sections(store_dir: str | Path, strict: bool = False,
-                   family_differences: pl.DataFrame | None = None) -> list[Section]:
+                   family_differences: pl.DataFrame | None = None,
+                   failures: list[str] | None = None) -> list[Section]:
     """Every report section for a store (a failing section becomes a note unless `strict`).
 
-    `family_differences` (families at matched ppl with CIs) feeds the findings.
+    `family_differences` (families at matched ppl with CIs) feeds the findings;
+    each failed section's name and error are appended to `failures` when given.
     """
     ctx = Context(Store(store_dir), family_differences)
     out = []
@@ -362,8 +364,12 @@ def build_sections(store_dir: str | Path, strict: bool = False,
         except Exception as err:  # noqa: BLE001 - one broken section must not hide the rest
             if strict:
                 raise
-            log.exception("report section %s failed", make.__name__)
+            # the traceback at INFO level (`dynamics -v report`); one line otherwise
+            log.error("report section %s failed: %s: %s", make.__name__, type(err).__name__,
+                      err, exc_info=log.isEnabledFor(logging.INFO))
             title = make.__name__.removesuffix("_section").replace("_", " ")
+            if failures is not None:
+                failures.append(f"{title!r} failed: {type(err).__name__}: {err}")
             out.append(Section(title, notes=[f"This section failed: {type(err).__name__}: "
                                              f"{err}"]))
     out.append(_store_section(ctx))
@@ -371,7 +377,7 @@ def build_sections(store_dir: str | Path, strict: bool = False,
 
 
 def build_report(store_dir: str | Path, out_dir: str | Path, *, images: bool = True,
-                 strict: bool = False) -> Path:
+                 strict: bool = False, failures: list[str] | None = None) -> Path:
     """Write the offline HTML report of a results store; return the path of index.html.
 
     Args:
@@ -379,6 +385,7 @@ def build_report(store_dir: str | Path, out_dir: str | Path, *, images: bool = T
         out_dir: where index.html, vega-bundle.js and the PNG/SVG files go.
         images: also write a PNG and an SVG of every chart.
         strict: raise when a section fails instead of reporting the error in the page.
+        failures: when given, one line per failed section is appended (the CLI exits 1).
 
     Raises:
         FileNotFoundError: `store_dir` does not exist.
@@ -386,6 +393,6 @@ def build_report(store_dir: str | Path, out_dir: str | Path, *, images: bool = T
     store_dir = Path(store_dir)
     if not store_dir.is_dir():
         raise FileNotFoundError(f"no results store at {store_dir}")
-    sections = build_sections(store_dir, strict=strict)
+    sections = build_sections(store_dir, strict=strict, failures=failures)
     return write_html(sections, out_dir, title="Training dynamics report",
                       subtitle=f"store: {store_dir.resolve()}", images=images)

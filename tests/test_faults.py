@@ -119,8 +119,11 @@ def test_every_config_problem_reported_once(tmp_path, suite):
     with pytest.raises(ConfigError) as err:
         load_batch(bad)
     text = "\n".join(err.value.problems)
-    for needle in ("colour", "prefetch", "token-los", "contxt"):
-        assert sum(needle in p for p in err.value.problems) >= 1, (needle, text)
+    needles = ("'colour'", "prefetch = 'yes'", "'tiny-neox-9'", "evaluator 'token-los'",
+               "'contxt'")
+    for needle in needles:  # each problem once, none hidden by another (issue #18)
+        assert sum(needle in p for p in err.value.problems) == 1, (needle, text)
+    assert len(err.value.problems) == len(needles), text
     steps = {"suite": str(suite), "output": str(tmp_path / "out"), "steps": [10, 99],
              "evaluators": {"token-loss": {"dataset": str(val)}}}
     with pytest.raises(ConfigError, match="99"):

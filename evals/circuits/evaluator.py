@@ -175,8 +175,8 @@ class Circuits(Evaluator):
         for name in o.tasks:
             task = self._task(name, lm, vocab)
             if task.n_kept == 0:
-                log.warning("circuits: task %s has no usable pairs for this tokenizer (%s); "
-                            "skipped", name, task.notes)
+                self.log_once(lm.tokenizer, logging.WARNING, "circuits: task %s has no usable "
+                              "pairs for this tokenizer (%s); skipped", name, task.notes)
                 continue
             frame, row = self._circuit(adapter, task, names)
             if frame is not None:
@@ -245,16 +245,18 @@ class Circuits(Evaluator):
             if kind in o.components:
                 t = comp.copy_scores(adapter, tokenizer, seed=o.seed, negative=negative)
                 if t is None:
-                    log.info("circuits: %s scores skipped: no single-token IOI names", kind)
+                    self.log_once(tokenizer, logging.INFO,
+                                  "circuits: %s scores skipped: no single-token IOI names", kind)
                 else:
                     out[kind] = t
         if "successor" in o.components:
             t, pairs = successor_scores(adapter, tokenizer)
             if t is None:
-                log.info("circuits: successor scores skipped: too few single-token pairs, %s",
-                         pairs.summary())
+                self.log_once(tokenizer, logging.INFO, "circuits: successor scores skipped: "
+                              "too few single-token pairs, %s", pairs.summary())
             else:
-                log.info("circuits: successor scores on %s", pairs.summary())
+                self.log_once(tokenizer, logging.INFO, "circuits: successor scores on %s",
+                              pairs.summary())
                 out["successor"] = t
         return out
 
