@@ -15,10 +15,11 @@ On a GPU (issue #10: bf16, Pythia-410m shape):
 
 runs the same three tools on the GPU in bf16, with MFU against the bf16 8192^3
 matmul rate measured on that GPU in the same run, and reports each tool's peak
-GPU memory (the RSS grid is CPU-only). In bf16 the per-token agreement is
-reported, not asserted to 1e-4 (batch composition changes bf16 rounding); it is
-asserted below BF16_TOL. `--device cpu --dtype bfloat16` runs the same path on
-the CPU (a smoke test of the GPU path; tests/test_bench.py runs it on a tiny model).
+GPU memory (the RSS grid is CPU-only). The agreement bounds are `tolerances`:
+in bf16 on the CPU ours and the plain loop take the same bf16 logits (1e-4, as in
+fp32); lm-eval takes its log-softmax in bf16 (0.05 nats per token). `--device cpu
+--dtype bfloat16` runs the same path on the CPU (a smoke test of the GPU path;
+tests/test_bench.py runs it on a tiny model).
 
 Agreement: lm-eval scores each document on its own behind an EOT prefix in
 windows of `max_length` tokens that each predict `max_length` tokens; our
@@ -54,11 +55,24 @@ from dynamics.loading import LoadedModel
 from evals.token_loss import TokenLoss, TokenLossOptions, TokenStream, window_starts
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-BF16_TOL = 0.25  # nats: max per-token |ours - plain HF| accepted in bf16 (fp32: 1e-4)
+# Max per-token |ours - plain HF loop| (nats). In bf16 on the CPU both score the model's
+# own bf16 logits: measured 1.9e-6 for the 14m and 70m shapes, with native AVX512-BF16 and
+# with oneDNN capped below it (ONEDNN_MAX_CPU_ISA=AVX2: no native bf16) (issue #18).
+HF_TOL = 1e-4
+# bf16 on a GPU: batch composition changes the body's bf16 rounding. Not measured (no GPU
+# lent yet): a loose bound until it is.
+HF_TOL_BF16_GPU = 0.25
+# Mean per-token |ours - lm-eval| (nats). fp32: the same math. bf16: lm-eval rounds its
+# log-softmax to bf16 (half an ulp at |log p| in [8, 16) is 2^-5 = 0.031); measured
+# 2.1e-2 (70m) and 2.8e-3 (14m) on the CPU (BENCHMARKS.md).
+LM_EVAL_TOL = {"float32": 1e-4, "bfloat16": 0.05}
 
 
-def tolerance(dtype: str) -> float:
-    return 1e-4 if dtype == "float32" else BF16_TOL
+def tolerances(dtype: str, device: str) -> tuple[float, float]:
+    """(max |ours - plain HF| per token, mean |ours - lm-eval| per token) accepted."""
+    on_gpu = torch.device(device).type == "cuda"
+    hf = HF_TOL_BF16_GPU if dtype != "float32" and on_gpu else HF_TOL
+    return hf, LM_EVAL_TOL[dtype]
 
 
 def loaded(model, tokenizer, shape: str) -> LoadedModel:
@@ -183,7 +197,7 @@ def bench_shape(shape: str, args, tokenizer, texts, tmp: Path, ceiling: float) -
     model = build_model(shape).to(device=args.device, dtype=DTYPES[args.dtype])
     lm_model = loaded(model, tokenizer, shape)
     ctx = args.context
-    tol = tolerance(args.dtype)
+    tol_hf, tol_lm_eval = tolerances(args.dtype, args.device)
     with torch.inference_mode():  # warm-up (allocator, kernels)
         model(input_ids=torch.zeros(1, 64, dtype=torch.long, device=args.device))
     agree = agreement(model, tokenizer, lm_model, texts[0][: args.agree_chars], args.agree_context,
@@ -213,7 +227,7 @@ def bench_shape(shape: str, args, tokenizer, texts, tmp: Path, ceiling: float) -
         runs = [run_plain_hf(model, stream, ctx) for _ in range(args.repeats)]
         plain, t_plain = runs[0][0], min(t for _, t in runs)
         peaks.append(gpu_peak_mib(args.device))
-        assert np.abs(plain - ours).max() < tol, np.abs(plain - ours).max()
+        assert np.abs(plain - ours).max() < tol_hf, np.abs(plain - ours).max()
         rows.append({"tool": "plain HF loop", "tokens": len(plain), "seconds": t_plain})
     if not args.skip_lm_eval:
         reset_gpu_peak(args.device)
@@ -223,7 +237,8 @@ def bench_shape(shape: str, args, tokenizer, texts, tmp: Path, ceiling: float) -
         peaks.append(gpu_peak_mib(args.device))
         n_lme = sum(len(tokenizer(d, add_special_tokens=False)["input_ids"]) for d in docs)
         rows.append({"tool": "lm-eval rolling", "tokens": n_lme, "seconds": t_lme})
-    assert agree["max_abs_ours_vs_hf"] < tol and agree["mean_diff_ours_vs_lm_eval"] < tol, agree
+    assert (agree["max_abs_ours_vs_hf"] < tol_hf
+            and agree["mean_diff_ours_vs_lm_eval"] < tol_lm_eval), agree
     flop_per_tok = 2 * matmul_params(model)
     for r, peak in zip(rows, peaks, strict=True):
         r["peak GPU MiB"] = "" if peak is None else f"{peak:,.0f}"

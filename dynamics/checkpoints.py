@@ -93,7 +93,8 @@ _LOG = re.compile(r"^\s*log(?:-spaced)?\s+(\d+)\s*$")
 
 STEP_SELECTION_HELP = (
     'steps may be a list of ints, "all", "final", "log-spaced N", "every K", '
-    '"A..B" or "A..B every K" (A, B inclusive)'
+    '"A..B" or "A..B every K" (A, B inclusive), or a union of these joined by "+" '
+    '("0..512 + every 5000 + final")'
 )
 
 
@@ -108,7 +109,11 @@ def select_steps(available: list[int], selection: object) -> list[int]:
             - "log-spaced N" (see `log_spaced`);
             - "every K": steps divisible by K (step 0 included);
             - "A..B": available steps with A <= step <= B; "A..B every K" keeps
-              those divisible by K.
+              those divisible by K;
+            - a union of string selections joined by "+": e.g. on Pythia
+              "0..512 + every 5000 + final" = the 11 log-spaced early steps 0, 1,
+              2, 4, ..., 512, then 5000, 10000, ..., 140000 (28 evenly spaced),
+              then 143000: 40 steps.
 
     Raises:
         ValueError: naming the bad selection or the missing steps, and what is allowed.
@@ -127,6 +132,12 @@ def select_steps(available: list[int], selection: object) -> list[int]:
         return sorted(set(selection))
     if not isinstance(selection, str):
         raise ValueError(f"bad steps selection {selection!r}; {STEP_SELECTION_HELP}")
+    if "+" in selection:
+        parts = selection.split("+")
+        if any(not p.strip() for p in parts):
+            raise ValueError(f"bad steps selection {selection!r}: empty part; "
+                             f"{STEP_SELECTION_HELP}")
+        return sorted(set().union(*(select_steps(steps, p) for p in parts)))
     text = selection.strip().lower()
     if text == "all":
         return steps

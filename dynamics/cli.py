@@ -6,7 +6,7 @@ Verbs are thin wrappers of Python functions:
     dynamics generate batch.toml          only make the batch's [generate.*] sets
     dynamics demo [--out DIR]             train the toy suite, evaluate it, write the report
     dynamics report RESULTS --out DIR     offline HTML report (charts, PNG/SVG, tables)
-    dynamics compare RESULTS --families a,b --at-ppl 20,30 [--behavior NAME]
+    dynamics compare RESULTS --families a,b [--at-ppl 20,30] [--behavior NAME] [--out F.csv]
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 
 from dynamics.suites import BUILTIN_SUITES, SuiteError, get_suite
 
@@ -25,8 +26,13 @@ def cmd_suites(args: argparse.Namespace) -> int:
     for name in names:
         suite = get_suite(name)
         print(f"{suite.name}: {suite.description}")
-        for model, refs in suite.models.items():
-            print(f"  {model:28s} params={refs[0].params:>15,d}  checkpoints={len(refs)}")
+        for model in suite.models:
+            refs = suite.cached_checkpoints(model)  # None: a hub ref list not cached yet
+            count = len(refs) if refs is not None else "hub list, not cached"
+            seed = suite.seeds.get(model)
+            extra = f"  seed={seed.seed} of {seed.group}" if seed else ""
+            print(f"  {model:28s} params={suite.params_of(model):>15,d}  "
+                  f"checkpoints={count}{extra}")
     return 0
 
 
@@ -35,23 +41,21 @@ def _print_steps(model: str, suite_name: str | None) -> int:
     for name in names:
         suite = get_suite(name)
         if model in suite.models:
-            print(f"{'revision':>12s} {'step':>8s} {'tokens_seen':>16s} {'flops':>12s}")
-            for r in suite.models[model]:
+            refs = suite.checkpoints(model)  # reads (and caches) a hub ref list if needed
+            width = max(12, *(len(r.revision or r.source) for r in refs))
+            print(f"{'revision':>{width}s} {'step':>8s} {'tokens_seen':>19s} {'flops':>12s}")
+            for r in refs:
                 rev = r.revision or r.source
-                print(f"{rev:>12s} {r.step:8d} {r.tokens_seen:16,d} {r.flops:12.3e}")
+                print(f"{rev:>{width}s} {r.step:8d} {r.tokens_seen:19,d} {r.flops:12.3e}")
             return 0
     raise SuiteError(f"no model {model!r} in suites {names}; run `dynamics suites` to list them")
 
 
 def _generate_locked(cfg):
     """Make or reuse the batch's [generate.*] sets while holding the store's lock."""
-    from evals.generated import prepare_generated
-    from evals.store import Store
+    from evals.execute import generate_sets
 
-    store = Store(cfg.output_dir)
-    with store.lock():
-        store.clean_temp()
-        return prepare_generated(cfg)
+    return generate_sets(cfg)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -69,42 +73,88 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from evals.config import load_batch_file
+    from evals.execute import execute as run  # the same path as run_batch / run_batch_ray
 
     cfg = load_batch_file(args.batch, args.overrides)
-    if cfg.executor == "ray":
-        from evals.ray_executor import run_batch_ray as run
-
-        cfg = _generate_locked(cfg)  # the local sweep does this itself
-    else:
-        from evals.sweep import run_batch as run
     result = run(cfg, retry_failed=args.retry_failed, progress=not args.quiet)
     print(result.summary())
     for label, what, err in result.failed:
-        print(f"  FAILED {label} [{what}]: {err.splitlines()[0] if err else ''}")
+        text = err if args.verbose else (err.splitlines() or [""])[0]
+        print(f"  FAILED {label} [{what}]: {text}")
     print(f"results: {cfg.output_dir}")
     return 1 if result.failed else 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """Write the report; exit 1 if any section failed (the page is still written)."""
+    from evals.store import Store
     from reports.build import build_report
 
-    index = build_report(args.results, args.out, images=not args.no_images)
+    store = Store(args.results)
+    if store.root.is_dir() and not store.tables():
+        failed = store.failures().height
+        why = f"; {failed} unit(s) failed, see {store.root / '_failures'}" if failed else ""
+        raise FileNotFoundError(f"no results in {store.root}: it holds no evaluator tables{why} "
+                                "(give the `output` folder of a batch that has run)")
+    failures: list[str] = []
+    index = build_report(args.results, args.out, images=not args.no_images, failures=failures)
     print(f"report: {index}")
-    return 0
+    for line in failures:
+        print(f"error: report section {line}", file=sys.stderr)
+    if failures:
+        print(f"error: {len(failures)} report section(s) failed (rerun with -v for tracebacks)",
+              file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _floats(text: str, option: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError as err:
+        raise ValueError(f"{option} takes comma-separated numbers, e.g. 20,30; "
+                         f"got {text!r}") from err
+
+
+def _write_frame(frame, path) -> None:
+    from pathlib import Path
+
+    path = Path(path)
+    if path.suffix == ".csv":
+        frame.write_csv(path)
+    elif path.suffix == ".parquet":
+        frame.write_parquet(path)
+    else:
+        raise ValueError(f"--out {path}: use a .csv or .parquet file name")
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from evals.store import Store
-    from stats.behaviors import behavior_table
-    from stats.matched import compare_families
+    """Differences between two families at matched ppl, and the family test at fixed ppl."""
+    from pathlib import Path
 
-    table = behavior_table(Store(args.results))
+    import polars as pl
+
+    from evals.store import Store
+    from reports.text import comparison_text
+    from stats.behaviors import behavior_table
+    from stats.families import compare
+    from stats.seeds import seed_frame
+
+    families = [f.strip() for f in args.families.split(",") if f.strip()]
+    if len(families) != 2:
+        raise ValueError(f"--families takes two families, e.g. pythia,opt; got {args.families!r}")
+    store = Store(args.results)
+    table = behavior_table(store)
     for line in table.missing:
         print(f"behavior provider not available: {line}", file=sys.stderr)
-    families = [f for f in args.families.split(",") if f]
-    ppls = [float(x) for x in args.at_ppl.split(",") if x]
-    out = compare_families(table.rows, families, ppls, behavior=args.behavior)
-    print(out)
+    ppls = _floats(args.at_ppl, "--at-ppl") if args.at_ppl else None
+    result = compare(table.rows, families, ppls, behavior=args.behavior, seeds=seed_frame(store))
+    diffs, tests = result.differences, result.test
+    print(comparison_text(diffs, tests))
+    if args.out:
+        out = Path(args.out)
+        _write_frame(diffs, out)
+        _write_frame(tests, out.with_name(f"{out.stem}.family_test{out.suffix}"))
+        print(f"written: {out} and {out.stem}.family_test{out.suffix}")
     return 0
 
 
@@ -125,7 +175,7 @@ def demo_evaluator_options(suite_dir) -> dict:
         # k = 0: the toy QA inputs carry their own examples, and 2 shots overflow the toy context
         "bigbench-mc": {"folder": str(data / "bigbench"), "tasks": "all", "k": 0},
         "circuits": {"tasks": ["trigger"], "trigger_path": str(data / "trigger.jsonl"),
-                     "n_examples": 8, "ig_steps": 3, "prepend_bos": True,
+                     "n_examples": 8, "ig_steps": 10, "prepend_bos": True,
                      "components": ["induction", "previous-token", "trigger-induction"]},
         "recall-bigram": {"dataset": str(data / "recall_bigram.jsonl")},
     }
@@ -152,31 +202,19 @@ def demo_generate_options(suite_dir) -> dict:
                         "prompt_tokens": 16, "max_new_tokens": 24}}
 
 
-def _toml_value(value) -> str:
-    from dynamics.manifest import _toml
-
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return _toml(value)
-
-
-def _demo_batch(suite_dir, out_dir) -> "Path":
+def _demo_batch(suite_dir, out_dir):
     from pathlib import Path
+
+    from dynamics.toml_writer import dumps
 
     path = Path(out_dir) / "batch.toml"
     # every saved checkpoint (36 per model: dense around the induction phase change, 8+ in
-    # each Xia trend window); the demo stays within 5 minutes (BENCHMARKS.md, issue 19)
-    lines = [f"suite = {_toml_value(str(Path(suite_dir).resolve()))}", 'output = "results"',
-             'steps = "all"', ""]
-    tables = [("evaluators", demo_evaluator_options(suite_dir))]
-    if "sequences" in tables[0][1]:
-        tables.append(("generate", demo_generate_options(suite_dir)))
-    for section, named in tables:
-        for name, opts in named.items():
-            lines.append(f"[{section}.{name}]")
-            lines += [f"{key} = {_toml_value(value)}" for key, value in opts.items()]
-            lines.append("")
-    path.write_text("\n".join(lines))
+    # each Xia trend window; issue 19, BENCHMARKS.md)
+    batch = {"suite": str(Path(suite_dir).resolve()), "output": "results",
+             "steps": "all", "evaluators": demo_evaluator_options(suite_dir)}
+    if "sequences" in batch["evaluators"]:
+        batch["generate"] = demo_generate_options(suite_dir)
+    path.write_text(dumps(batch))
     return path
 
 
@@ -214,9 +252,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("reports.build") is None:
         print("report: skipped (reports.build is not installed yet)")
     else:
-        from reports.build import build_report
+        from reports.build import build_report, findings_summary
 
         index = build_report(cfg.output_dir, out / "report", images=not args.no_images)
+        print(findings_summary(index.parent))
         print(f"report: {index}")
     print(f"demo done in {time.perf_counter() - t0:.0f} s")
     return 1 if result.failed else 0
@@ -224,7 +263,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dynamics", description=__doc__.split("\n")[0])
-    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="log at INFO level and show tracebacks")
     sub = p.add_subparsers(dest="verb", required=True)
 
     s = sub.add_parser("suites", help="list checkpoint suites and their models")
@@ -254,8 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="compare families at matched validation perplexity")
     c.add_argument("results", help="the results store (a batch's output folder)")
     c.add_argument("--families", required=True, help="comma-separated families, e.g. pythia,opt")
-    c.add_argument("--at-ppl", required=True, help="comma-separated ppl values, e.g. 20,30")
-    c.add_argument("--behavior", default=None, help="one behavior name (default: all)")
+    c.add_argument("--at-ppl", default=None, help="comma-separated ppl values, e.g. 20,30 "
+                   "(default: 5 values inside every model's ppl range)")
+    c.add_argument("--behavior", default=None, help="one behavior name (default: all but val_loss)")
+    c.add_argument("--out", default=None, help="also write the differences to a .csv or "
+                   ".parquet file (and the family test to <name>.family_test.<ext>)")
     c.set_defaults(func=cmd_compare)
 
     d = sub.add_parser("demo", help="train the toy suite (cached), evaluate it, write the report")
@@ -265,21 +308,55 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-images", action="store_true", help="skip the PNG/SVG of each chart")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_demo)
+    for verb in sub.choices.values():  # `-v` also after the verb; SUPPRESS keeps a leading one
+        verb.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                          help="log at INFO level and show tracebacks")
     return p
 
 
+def _quiet_progress() -> None:
+    """No `datasets` bars ("Generating train split"); no hub download bars in a log file.
+
+    Environment variables, read when those libraries are imported (after this).
+    """
+    import os
+
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    if not sys.stderr.isatty():
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The parsed command line; key=value overrides may also follow options (`run b.toml -q
+    steps=final`), which argparse alone rejects once `-q` has ended the positionals."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and hasattr(args, "overrides") and all("=" in e and e[0] != "-" for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    _quiet_progress()
+    level = logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level)  # also where a host (pytest) set up logging first
     try:
         return args.func(args)
     except BrokenPipeError:  # e.g. `dynamics suites | head`
         sys.stderr.close()
         return 0
     except (ValueError, KeyError, FileNotFoundError) as err:
-        # ConfigError / SuiteError / SchemaError: user input; one clear message, no traceback.
-        print(f"error: {err}", file=sys.stderr)
+        # ConfigError / SuiteError / SchemaError: user input; one line per problem, and the
+        # traceback only with -v (an internal bug can also raise these).
+        if args.verbose:
+            traceback.print_exception(err, file=sys.stderr)
+        text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        for line in text.splitlines() or [type(err).__name__]:
+            print(f"error: {line}", file=sys.stderr)
         return 2
 
 

@@ -3,11 +3,23 @@
 Safetensors only by default: pickle weights (`pytorch_model.bin`) can run
 arbitrary code on load, so they are refused unless `allow_pickle=True`.
 `trust_remote_code` is never on unless the caller asks.
+
+The declared parameter count (`CheckpointRef.params`, from the suite or a
+`suite.toml`) drives flops = 6 * params * tokens_seen and the size axis, so
+every load checks it against the loaded model (`check_params`). Convention:
+the total count with embeddings, tied weights once (Pythia's model card, our
+suites). Within PARAMS_TOLERANCE (5%: nominal sizes such as "160m" for
+162,322,944 pass) it is accepted; within 5% of the count *without* embeddings
+(Kaplan et al.'s N, another common convention) it is accepted with a warning
+naming both counts; anything else raises ParamsMismatchError naming both.
 """
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +28,55 @@ import torch
 from dynamics.checkpoints import CheckpointRef, CheckpointUnavailableError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+PARAMS_TOLERANCE = 0.05
+log = logging.getLogger(__name__)
+
+
+class ParamsMismatchError(ValueError):
+    """The declared parameter count does not describe the loaded model."""
+
+
+def param_counts(model: torch.nn.Module) -> tuple[int, int]:
+    """(total, without embeddings): tied weights count once; embeddings are every
+    nn.Embedding weight (tokens, learned positions) plus an untied output embedding."""
+    total = sum(p.numel() for p in model.parameters())
+    emb = {id(m.weight): m.weight.numel() for m in model.modules()
+           if isinstance(m, torch.nn.Embedding)}
+    out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if out is not None:
+        emb.setdefault(id(out.weight), out.weight.numel())
+    return total, total - sum(emb.values())
+
+
+def check_params(ref: CheckpointRef, model: torch.nn.Module) -> None:
+    """Compare ref.params with the loaded model (rule in the module docstring)."""
+    total, non_embedding = param_counts(model)
+    close = lambda n: n > 0 and abs(ref.params - n) <= PARAMS_TOLERANCE * n  # noqa: E731
+    if close(total):
+        return
+    counts = (f"{ref.label} declares params = {ref.params:,}; the loaded model has "
+              f"{total:,} parameters ({non_embedding:,} without embeddings)")
+    if close(non_embedding):
+        log.warning("%s: the declared count is the non-embedding one; flops and the size axis "
+                    "follow it", counts)
+        return
+    raise ParamsMismatchError(f"{counts}: fix `params` in the suite (total count, embeddings "
+                              f"included, within {PARAMS_TOLERANCE:.0%})")
+
+DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps(:\d+)?)$")
+
+
+def device_problem(device: str) -> str | None:
+    """Why `device` is not a torch device string this tool runs on, or None if it is.
+
+    Spelling only: whether CUDA is present is decided where the model loads (a Ray
+    driver without a GPU may schedule GPU workers).
+    """
+    if DEVICE.match(device):
+        return None
+    hint = difflib.get_close_matches(device, ["cpu", "cuda", "mps"], n=1, cutoff=0.5)
+    extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+    return f"device {device!r} not allowed{extra}; use cpu, cuda, cuda:N or mps"
 
 
 class UnsafeWeightsError(CheckpointUnavailableError):
@@ -43,8 +104,9 @@ class LoadOptions:
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype {self.dtype!r} not allowed; choose one of {list(DTYPES)}")
-        if not (self.device == "cpu" or self.device.startswith(("cuda", "mps"))):
-            raise ValueError(f"device {self.device!r} not allowed; use cpu, cuda, cuda:N or mps")
+        if problem := device_problem(self.device):
+            raise ValueError(problem)
+
 
 
 @dataclass
@@ -90,6 +152,24 @@ def check_local_weights(folder: Path, allow_pickle: bool) -> None:
 
 
 def _hub_error(ref: CheckpointRef, err: Exception) -> CheckpointUnavailableError:
+    from huggingface_hub import constants
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    where = f"{ref.source} on {constants.ENDPOINT}"
+    if isinstance(err, RevisionNotFoundError):  # the hub answered: no such revision
+        return CheckpointUnavailableError(
+            f"revision {ref.revision} does not exist in {where}; `dynamics suites --steps "
+            f"{ref.model}` lists the suite's revisions (the repo may publish fewer); "
+            "drop the step from `steps` or mirror the checkpoint in a local suite.toml")
+    if isinstance(err, RepositoryNotFoundError):
+        gated = " (gated: accept its terms on the hub)" if isinstance(err, GatedRepoError) else ""
+        return CheckpointUnavailableError(
+            f"repository {where} is not accessible{gated}; private or gated repos need a token "
+            "(`hf auth login` or HF_TOKEN)")
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     return CheckpointUnavailableError(
         f"cannot fetch {ref.source} revision {ref.revision} from the Hugging Face hub "
@@ -149,5 +229,6 @@ def load_checkpoint(ref: CheckpointRef, options: LoadOptions | None = None) -> L
         raise CheckpointUnavailableError(
             f"failed to load {ref.label} from {folder}: {type(err).__name__}: {err}"
         ) from err
+    check_params(ref, model)
     model.to(options.device).eval()
     return LoadedModel(ref=ref, model=model, tokenizer=tokenizer, local_dir=folder)

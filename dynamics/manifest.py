@@ -31,6 +31,7 @@ from pathlib import Path
 
 from dynamics.checkpoints import CheckpointRef
 from dynamics.suites import Suite, SuiteError
+from dynamics.toml_writer import dumps
 
 _SUITE_KEYS = {"name", "family", "description", "tokens_per_step"}
 _MODEL_KEYS = {"name", "params", "family", "tokens_per_step", "checkpoints"}
@@ -122,22 +123,6 @@ def load_manifest(path: str | Path) -> Suite:
 
 def write_manifest(path: str | Path, name: str, models: list[dict], **suite_fields) -> Path:
     """Write a `suite.toml`. `models`: dicts with name, params, checkpoints=[{step, path, ...}]."""
-    lines = ["[suite]", f"name = {_toml(name)}"]
-    lines += [f"{k} = {_toml(v)}" for k, v in suite_fields.items()]
-    for model in models:
-        lines += ["", "[[models]]"]
-        lines += [f"{k} = {_toml(v)}" for k, v in model.items() if k != "checkpoints"]
-        for ck in model["checkpoints"]:
-            lines += ["", "[[models.checkpoints]]"]
-            lines += [f"{k} = {_toml(v)}" for k, v in ck.items()]
     path = Path(path)
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(dumps({"suite": {"name": name, **suite_fields}, "models": models}))
     return path
-
-
-def _toml(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'

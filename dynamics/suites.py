@@ -1,14 +1,21 @@
-"""Checkpoint suites: Pythia, OPT, and local suites described by `suite.toml`.
+"""Checkpoint suites: Pythia, OPT, the open suites of dynamics.suites_open, and local suites.
 
 A suite maps model names to their checkpoints (`CheckpointRef`s). Built-in
 suites describe hub repositories; local suites describe folders on disk (a
-user's own training run, the toy suite, or mirrored hub checkpoints).
+user's own training run, the toy suite, or mirrored hub checkpoints). A
+suite whose revision list comes from the hub (OLMo) holds a `LazyModels`
+mapping: a model's list is read (hub or cache, dynamics.hub_refs) on first
+use, so listing suites needs no network. Suites with seed runs (PolyPythia,
+CRFM GPT-2) map each model to a `Seed`: the configuration it replicates and
+its seed, so stats can treat seeds as replicates. Built-in names joined by
+"+" ("pythia+olmo") make one suite of both, for a batch that compares them.
 """
 
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dynamics.checkpoints import CheckpointRef, select_steps
@@ -72,19 +79,73 @@ def opt_params(n_layers: int, d_model: int, *, word_embed_proj_dim: int | None =
 
 
 @dataclass(frozen=True)
+class Seed:
+    """A model that is one seed of a configuration run several times.
+
+    Attributes:
+        group: the configuration the seeds replicate, e.g. "pythia-160m".
+        seed: the seed label the suite's documentation gives this run.
+    """
+
+    group: str
+    seed: int
+
+
+Loader = Callable[[bool], "list[CheckpointRef] | None"]
+
+
+class LazyModels(Mapping):
+    """model -> checkpoints, each list built on first access (`loader(cached_only=False)`).
+
+    `peek(model)` asks the loader with cached_only=True: the list if it needs no
+    network (a fixed schedule or a cached ref list), else None.
+    """
+
+    def __init__(self, loaders: dict[str, Loader], params: dict[str, int]):
+        self._loaders, self.params, self._done = loaders, params, {}
+
+    def __getitem__(self, model: str) -> list[CheckpointRef]:
+        if model not in self._done:
+            self._done[model] = self._loaders[model](False)
+        return self._done[model]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._loaders)
+
+    def __len__(self) -> int:
+        return len(self._loaders)
+
+    def peek(self, model: str) -> list[CheckpointRef] | None:
+        return self._done.get(model) or self._loaders[model](True)
+
+
+@dataclass(frozen=True)
 class Suite:
-    """A named collection of models and their checkpoints."""
+    """A named collection of models and their checkpoints (`seeds`: model -> Seed, if any)."""
 
     name: str
     description: str
-    models: dict[str, list[CheckpointRef]]
+    models: Mapping[str, list[CheckpointRef]]
+    seeds: dict[str, Seed] = field(default_factory=dict)
 
     def model_names(self) -> list[str]:
         return list(self.models)
 
+    def params_of(self, model: str) -> int:
+        """A model's parameter count, without reading a lazy revision list."""
+        if isinstance(self.models, LazyModels):
+            return self.models.params[model]
+        return self.checkpoints(model)[0].params
+
+    def cached_checkpoints(self, model: str) -> list[CheckpointRef] | None:
+        """The model's checkpoints if they need no network, else None."""
+        if isinstance(self.models, LazyModels):
+            return self.models.peek(model)
+        return self.checkpoints(model)
+
     def checkpoints(self, model: str) -> list[CheckpointRef]:
         if model not in self.models:
-            hint = difflib.get_close_matches(model, self.models, n=3)
+            hint = difflib.get_close_matches(model, list(self.models), n=3)
             extra = f" Did you mean {', '.join(hint)}?" if hint else ""
             raise SuiteError(
                 f"unknown model {model!r} in suite {self.name!r}; "
@@ -152,18 +213,66 @@ def opt_suite() -> Suite:
     return Suite("opt", "Meta OPT final checkpoints (intermediate ones: use a local suite.toml)", models)
 
 
+def _open(builder: str) -> Callable[[], Suite]:
+    def build() -> Suite:
+        from dynamics import suites_open
+
+        return getattr(suites_open, builder)()
+
+    return build
+
+
 BUILTIN_SUITES = {
     "pythia": lambda: pythia_suite(False),
     "pythia-deduped": lambda: pythia_suite(True),
     "opt": opt_suite,
+    "polypythia": _open("polypythia_suite"),
+    "olmo": _open("olmo_suite"),
+    "crfm-gpt2": _open("crfm_gpt2_suite"),
+    "amber": _open("amber_suite"),
 }
 
 
+def _loader(suite: Suite, model: str) -> Loader:
+    if isinstance(suite.models, LazyModels):
+        return lambda cached_only: (suite.models.peek(model) if cached_only
+                                    else suite.models[model])
+    return lambda cached_only, refs=suite.models[model]: refs
+
+
+def combine_suites(suites: list[Suite]) -> Suite:
+    """One suite holding every model of `suites`; stays lazy.
+
+    A model in two suites must be the same checkpoints in both (Pythia's
+    `pythia-160m` is PolyPythia's seed 0): kept once; otherwise a SuiteError.
+    """
+    loaders, params, seeds, eager = {}, {}, {}, {}
+    for suite in suites:
+        for model in suite.models:
+            same = (model in eager and not isinstance(suite.models, LazyModels)
+                    and suite.models[model] == eager[model])
+            if model in loaders and not same:
+                raise SuiteError(f"model {model!r} is in more than one of the suites "
+                                 f"{[s.name for s in suites]} with different checkpoints; "
+                                 "combine suites without overlap")
+            if not isinstance(suite.models, LazyModels):
+                eager[model] = suite.models[model]
+            loaders[model] = _loader(suite, model)
+            params[model] = suite.params_of(model)
+        seeds.update(suite.seeds)
+    return Suite("+".join(s.name for s in suites),
+                 "; ".join(f"{s.name}: {s.description}" for s in suites),
+                 LazyModels(loaders, params), seeds)
+
+
 def get_suite(name_or_path: str | Path) -> Suite:
-    """A built-in suite by name, or a local suite from a folder or its `suite.toml`."""
+    """A built-in suite by name ("a+b" for several), or a local suite (folder or `suite.toml`)."""
     text = str(name_or_path)
     if text in BUILTIN_SUITES:
         return BUILTIN_SUITES[text]()
+    parts = [p.strip() for p in text.split("+")]
+    if len(parts) > 1 and all(p in BUILTIN_SUITES for p in parts):
+        return combine_suites([BUILTIN_SUITES[p]() for p in parts])
     path = Path(text)
     if path.is_dir():
         path = path / "suite.toml"
@@ -172,6 +281,6 @@ def get_suite(name_or_path: str | Path) -> Suite:
 
         return load_manifest(path)
     raise SuiteError(
-        f"unknown suite {text!r}: not a built-in suite ({', '.join(BUILTIN_SUITES)}) "
-        "and no suite.toml at that path"
+        f"unknown suite {text!r}: not a built-in suite ({', '.join(BUILTIN_SUITES)}, or "
+        "several joined by '+') and no suite.toml at that path"
     )

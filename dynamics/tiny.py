@@ -174,6 +174,77 @@ def tiny_gpt2(
     return _check_size(model, expected_params)
 
 
+def tiny_llama(
+    vocab_size: int = 128,
+    hidden_size: int = 32,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    intermediate_size: int = 64,
+    max_positions: int = 128,
+    seed: int = 0,
+    expected_params: int | None = None,
+    **extra,
+):
+    """A seeded Llama (RMSNorm, SwiGLU MLP, rotary, grouped-query attention, untied head).
+
+    `num_kv_heads` < `num_heads` gives grouped-query attention (Llama 2 70B, Llama 3);
+    the default, 2 kv heads for 4 query heads, exercises it.
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads,
+        intermediate_size=intermediate_size,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=False,
+        **({"bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 1} | extra),
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(cfg).eval()
+    attn = model.model.layers[0].self_attn
+    assert model.config.num_key_value_heads == num_kv_heads and attn.num_key_value_groups == (
+        num_heads // num_kv_heads)
+    assert model.config.intermediate_size == intermediate_size
+    return _check_size(model, expected_params)
+
+
+def tiny_olmo(
+    vocab_size: int = 128,
+    hidden_size: int = 32,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    intermediate_size: int = 64,
+    max_positions: int = 128,
+    clip_qkv: float | None = None,
+    seed: int = 0,
+    expected_params: int | None = None,
+    **extra,
+):
+    """A seeded OLMo (v1, the `-hf` repos: weightless LayerNorm, SwiGLU, rotary, `clip_qkv`)."""
+    from transformers import OlmoConfig, OlmoForCausalLM
+
+    cfg = OlmoConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        intermediate_size=intermediate_size,
+        max_position_embeddings=max_positions,
+        clip_qkv=clip_qkv,
+        tie_word_embeddings=False,
+        **({"bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 1} | extra),
+    )
+    torch.manual_seed(seed)
+    model = OlmoForCausalLM(cfg).eval()
+    assert model.config.clip_qkv == clip_qkv and model.config.intermediate_size == intermediate_size
+    return _check_size(model, expected_params)
+
+
 def save_checkpoint(model, tokenizer, folder: str | Path) -> Path:
     """Save model (safetensors) + tokenizer as an HF-format folder."""
     from transformers.utils import logging as hf_logging

@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import hashlib
 import importlib
+import logging
 import types
 import typing
 from abc import ABC, abstractmethod
@@ -65,6 +66,21 @@ class Evaluator(ABC):
     @abstractmethod
     def run(self, lm) -> dict[str, pl.DataFrame]:
         """Evaluate `lm` (a `dynamics.loading.LoadedModel`); frames hold own columns only."""
+
+    def log_once(self, tokenizer, level: int, msg: str, *args) -> None:
+        """Log `msg % args` once per tokenizer in this batch.
+
+        What a tokenizer decides (a task with no usable pairs, prompts cut to fit) is
+        the same at every checkpoint that shares it: a 51-checkpoint suite printed the
+        same warnings 51 times (issue #18). A different message (another count, another
+        context length) or another tokenizer logs again.
+        """
+        text = msg % args if args else msg
+        key = (tokenizer_fingerprint(tokenizer) if tokenizer is not None else "", level, text)
+        seen = self.__dict__.setdefault("_logged_once", set())
+        if key not in seen:
+            seen.add(key)
+            logging.getLogger(type(self).__module__).log(level, "%s", text)
 
     def resolve_path(self, value: str) -> str:
         """A path option relative to the batch file's folder (hub names pass through)."""
@@ -149,37 +165,66 @@ def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
-def parse_options(cls: type, values: dict, where: str) -> tuple[Any, list[str]]:
-    """Build frozen-dataclass options strictly: unknown keys and wrong types are problems.
+def key_problems(cls: type, values: dict, where: str) -> dict[str, str]:
+    """Unknown, missing and mistyped keys of a dataclass option table, one problem per key.
 
-    Returns (options or None, problems). Every problem names the key, the bad
-    value, and what is allowed.
+    Each key is checked on its own, so one bad key never hides another; the keys
+    not in the result hold values of the right type.
     """
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    problems = []
+    problems = {}
     for key in values:
         if key not in fields:
             hint = difflib.get_close_matches(key, fields, n=1)
             extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-            problems.append(f"{where}: unknown key {key!r}{extra}; allowed: {', '.join(fields)}")
+            problems[key] = f"{where}: unknown key {key!r}{extra}; allowed: {', '.join(fields)}"
     for name, f in fields.items():
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         if name not in values:
             if required:
-                problems.append(f"{where}: missing required key {name!r} ({_type_name(hints[name])})")
+                problems[name] = (f"{where}: missing required key {name!r} "
+                                  f"({_type_name(hints[name])})")
             continue
         if not _type_ok(values[name], hints[name]):
-            problems.append(
-                f"{where}: {name} = {values[name]!r} has the wrong type; "
-                f"expected {_type_name(hints[name])}"
-            )
+            problems[name] = (f"{where}: {name} = {values[name]!r} has the wrong type; "
+                              f"expected {_type_name(hints[name])}")
+    return problems
+
+
+def parse_options(cls: type, values: dict, where: str) -> tuple[Any, list[str]]:
+    """Build frozen-dataclass options strictly: unknown keys and wrong types are problems.
+
+    Returns (options or None, problems). Every problem names the key, the bad
+    value, and what is allowed. A `__post_init__` that raises ConfigError reports
+    all its value problems, one line each.
+    """
+    problems = list(key_problems(cls, values, where).values())
     if problems:
         return None, problems
     try:
         return cls(**values), []
+    except ConfigError as err:
+        return None, [f"{where}: {p}" for p in err.problems]
     except (ValueError, TypeError) as err:
         return None, [f"{where}: {err}"]
+
+
+def unchecked_options(cls: type, values: dict) -> Any:
+    """`cls` built from well-typed `values` without its `__post_init__` value checks.
+
+    Lets `load_batch` still check the files an option table names when another
+    of its values is out of range (a negative max_tokens must not hide a missing
+    dataset file). Only for problem finding: never run an evaluator with it.
+    """
+    obj = object.__new__(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in values:
+            value = values[f.name]
+        else:
+            value = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+        object.__setattr__(obj, f.name, value)
+    return obj
 
 
 def build_evaluator(name: str, values: dict, base_dir: Path | None = None) -> Evaluator:

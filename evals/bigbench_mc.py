@@ -23,7 +23,10 @@ Attention implementations that take no custom mask (e.g. flash_attention_2)
 fall back to one `prompt + choice` sequence per choice.
 
 Prompts longer than the window are cut from the left so prompt + the longest
-choice fits; the number of truncated examples is recorded and logged.
+choice fits; the number of truncated examples is logged, and every row records
+how many prompt tokens its example lost (`truncated_tokens`, 0 when it fit).
+Example: window 12, prompt 15 tokens, longest choice 3 tokens: the first 6
+prompt tokens are cut (truncated_tokens = 6) and 9 stay.
 """
 
 from __future__ import annotations
@@ -317,12 +320,13 @@ class BigBenchMC(Evaluator):
             lm.model, items, max_length=max_length, prefix_id=prefix,
             batch_tokens=self.options.batch_tokens)
         if self.truncated:
-            log.warning("bigbench-mc: %d of %d prompts truncated from the left to fit %d tokens",
-                        self.truncated, len(items), max_length)
+            self.log_once(tok, logging.WARNING, "bigbench-mc: %d of %d prompts truncated from "
+                          "the left to fit %d tokens", self.truncated, len(items), max_length)
         rows = {k: [] for k in ("task", "example_id", "choice_index", "logprob_nats", "n_tokens",
-                                "is_target", "target_score")}
+                                "is_target", "target_score", "truncated_tokens")}
         for t, lps in zip(items, scores):
             best = max(t.example.target_scores)
+            cut = len(t.prompt or [prefix]) - len(fit_prompt(t, max_length, prefix)[0])
             for c, lp in enumerate(lps):
                 rows["task"].append(t.example.task)
                 rows["example_id"].append(t.example.example_id)
@@ -331,4 +335,5 @@ class BigBenchMC(Evaluator):
                 rows["n_tokens"].append(len(lp))
                 rows["is_target"].append(t.example.target_scores[c] == best)
                 rows["target_score"].append(t.example.target_scores[c])
+                rows["truncated_tokens"].append(cut)
         return {"bigbench-mc": pl.DataFrame(rows)}

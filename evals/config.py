@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from evals.base import ConfigError, evaluator_class, parse_options
+from evals.base import ConfigError, evaluator_class, key_problems, parse_options, unchecked_options
 
 
 @dataclass(frozen=True)
@@ -132,23 +132,30 @@ class GenerateConfig:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.grid, str) and self.grid != "paper":
-            raise ValueError(f"grid = {self.grid!r}: use \"paper\" or a list of [a, b] pairs")
+        problems = self._grid_problems()
+        problems += [f"{name} must be >= 1, got {getattr(self, name)}"
+                     for name in ("n_prompts", "prompt_tokens", "max_new_tokens")
+                     if getattr(self, name) < 1]
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            problems.append(f"top_p must be in (0, 1] (omit it for greedy), got {self.top_p}")
+        if problems:
+            raise ConfigError(problems)
+
+    def _grid_problems(self) -> list[str]:
+        if isinstance(self.grid, str):
+            return [] if self.grid == "paper" else [
+                f"grid = {self.grid!r}: use \"paper\" or a list of [a, b] pairs"]
         for pair in self.pairs:
             if len(pair) != 2:
-                raise ValueError(f"grid entry {list(pair)!r} must be one [a, b] pair")
+                return [f"grid entry {list(pair)!r} must be one [a, b] pair"]
             if pair[0] <= 0 and pair[1] <= 0:
-                raise ValueError(f"grid entry {list(pair)!r}: a or b must be > 0, or the "
-                                 "clipped mixture has no mass")
+                return [f"grid entry {list(pair)!r}: a or b must be > 0, or the "
+                        "clipped mixture has no mass"]
         if not self.pairs:
-            raise ValueError("grid is empty; give at least one [a, b] pair")
+            return ["grid is empty; give at least one [a, b] pair"]
         if len(set(self.pairs)) != len(self.pairs):
-            raise ValueError(f"grid repeats a pair: {[list(p) for p in self.pairs]}")
-        for name in ("n_prompts", "prompt_tokens", "max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1] (omit it for greedy), got {self.top_p}")
+            return [f"grid repeats a pair: {[list(p) for p in self.pairs]}"]
+        return []
 
     @property
     def pairs(self) -> tuple[tuple[float, ...], ...]:
@@ -184,22 +191,18 @@ def generate_configs(cfg: BatchConfig) -> dict[str, GenerateConfig]:
     return gens
 
 
-def _check_generate(cfg: BatchConfig) -> list[str]:
-    """Each generate table parses, has a prompt source, and names checkpoints of the suite."""
-    from dynamics.suites import SuiteError, get_suite
+def _check_generate(generate: dict, evaluators: dict, suite) -> list[str]:
+    """Each generate table parses, has a prompt source, and names checkpoints of `suite`."""
+    from dynamics.suites import SuiteError
 
-    gens, problems = parse_generate(cfg.generate)
-    token_loss = cfg.evaluators.get("token-loss")
+    gens, problems = parse_generate(generate)
+    token_loss = evaluators.get("token-loss")
     has_val = isinstance(token_loss, dict) and "dataset" in token_loss
     for name, gen in gens.items():
         if gen.prompts is None and not has_val:
             problems.append(f"[generate.{name}]: no prompt source; set prompts = "
                             '"<validation file>" (or configure [evaluators.token-loss] dataset)')
-    try:
-        suite = get_suite(cfg.suite_path) if cfg.generate else None
-    except SuiteError:
-        suite = None  # reported by _check_suite
-    for name, table in cfg.generate.items() if suite is not None else ():
+    for name, table in generate.items() if suite is not None else ():
         for which in ("small", "large"):
             model, step = (table.get(which), table.get(f"step_{which}")
                            ) if isinstance(table, dict) else (None, None)
@@ -212,29 +215,54 @@ def _check_generate(cfg: BatchConfig) -> list[str]:
     return problems
 
 
-def _check_suite(cfg: BatchConfig) -> list[str]:
+def _load_suite(ok: dict, base_dir: str):
+    """(the batch's Suite or None, problems); `ok` holds the well-typed top-level values."""
     from dynamics.suites import SuiteError, get_suite
 
+    if "suite" not in ok:
+        return None, []  # missing or mistyped: reported by key_problems
     try:
-        suite = get_suite(cfg.suite_path)
+        return get_suite(BatchConfig(ok["suite"], "", base_dir=base_dir).suite_path), []
     except SuiteError as err:
-        return [f"suite: {err}"]
-    problems = []
-    for name in cfg.models or []:
+        return None, [f"suite: {err}"]
+
+
+def _check_selection(suite, ok: dict, bad: dict) -> list[str]:
+    """Models exist in the suite; the steps selection parses and selects checkpoints.
+
+    The steps string is checked even when the suite or a model is wrong, so a bad
+    selection is reported in the same run.
+    """
+    from dynamics.checkpoints import select_steps
+    from dynamics.suites import SuiteError
+
+    if "steps" in bad:
+        return []
+    steps, models, problems = ok.get("steps", "all"), ok.get("models"), []
+    if suite is not None and "models" not in bad:
+        for name in models or []:
+            try:
+                suite.checkpoints(name)
+            except SuiteError as err:
+                problems.append(f"models: {err}")
+        known = [m for m in models or suite.model_names() if m in suite.models]
+        if known:
+            try:
+                if not suite.select(known, steps):
+                    problems.append(f"steps = {steps!r} selects no checkpoint")
+            except SuiteError as err:
+                problems.append(f"steps: {err}")
+            return problems
+    if isinstance(steps, str):  # no model to check against: check the selection's form
         try:
-            suite.checkpoints(name)
-        except SuiteError as err:
-            problems.append(f"models: {err}")
-    if not problems:
-        try:
-            if not suite.select(cfg.models, cfg.steps):
-                problems.append(f"steps = {cfg.steps!r} selects no checkpoint")
-        except SuiteError as err:
+            select_steps([0], steps)
+        except ValueError as err:
             problems.append(f"steps: {err}")
     return problems
 
 
 def _check_evaluators(evaluators: dict, base_dir: Path | None = None) -> list[str]:
+    """Every evaluator table: known name, keys, types, values, and the files it names."""
     problems = []
     if not evaluators:
         problems.append("evaluators: none configured; add e.g. [evaluators.token-loss]")
@@ -247,34 +275,51 @@ def _check_evaluators(evaluators: dict, base_dir: Path | None = None) -> list[st
         if not isinstance(values, dict):
             problems.append(f"[evaluators.{name}] must be a table, got {values!r}")
             continue
-        options, found = parse_options(cls.Options, values, f"[evaluators.{name}]")
+        where = f"[evaluators.{name}]"
+        options, found = parse_options(cls.Options, values, where)
         problems.extend(found)
+        if options is None and not key_problems(cls.Options, values, where):
+            options = unchecked_options(cls.Options, values)  # a value check failed
         if options is not None and base_dir is not None:  # missing data files, before any load
             problems.extend(cls.input_problems(options, base_dir))
     return problems
 
 
-def load_batch(values: dict, base_dir: str | Path = ".", where: str = "batch") -> BatchConfig:
-    """Validate a batch dict fully; raise ConfigError listing every problem."""
-    values = {**values, "base_dir": str(base_dir)}
-    cfg, problems = parse_options(BatchConfig, values, where)
-    if cfg is None:  # still check the evaluator tables: one message per problem, all at once
-        evaluators = values.get("evaluators")
-        if isinstance(evaluators, dict):
-            problems = problems + [f"{where}: {p}" for p in _check_evaluators(evaluators)]
-        if isinstance(values.get("generate"), dict):
-            problems = problems + parse_generate(values["generate"], where)[1]
-        raise ConfigError(problems)
-    problems = (_check_suite(cfg) + _check_evaluators(cfg.evaluators, Path(cfg.base_dir))
-                + _check_generate(cfg))
-    if cfg.executor == "ray":
+def _check_runtime(ok: dict) -> list[str]:
+    """The device string, and ray installed when the executor is ray."""
+    from dynamics.loading import device_problem
+
+    problems = []
+    if "device" in ok and (problem := device_problem(ok["device"])):
+        problems.append(problem)
+    if ok.get("executor") == "ray":
         import importlib.util
 
         if importlib.util.find_spec("ray") is None:
             problems.append('executor = "ray" needs ray: pip install "training-dynamics[dist]"')
+    return problems
+
+
+def load_batch(values: dict, base_dir: str | Path = ".", where: str = "batch") -> BatchConfig:
+    """Validate a batch dict fully; raise ConfigError listing every problem.
+
+    Every field is checked on its own (a wrong type in one key never hides the
+    suite, steps, evaluator, data-file or device checks), so one run shows all.
+    """
+    values = {**values, "base_dir": str(base_dir)}
+    bad = key_problems(BatchConfig, values, where)
+    ok = {k: v for k, v in values.items() if k not in bad}
+    suite, problems = _load_suite(ok, str(base_dir))
+    evaluators = ok.get("evaluators", {}) if "evaluators" not in bad else None
+    generate = ok.get("generate", {})
+    problems = [
+        *bad.values(), *problems, *_check_selection(suite, ok, bad), *_check_runtime(ok),
+        *(_check_evaluators(evaluators, Path(base_dir)) if evaluators is not None else []),
+        *_check_generate(generate, evaluators or {}, suite),
+    ]
     if problems:
-        raise ConfigError([f"{where}: {p}" if not p.startswith(where) else p for p in problems])
-    return cfg
+        raise ConfigError([p if p.startswith(where) else f"{where}: {p}" for p in problems])
+    return BatchConfig(**values)
 
 
 def load_batch_file(path: str | Path, overrides: list[str] | None = None) -> BatchConfig:
@@ -298,20 +343,10 @@ def load_batch_file(path: str | Path, overrides: list[str] | None = None) -> Bat
 
 
 def batch_to_toml(cfg: BatchConfig) -> str:
-    """The config as TOML (written beside the results)."""
-    from dynamics.manifest import _toml  # noqa: PLC0415  (small shared helper)
+    """The config as TOML (written beside the results); `load_batch` reads it back equal.
 
-    def value(v) -> str:
-        return f"[{', '.join(value(x) for x in v)}]" if isinstance(v, (list, tuple)) else _toml(v)
+    Fields left at None are omitted (None is their default).
+    """
+    from dynamics.toml_writer import dumps
 
-    lines = []
-    for f in dataclasses.fields(cfg):
-        v = getattr(cfg, f.name)
-        if f.name in ("evaluators", "generate") or v is None:
-            continue
-        lines.append(f"{f.name} = {value(v)}")
-    for section in ("evaluators", "generate"):
-        for name, opts in getattr(cfg, section).items():
-            lines += ["", f'[{section}."{name}"]']
-            lines += [f"{k} = {value(v)}" for k, v in opts.items()]
-    return "\n".join(lines) + "\n"
+    return dumps({f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)})

@@ -11,7 +11,11 @@ model keeps its own key/value cache (or recomputes the prefix every step with
 `use_cache=False`, which gives the same distributions). Generated continuations
 are written as a labeled set in the `sequences` format (pair_id = prompt,
 prefix = prompt text, text = continuation), so the `sequences` evaluator scores
-them over every checkpoint of a batch.
+them over every checkpoint of a batch. The rows also carry the exact token ids
+(`prefix_ids`, `text_ids`) and the tokenizer's fingerprint (`tokenizer`): the
+evaluator scores those ids, not a re-tokenization of the decoded text, which
+with a BPE tokenizer need not give the generated tokens back (decode
+[" th", "e"] -> " the" -> re-encode [" the"]).
 
 Worked example (one step, vocab of 3): p_small = [0.5, 0.3, 0.2], p_large =
 [0.2, 0.5, 0.3], a = 1, b = -1: a p_s + b p_l = [0.3, -0.2, -0.1] -> clipped
@@ -29,6 +33,11 @@ import polars as pl
 import torch
 
 from evals.base import tokenizer_fingerprint
+
+
+GENERATED_SCHEMA = {"pair_id": pl.String, "set": pl.String, "prefix": pl.String,
+                    "text": pl.String, "prefix_ids": pl.List(pl.Int64),
+                    "text_ids": pl.List(pl.Int64), "tokenizer": pl.String}
 
 
 class MixtureError(ValueError):
@@ -179,7 +188,8 @@ def shared_vocab(small_lm, large_lm) -> int:
 def generate_set(small_lm, large_lm, prompts: list[str], options: MixtureOptions,
                  prompt_tokens: int = 16, label: str | None = None,
                  batch_size: int = 32) -> pl.DataFrame:
-    """A labeled set in the `sequences` format: pair_id, set, prefix, text.
+    """A labeled set in the `sequences` format: pair_id, set, prefix, text, and the exact
+    token ids prefix_ids (the prompt) and text_ids (generated), with the tokenizer fingerprint.
 
     Each prompt is cut to its first `prompt_tokens` tokens (prompts shorter than
     that are used whole); pair_id is the prompt's index, so sets generated with
@@ -205,10 +215,11 @@ def generate_set(small_lm, large_lm, prompts: list[str], options: MixtureOptions
             outs = generate_rows(small_lm.model, large_lm.model, [ids[i] for i in chunk],
                                  options, vocab, indices=chunk)
             new.update(zip(chunk, outs, strict=True))
+    fingerprint = tokenizer_fingerprint(tok)
     rows = [{"pair_id": str(i), "set": name, "prefix": tok.decode(ids[i]),
-             "text": tok.decode(new[i], skip_special_tokens=True)} for i in range(len(ids))]
-    return pl.DataFrame(rows, schema={"pair_id": pl.String, "set": pl.String,
-                                      "prefix": pl.String, "text": pl.String})
+             "text": tok.decode(new[i], skip_special_tokens=True), "prefix_ids": ids[i],
+             "text_ids": new[i], "tokenizer": fingerprint} for i in range(len(ids))]
+    return pl.DataFrame(rows, schema=GENERATED_SCHEMA)
 
 
 def pick_prompts(texts: list[str], n_prompts: int, seed: int = 0) -> list[str]:

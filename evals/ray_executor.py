@@ -1,14 +1,25 @@
-"""The Ray executor: one Ray task per checkpoint, all writing to the same store.
+"""The Ray scheduler: one Ray task per pending checkpoint, all writing to the same store.
 
-The driver locks the store, removes temp files of a killed earlier run, plans
-the pending (checkpoint, evaluator) units exactly as the local sweep does
-(`evals.sweep.plan`), and submits one task per checkpoint that has pending
-units. Each task loads its checkpoint once, runs its pending evaluators with
-the local sweep's `run_unit` (same validation, finiteness check and atomic
-part writes), records failures in the store, and returns what it did. Parts
-are keyed by checkpoint, so tasks never write the same file and the parquet
-content equals a local run's. A task asks for one GPU when the device is
-cuda, one CPU otherwise.
+`evals.execute.execute` locks the store, writes batch.toml, makes the
+`[generate.*]` sets and plans the pending units exactly as for a local run,
+then calls `run_ray`, which submits one task per checkpoint with pending
+units. Each task (`checkpoint_task`) streams its checkpoint with the shared
+`stream_checkpoints` and runs it through the shared unit runner
+(`evals.sweep.run_checkpoint`): same validation, finiteness check, atomic part
+writes and failure records as the local loop. Parts are keyed by checkpoint,
+so tasks never write the same file and the parquet content equals a local
+run's. A task asks for one GPU when the device is cuda, one CPU otherwise.
+
+Disk budget and prefetch under Ray (a decision, see README): each task
+downloads into its node's Hugging Face cache and honours `disk_budget_gb`
+for that cache: the snapshots this tool loaded are registered on disk
+(dynamics.cache), so every worker on a node sees the same set, in-use
+markers carry the worker's pid, and after its checkpoint a task evicts the
+least recently used snapshots no live process uses. The driver does not
+download or hand paths to tasks (a multi-node cluster has no shared disk).
+Prefetch overlaps loads with compute across tasks (tasks run concurrently up
+to the cluster's CPUs/GPUs); within a task there is one checkpoint, so
+`prefetch` has nothing more to load.
 
 Ray is an optional dependency (`pip install "training-dynamics[dist]"`); it is
 imported only here. Connects to a running cluster (`RAY_ADDRESS`) or starts a
@@ -17,43 +28,29 @@ local one when none is initialized.
 
 from __future__ import annotations
 
-import logging
-import time
+import dataclasses
+from collections.abc import Callable
 
-from evals.config import BatchConfig, batch_to_toml
+from dynamics.loading import load_checkpoint
+from dynamics.progress import progress_bar
+from evals.config import BatchConfig
 from evals.store import Store
-from evals.sweep import LOAD, SweepResult, _progress, build_evaluators, plan
-
-log = logging.getLogger(__name__)
+from evals.sweep import CheckpointOutcome, SweepResult, build_evaluators, run_checkpoint, stream_for
 
 
-def run_checkpoint(cfg: BatchConfig, ref, names: list[str]) -> dict:
-    """Load one checkpoint, run the named evaluators on it, write their parts.
+def checkpoint_task(cfg: BatchConfig, ref, evaluators: list, loader: Callable = load_checkpoint
+                    ) -> CheckpointOutcome:
+    """One Ray task: stream one checkpoint (budget, markers) and run its pending evaluators.
 
-    Returns {"label", "written": [evaluator], "failed": [(what, error)]}; failures
-    are also recorded in the store, as the local sweep does.
+    `evaluators` holds evaluator names (rebuilt here from `cfg`) or evaluator objects.
     """
-    from dynamics.loading import LoadOptions, load_checkpoint
-    from evals.sweep import run_unit
-
     store = Store(cfg.output_dir)
-    evals = [ev for ev in build_evaluators(cfg) if ev.name in names]
-    out = {"label": ref.label, "written": [], "failed": []}
-    options = LoadOptions(cfg.device, cfg.dtype, cfg.allow_pickle, cfg.trust_remote_code)
-    try:
-        lm = load_checkpoint(ref, options)
-    except Exception as err:  # noqa: BLE001  (recorded; the batch goes on)
-        store.record_failure(LOAD, ref.key, err)
-        out["failed"].append((LOAD, f"{type(err).__name__}: {err}"))
-        return out
-    store.clear_failure(LOAD, ref.key)
-    for ev in evals:
-        try:
-            run_unit(store, ev, lm, ref)
-            out["written"].append(ev.name)
-        except Exception as err:  # noqa: BLE001
-            store.record_failure(ev.name, ref.key, err)
-            out["failed"].append((ev.name, f"{type(err).__name__}: {err}"))
+    if all(isinstance(e, str) for e in evaluators):
+        evaluators = [ev for ev in build_evaluators(cfg) if ev.name in evaluators]
+    out = CheckpointOutcome(ref.label)
+    for item in stream_for(cfg, [ref], loader, prefetch=False):  # runs to the end: evicts
+        out = run_checkpoint(store, item, evaluators)
+        item.loaded = None
     return out
 
 
@@ -65,32 +62,16 @@ def _ensure_ray():
     return ray
 
 
-def run_batch_ray(cfg: BatchConfig, *, retry_failed: bool = False, progress: bool = True
-                  ) -> SweepResult:
-    """Run a batch with one Ray task per pending checkpoint; same store as `run_batch`."""
-    from dynamics.suites import get_suite
-
-    t0 = time.perf_counter()
-    store = Store(cfg.output_dir)
-    with store.lock():
-        store.clean_temp()
-        store.write_config(batch_to_toml(cfg))
-        refs = get_suite(cfg.suite_path).select(cfg.models, cfg.steps)
-        todo, skipped = plan(store, refs, build_evaluators(cfg), retry_failed)
-        result = SweepResult(skipped=skipped)
-        if todo:
-            _run_tasks(cfg, todo, result, progress)
-    result.seconds = time.perf_counter() - t0
-    return result
-
-
-def _run_tasks(cfg: BatchConfig, todo, result: SweepResult, progress: bool) -> None:
+def run_ray(cfg: BatchConfig, todo, result: SweepResult, *, progress: bool = True,
+            loader: Callable = load_checkpoint, rebuild: bool = True) -> None:
+    """The Ray scheduler: one task per pending checkpoint; merges outcomes into `result`."""
     ray = _ensure_ray()
     gpus = 1 if cfg.device.startswith("cuda") else 0
-    task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(run_checkpoint)
-    cfg_ref = ray.put(cfg)
-    waiting = {task.remote(cfg_ref, ref, [ev.name for ev in evs]): ref for ref, evs in todo}
-    bar = _progress(len(waiting), progress)
+    task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(checkpoint_task)
+    cfg_ref, loader_ref = ray.put(cfg), ray.put(loader)
+    waiting = {task.remote(cfg_ref, ref, [ev.name if rebuild else ev for ev in evs], loader_ref
+                           ): ref for ref, evs in todo}
+    bar = progress_bar(len(waiting), "checkpoints", "ckpt", progress)
     try:
         while waiting:
             done, _ = ray.wait(list(waiting), num_returns=1)
@@ -98,15 +79,21 @@ def _run_tasks(cfg: BatchConfig, todo, result: SweepResult, progress: bool) -> N
             try:
                 out = ray.get(done[0])
             except Exception as err:  # noqa: BLE001  (worker died: OOM, node loss)
-                out = {"label": ref.label, "written": [],
-                       "failed": [("task", f"{type(err).__name__}: {err}")]}
-            result.written += [(out["label"], name) for name in out["written"]]
-            result.failed += [(out["label"], what, err) for what, err in out["failed"]]
-            for what, err in out["failed"]:
-                log.warning("%s failed on %s: %s", what, out["label"], err)
-            bar.set_postfix_str(out["label"])
+                out = CheckpointOutcome(ref.label,
+                                        failed=[("task", f"{type(err).__name__}: {err}")])
+            result.add(out)
+            bar.set_postfix_str(out.label)
             bar.update(1)
     finally:
         for pending in waiting:
             ray.cancel(pending, force=True)
         bar.close()
+
+
+def run_batch_ray(cfg: BatchConfig, *, retry_failed: bool = False, progress: bool = True,
+                  loader: Callable = load_checkpoint) -> SweepResult:
+    """Run a batch on Ray: `execute(cfg)` with executor = "ray" (same store as `run_batch`)."""
+    from evals.execute import execute
+
+    return execute(dataclasses.replace(cfg, executor="ray"), retry_failed=retry_failed,
+                   progress=progress, loader=loader)

@@ -60,6 +60,8 @@ TABLES: dict[str, pl.Schema] = {
             "n_tokens": pl.Int64,
             "is_target": pl.Boolean,
             "target_score": pl.Float64,
+            # prompt tokens cut from the left so prompt + longest choice fit the window
+            "truncated_tokens": pl.Int64,
         }
     ),
     # EAP-IG edge scores, one row per edge ("a0.h3->m1", EAP-IG naming).
@@ -74,6 +76,9 @@ TABLES: dict[str, pl.Schema] = {
             "metric_corrupted": pl.Float64,
             "circuit_edges": pl.Int64,
             "faithfulness": pl.Float64,
+            # null when the model performs the task; else why not (then circuit_edges
+            # and faithfulness are null): evals.circuits.search.not_performed_reason
+            "reason": pl.String,
         }
     ),
     # Loss and accuracy per position kind ("recall" / "bigram" / ...) of labelled

@@ -30,6 +30,13 @@ prefix the model sees [bos, 7, 8]: log p(7 | bos) + log p(8 | bos 7).
 A sequence (prefix + text, or BOS + text) longer than the model's context is an
 error, never silently truncated: sets must be scored under the same context.
 
+Optional columns `prefix_ids`, `text_ids` (lists of token ids) and `tokenizer`
+(`evals.base.tokenizer_fingerprint`): the exact tokens of a generated sequence
+(evals.mixture writes them). A model whose tokenizer has that fingerprint is
+scored on exactly those ids, never on a re-tokenization of the decoded text
+(with BPE, decode -> encode need not give the generated tokens back); a model
+with another tokenizer gets `prefix` and `text` tokenized as above.
+
 `extra_datasets` adds more local sources (e.g. the sets a batch's
 `[generate.<name>]` tables write, evals.generated): each is checked on its
 own (pair ids agree within a source), set names must differ across sources,
@@ -48,6 +55,8 @@ from evals.scoring import Request, score_requests
 
 LOCAL_READERS = {".jsonl": "ndjson", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 REQUIRED = ("pair_id", "set", "text")
+ID_COLUMNS = {"prefix_ids": pl.List(pl.Int64), "text_ids": pl.List(pl.Int64),
+              "tokenizer": pl.String}
 
 
 class SequenceSetError(ValueError):
@@ -106,7 +115,8 @@ def _read_source(dataset: str, config: str | None, split: str | None) -> pl.Data
 
 def load_sequence_sets(dataset: str, *, config: str | None = None, split: str | None = None,
                        sets: list[str] | None = None, min_pairs: int = 2) -> pl.DataFrame:
-    """Read and check a labeled source: columns row, pair_id, set, prefix, text.
+    """Read and check a labeled source: row, pair_id, set, prefix, text, prefix_ids, text_ids,
+    tokenizer (the last three null when the source has no token ids).
 
     `row` is the 1-based data row (line of a jsonl file; row after the header of
     a csv). Raises SequenceSetError naming the file, the row and the bad value.
@@ -119,10 +129,12 @@ def load_sequence_sets(dataset: str, *, config: str | None = None, split: str | 
             f"found {raw.columns}")
     has_prefix = "prefix" in raw.columns
     prefix = pl.col("prefix").cast(pl.String) if has_prefix else pl.lit(None, pl.String)
+    ids = [pl.col(c).cast(t) if c in raw.columns else pl.lit(None, t).alias(c)
+           for c, t in ID_COLUMNS.items()]
     frame = raw.with_row_index("row", offset=1).select(
         pl.col("row").cast(pl.Int64), pl.col("pair_id").cast(pl.String),
         pl.col("set").cast(pl.String), prefix.fill_null("").alias("prefix"),
-        pl.col("text").cast(pl.String))
+        pl.col("text").cast(pl.String), *ids)
     if sets is not None:
         unknown = sorted(set(sets) - set(frame["set"].drop_nulls()))
         if unknown:
@@ -175,14 +187,26 @@ def start_token_id(tokenizer) -> int:
                            "unprefixed texts on; add a 'prefix' column")
 
 
+def _token_ids(rows: list[dict], tokenizer) -> list[tuple[list[int], list[int]]]:
+    """(prefix ids, text ids) per row: the stored ids when they are this tokenizer's, else
+    `prefix` and `text` tokenized separately."""
+    fingerprint = tokenizer_fingerprint(tokenizer)
+    own = [r.get("text_ids") is not None and r.get("tokenizer") == fingerprint for r in rows]
+    need = [r for r, o in zip(rows, own, strict=True) if not o]
+    enc = (lambda key: iter(tokenizer([r[key] for r in need], add_special_tokens=False)
+                            ["input_ids"]) if need else iter(()))
+    texts, prefixes = enc("text"), enc("prefix")
+    return [(list(r["prefix_ids"] or []), list(r["text_ids"])) if o
+            else (next(prefixes), next(texts)) for r, o in zip(rows, own, strict=True)]
+
+
 def build_requests(frame: pl.DataFrame, tokenizer, context_length: int,
                    where: str) -> list[Request]:
-    """One Request per row (prefix -> context, text -> continuation), length-checked."""
+    """One Request per row (prefix -> context, text -> continuation, or the stored token ids
+    of the row when they are this tokenizer's), length-checked."""
     rows = frame.to_dicts()
-    texts = tokenizer([r["text"] for r in rows], add_special_tokens=False)["input_ids"]
-    prefixes = tokenizer([r["prefix"] for r in rows], add_special_tokens=False)["input_ids"]
     out = []
-    for r, cont, ctx in zip(rows, texts, prefixes, strict=True):
+    for r, (ctx, cont) in zip(rows, _token_ids(rows, tokenizer), strict=True):
         label = f"{where}: row {r['row']} (set {r['set']!r}, pair_id {r['pair_id']!r})"
         if not cont:
             raise SequenceSetError(f"{label}: text {r['text']!r} tokenizes to no tokens")

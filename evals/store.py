@@ -3,6 +3,7 @@
 Layout under the store root::
 
     <root>/batch.toml                                 the batch config that wrote it (last run)
+    <root>/seeds.json                                 model -> {group, seed} of seed runs (merged)
     <root>/<table>/<family>/<model>/step=<N>.parquet  one part per table x checkpoint
     <root>/_failures/<what>/<family>/<model>/step=<N>.json   error text of a failed unit
 
@@ -209,3 +210,21 @@ class Store:
         data = text.encode()
         _atomic_write_bytes(path, lambda fh: fh.write(data))
         return path
+
+    # -- seed runs ----------------------------------------------------------
+    def record_seeds(self, seeds: dict[str, dict]) -> Path:
+        """Merge `model -> {"group": str, "seed": int}` into `seeds.json` (issue 20).
+
+        Written by every run (the batch's suite knows which models are seeds of
+        one configuration); read by stats (stats.seeds) to treat seeds as replicates.
+        """
+        merged = {**self.seeds(), **seeds}
+        data = json.dumps(merged, indent=1, sort_keys=True).encode()
+        path = self.root / "seeds.json"
+        _atomic_write_bytes(path, lambda fh: fh.write(data))
+        return path
+
+    def seeds(self) -> dict[str, dict]:
+        """`model -> {"group", "seed"}` recorded by runs; {} when none."""
+        path = self.root / "seeds.json"
+        return json.loads(path.read_text()) if path.is_file() else {}

@@ -1,9 +1,13 @@
-"""The sweep: load each checkpoint once, run every pending evaluator, store the frames.
+"""The sweep's building blocks: planning, the per-checkpoint unit runner, the local scheduler.
 
     for ckpt in stream_checkpoints(refs):
         for ev in pending[ckpt]:
             for table, frame in ev.run(model).items():
                 store.write(table, with_keys(frame, ckpt))
+
+`evals.execute.execute(cfg)` is the one execution path (lock, generated sets,
+plan, schedule); the local loop here (`run_local`) and the Ray scheduler
+(evals.ray_executor) both hand each streamed checkpoint to `run_checkpoint`.
 
 Resume is free: a (checkpoint, evaluator) unit whose tables all exist in the
 store is skipped, and a checkpoint with nothing pending is never loaded. A
@@ -14,8 +18,8 @@ skips recorded failures unless `retry_failed=True`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -23,16 +27,24 @@ import polars as pl
 
 from dynamics.checkpoints import CheckpointRef
 from dynamics.loading import LoadOptions, load_checkpoint
-from dynamics.streaming import stream_checkpoints
-from dynamics.suites import get_suite
+from dynamics.progress import progress_bar
+from dynamics.streaming import Streamed, stream_checkpoints
 from evals.base import Evaluator, build_evaluator
-from evals.config import BatchConfig, batch_to_toml
-from evals.generated import prepare_generated
+from evals.config import BatchConfig
 from evals.schema import with_keys
 from evals.store import Store
 
 log = logging.getLogger(__name__)
 LOAD = "load"  # failure kind for checkpoints that could not be loaded
+
+
+@dataclass
+class CheckpointOutcome:
+    """What happened to one checkpoint: evaluators written, and (what, error) failures."""
+
+    label: str
+    written: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -44,6 +56,13 @@ class SweepResult:
     failed: list[tuple[str, str, str]] = field(default_factory=list)  # (label, what, error)
     seconds: float = 0.0
 
+    def add(self, out: CheckpointOutcome) -> None:
+        """Merge one checkpoint's outcome (and log its failures)."""
+        self.written += [(out.label, name) for name in out.written]
+        self.failed += [(out.label, what, err) for what, err in out.failed]
+        for what, err in out.failed:
+            log.warning("%s failed on %s: %s", what, out.label, err)
+
     def summary(self) -> str:
         return (
             f"{len(self.written)} evaluator x checkpoint units written, {self.skipped} already "
@@ -53,6 +72,10 @@ class SweepResult:
 
 def build_evaluators(cfg: BatchConfig) -> list[Evaluator]:
     return [build_evaluator(n, v, cfg.base_dir) for n, v in cfg.evaluators.items()]
+
+
+def load_options(cfg: BatchConfig) -> LoadOptions:
+    return LoadOptions(cfg.device, cfg.dtype, cfg.allow_pickle, cfg.trust_remote_code)
 
 
 def is_done(store: Store, ev: Evaluator, ref: CheckpointRef) -> bool:
@@ -105,6 +128,52 @@ def run_unit(store: Store, ev: Evaluator, lm, ref: CheckpointRef) -> None:
     store.clear_failure(ev.name, ref.key)
 
 
+def run_checkpoint(store: Store, item: Streamed, evals: list[Evaluator]) -> CheckpointOutcome:
+    """The one per-checkpoint unit runner (local and Ray): record a load failure or run `evals`."""
+    ref, out = item.ref, CheckpointOutcome(item.ref.label)
+    if item.error is not None:
+        store.record_failure(LOAD, ref.key, item.error)
+        out.failed.append((LOAD, f"{type(item.error).__name__}: {item.error}"))
+        return out
+    store.clear_failure(LOAD, ref.key)
+    for ev in evals:
+        try:
+            run_unit(store, ev, item.loaded, ref)
+            out.written.append(ev.name)
+        except Exception as err:  # noqa: BLE001  (recorded; the batch goes on)
+            store.record_failure(ev.name, ref.key, err)
+            out.failed.append((ev.name, f"{type(err).__name__}: {err}"))
+    return out
+
+
+def stream_for(cfg: BatchConfig, refs: list[CheckpointRef], loader: Callable, *,
+               prefetch: bool | None = None):
+    """`stream_checkpoints` with the batch's options, prefetch and disk budget."""
+    return stream_checkpoints(refs, load_options(cfg),
+                              prefetch=cfg.prefetch if prefetch is None else prefetch,
+                              disk_budget_gb=cfg.disk_budget_gb, loader=loader)
+
+
+def run_local(cfg: BatchConfig, todo, result: SweepResult, *, progress: bool = True,
+              loader: Callable = load_checkpoint, rebuild: bool = True) -> None:
+    """The local scheduler: stream the pending checkpoints in order through `run_checkpoint`.
+
+    `rebuild` is the Ray scheduler's (whether workers rebuild evaluators from the
+    config); here the planned evaluator objects run in this process either way.
+    """
+    store = Store(cfg.output_dir)
+    pending = {ref: evs for ref, evs in todo}
+    bar = progress_bar(len(todo), "checkpoints", "ckpt", progress)
+    try:
+        for item in stream_for(cfg, list(pending), loader):
+            result.add(run_checkpoint(store, item, pending[item.ref]))
+            item.loaded = None
+            bar.set_postfix_str(item.ref.label)
+            bar.update(1)
+    finally:
+        bar.close()
+
+
 def run_batch(
     cfg: BatchConfig,
     *,
@@ -113,58 +182,8 @@ def run_batch(
     loader: Callable = load_checkpoint,
     evaluators: list[Evaluator] | None = None,
 ) -> SweepResult:
-    """Run a batch locally (the default executor); see the module docstring.
+    """Run a batch with the local scheduler: `execute(cfg)` with executor = "local"."""
+    from evals.execute import execute
 
-    `[generate.*]` sets are generated first (or reused; evals.generated). The
-    store is locked for the run (`Store.lock`: a second run on the same
-    output fails with the holder's pid, host and start time) and temp files
-    of a killed earlier run are removed first, so a rerun after SIGKILL ends
-    with the same parts as an uninterrupted run.
-    """
-    store = Store(cfg.output_dir)
-    with store.lock():
-        store.clean_temp()
-        return _run_locked(cfg, store, retry_failed, progress, loader, evaluators)
-
-
-def _run_locked(cfg, store, retry_failed, progress, loader, evaluators) -> SweepResult:
-    t0 = time.perf_counter()
-    store.write_config(batch_to_toml(cfg))
-    cfg = prepare_generated(cfg)  # [generate.*] sets: made once, then scored by `sequences`
-    refs = get_suite(cfg.suite_path).select(cfg.models, cfg.steps)
-    evals = evaluators if evaluators is not None else build_evaluators(cfg)
-    todo, skipped = plan(store, refs, evals, retry_failed)
-    result = SweepResult(skipped=skipped)
-    options = LoadOptions(cfg.device, cfg.dtype, cfg.allow_pickle, cfg.trust_remote_code)
-    bar = _progress(len(todo), progress)
-    pending = {ref: evs for ref, evs in todo}
-    for item in stream_checkpoints([r for r, _ in todo], options, prefetch=cfg.prefetch,
-                                   disk_budget_gb=cfg.disk_budget_gb, loader=loader):
-        ref = item.ref
-        bar.set_postfix_str(ref.label)
-        if item.error is not None:
-            store.record_failure(LOAD, ref.key, item.error)
-            result.failed.append((ref.label, LOAD, f"{type(item.error).__name__}: {item.error}"))
-            log.warning("could not load %s: %s", ref.label, item.error)
-            bar.update(1)
-            continue
-        store.clear_failure(LOAD, ref.key)
-        for ev in pending[ref]:
-            try:
-                run_unit(store, ev, item.loaded, ref)
-                result.written.append((ref.label, ev.name))
-            except Exception as err:  # noqa: BLE001  (recorded; the batch goes on)
-                store.record_failure(ev.name, ref.key, err)
-                result.failed.append((ref.label, ev.name, f"{type(err).__name__}: {err}"))
-                log.warning("%s failed on %s: %s", ev.name, ref.label, err)
-        item.loaded = None
-        bar.update(1)
-    bar.close()
-    result.seconds = time.perf_counter() - t0
-    return result
-
-
-def _progress(total: int, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="checkpoints", unit="ckpt", disable=not enabled)
+    return execute(dataclasses.replace(cfg, executor="local"), retry_failed=retry_failed,
+                   progress=progress, loader=loader, evaluators=evaluators)

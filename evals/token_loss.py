@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from evals.base import Evaluator, missing_local_file, tokenizer_fingerprint
+from evals.base import ConfigError, Evaluator, missing_local_file, tokenizer_fingerprint
 from evals.scoring import token_logprobs
 
 LOCAL_FORMATS = {".txt": "text", ".json": "json", ".jsonl": "json", ".parquet": "parquet",
@@ -61,12 +61,13 @@ class TokenLossOptions:
     chunk_rows: int = 2048
 
     def __post_init__(self) -> None:
-        for name in ("max_tokens", "batch_size", "batch_tokens", "chunk_rows"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+        problems = [f"{name} must be >= 1, got {getattr(self, name)}"
+                    for name in ("max_tokens", "batch_size", "batch_tokens", "chunk_rows")
+                    if getattr(self, name) is not None and getattr(self, name) < 1]
         if self.context is not None and self.context < 2:
-            raise ValueError(f"context must be >= 2 tokens, got {self.context}")
+            problems.append(f"context must be >= 2 tokens, got {self.context}")
+        if problems:
+            raise ConfigError(problems)
 
     def windows_per_batch(self, context: int, device) -> int:
         """batch_size, or as many windows as fit batch_tokens (see the class doc)."""

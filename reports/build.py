@@ -1,15 +1,22 @@
 """Build the report of a results store: `build_report(store_dir, out_dir) -> index.html`.
 
-Each section reads the store tables it needs, aggregates them with stats/
-functions (validation ppl, class fractions, set log-probs, ...), and draws
-them with the chart builders. A table that is missing or empty turns into a
-note saying which table (and which evaluator writes it) is missing, so an
-empty or partial store still gives a report. Stats modules that this
-installation lacks are skipped the same way.
+The page opens with the findings (stats.findings: each paper's claim, this
+run's statistic and a verdict), then the verdicts table (ppl or size?), then
+the charts; long per-checkpoint tables are folded in <details> elements.
+
+Sections only lay out frames: the analysis (fits, fitted curves, emergence
+points, findings) comes from stats.summary.analyze_store, and the other
+sections call stats aggregations (validation ppl, class fractions, set
+log-probs, ...). Behaviors are selected by their identity columns (evaluator,
+kind, task, set), never by their labels. A table that is missing or empty
+turns into a note saying which table (and which evaluator writes it) is
+missing, so an empty or partial store still gives a report. Stats modules
+that this installation lacks are skipped the same way.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from pathlib import Path
@@ -18,24 +25,23 @@ import polars as pl
 
 from evals.schema import KEY_COLUMNS
 from evals.store import Store
-from reports import charts, mechanism_charts, xia_charts
-from reports.html import Section, write_html
+from reports import charts, family_charts, mechanism_charts, xia_charts
+from reports.html import Section, findings_html, write_html
 from stats import (
-    behaviors,
     bigbench,
     circuits,
+    findings,
     hallucination,
-    matched,
-    regression,
+    summary,
     trajectories,
 )
-from stats.perplexity import validation_ppl
+from stats.perplexity import flag_ppl_rises, ppl_rises, validation_ppl
 
 log = logging.getLogger(__name__)
 KEYS = list(KEY_COLUMNS)
 MAX_HEATMAPS = 12
 MAX_BEHAVIORS = 16
-EMERGENCE_FRACTION = 0.5
+FINDINGS_FILE = "findings.csv"
 WRITER = {"token-loss": "token-loss", "sequences": "sequences", "bigbench-mc": "bigbench-mc",
           "circuit-summary": "circuits", "circuit-edges": "circuits", "components": "circuits"}
 
@@ -46,13 +52,27 @@ def _missing(table: str) -> str:
 
 
 class Context:
-    """The store plus values shared by sections (validation ppl is everyone's x-axis)."""
+    """The store plus values shared by sections (validation ppl is everyone's x-axis).
 
-    def __init__(self, store: Store):
+    Args:
+        store: the results store.
+        family_differences: families at matched ppl with CIs, handed to the
+            findings (claim (e) of stats.findings); None when not computed.
+    """
+
+    def __init__(self, store: Store, family_differences: pl.DataFrame | None = None):
         self.store = store
         self.tables = set(store.tables())
-        self.ppl = (validation_ppl(store.scan("token-loss")) if "token-loss" in self.tables
-                    else None)
+        self.family_differences = family_differences
+        self.ppl = (flag_ppl_rises(validation_ppl(store.scan("token-loss")))
+                    if "token-loss" in self.tables else None)
+
+    @functools.cached_property
+    def analysis(self) -> summary.Analysis | None:
+        """Fits, curves, emergence points and findings (None without validation ppl)."""
+        if self.ppl is None:
+            return None
+        return summary.analyze_store(self.store, family_differences=self.family_differences)
 
     def with_ppl(self, frame: pl.DataFrame) -> pl.DataFrame:
         """`frame` with the checkpoint's val_ppl joined on the keys (null when unknown)."""
@@ -61,70 +81,117 @@ class Context:
         return frame.join(self.ppl.select(*KEYS, "val_ppl"), on=KEYS, how="left")
 
 
-def ppl_section(ctx: Context) -> Section:
-    sec = Section("Validation perplexity")
-    if ctx.ppl is None:
-        sec.notes.append(_missing("token-loss") + " Every other figure uses validation "
-                         "perplexity as its x-axis, so they are empty too.")
-        return sec
-    sec.charts.append(("ppl_vs_tokens", charts.ppl_vs_tokens(ctx.ppl)))
-    sec.tables.append(("Validation perplexity per checkpoint",
-                       ctx.ppl.select(*KEYS, "n_tokens", "val_ppl")))
+def _no_ppl(sec: Section) -> Section:
+    sec.notes.append(_missing("token-loss") + " Every analysis uses validation perplexity, "
+                     "so this section is empty too.")
     return sec
 
 
-def behavior_table(ctx: Context) -> tuple[pl.DataFrame | None, list[str]]:
-    """Behavior rows (keys, behavior, value, n_trials, val_ppl) and notes on skipped providers."""
-    if ctx.ppl is None:
-        return None, [_missing("token-loss") + " Behaviors need validation ppl."]
-    table = behaviors.behavior_table(ctx.store)
-    notes = [f"Behavior provider not available: {m}" for m in table.missing]
-    return table.rows, notes
+def findings_section(ctx: Context) -> Section:
+    sec = Section("Findings")
+    if ctx.analysis is None:
+        return _no_ppl(sec)
+    sec.notes.append("Each paper's claim, the statistic this run gives, and whether it supports "
+                     "it (verdict rules: stats/findings.py). The details follow below.")
+    sec.html.append(findings_html(ctx.analysis.findings))
+    sec.files.append((FINDINGS_FILE, ctx.analysis.findings))
+    return sec
 
 
-def behaviors_section(ctx: Context) -> Section:
-    sec = Section("Behaviors vs validation perplexity, tokens and FLOPs")
-    table, sec.notes = behavior_table(ctx)
-    if table is None or table.is_empty():
-        sec.notes.append("No behaviors: the store has no sequences, token-loss, circuits or "
-                         "bigbench-mc results to derive them from.")
-        return sec
-    names = sorted(table["behavior"].unique())
-    generated = [n for n in names if n.startswith("logprob_mix ")]
-    if generated:  # drawn as ppl in the Xia section; fitted below like every behavior
-        names = [n for n in names if n not in generated]
-        sec.notes.append(f"{len(generated)} generated sets (logprob_mix ...) are drawn in the "
-                         "Xia et al. section, not here; their fits are in the tables below.")
-    if len(names) > MAX_BEHAVIORS:
-        sec.notes.append(f"{len(names)} behaviors; showing the first {MAX_BEHAVIORS}.")
-    # val_loss is log(val_ppl) itself: regressing it on ppl is a tautology, so no verdict.
-    fitted = table.filter(pl.col("behavior") != "val_loss")
-    fits = regression.fit_behaviors(fitted) if "n_trials" in table.columns else None
-    for name in names[:MAX_BEHAVIORS]:
-        curves = regression.fit_curves(table, name) if fits is not None else None
-        sec.charts.append((f"behavior_{_slug(name)}",
-                           charts.behavior_panels(table, name, curves)))
-    rising = table.filter(pl.col("behavior").str.starts_with("bigbench")
-                          | pl.col("behavior").str.ends_with("_max"))
-    if not rising.is_empty():
-        points = matched.emergence(rising, fraction=EMERGENCE_FRACTION)
-        sec.charts.append(("emergence_points", mechanism_charts.emergence_points(points)))
-        sec.tables.append((f"Emergence points: first checkpoint reaching {EMERGENCE_FRACTION:.0%} "
-                           "of the final value (accuracies, head scores); compare tokens_seen "
-                           "(matched tokens, Tigges) with val_ppl (matched ppl, Xia) across "
-                           "models", points))
-    if fits is None:
-        sec.notes.append("No n_trials column in the behavior table: regressions not fitted.")
-        return sec
+def findings_summary(report_dir: str | Path) -> str:
+    """The findings of a written report, one line per claim (stats.findings.summary_text).
+
+    Reads `findings.csv` beside index.html; says so when the report has none
+    (a store without validation ppl, or a failed findings section).
+    """
+    path = Path(report_dir) / FINDINGS_FILE
+    if not path.is_file():
+        return f"no findings: {path} was not written (see the report's Findings section)"
+    table = pl.read_csv(path, schema=findings.FINDINGS_SCHEMA)
+    return "findings:\n" + findings.summary_text(table)
+
+
+def verdicts_section(ctx: Context) -> Section:
+    sec = Section("Perplexity or size? Verdicts per behavior")
+    if ctx.analysis is None:
+        return _no_ppl(sec)
+    sec.notes += ctx.analysis.notes
+    fits = ctx.analysis.fits
     sec.tables.append(("Verdicts: which predictor wins per behavior (best_spec by AIC; "
                        "loso_ratio > 1 means ppl predicts held-out sizes better than size or "
                        "compute; size_adds: log(params) significant at fixed ppl)",
                        fits.verdicts))
-    sec.tables.append(("Fit comparison (R2 or McFadden pseudo-R2, AIC, BIC, "
-                       "leave-one-size-out RMSE)", fits.fits))
-    sec.tables.append(("Coefficients", fits.coefficients))
+    sec.details.append(("Fit comparison (R2 or McFadden pseudo-R2, AIC, BIC, "
+                        "leave-one-size-out RMSE)", fits.fits))
+    sec.details.append(("Coefficients", fits.coefficients))
     if fits.skipped is not None and not fits.skipped.is_empty():
-        sec.tables.append(("Behaviors not fitted", fits.skipped))
+        sec.details.append(("Behaviors not fitted", fits.skipped))
+    return sec
+
+
+def ppl_section(ctx: Context) -> Section:
+    sec = Section("Validation perplexity")
+    if ctx.ppl is None:
+        return _no_ppl(sec)
+    sec.charts.append(("ppl_vs_tokens", charts.ppl_vs_tokens(ctx.ppl)))
+    for _, model, steps in ppl_rises(ctx.ppl).iter_rows():
+        sec.notes.append(f"Validation ppl of {model} rises again at step(s) "
+                         f"{', '.join(map(str, steps))} (ringed in the chart): matched-ppl "
+                         "comparisons use its best ppl so far there.")
+    sec.details.append(("Validation perplexity per checkpoint",
+                        ctx.ppl.select(*KEYS, "n_tokens", "val_ppl", "ppl_rises")))
+    return sec
+
+
+def behaviors_section(ctx: Context) -> Section:
+    sec = Section("Behaviors vs validation perplexity, tokens and FLOPs")
+    if ctx.analysis is None:
+        return _no_ppl(sec)
+    table, an = ctx.analysis.behaviors, ctx.analysis
+    generated = table.filter(pl.col("task") == hallucination.GENERATED)
+    shown = table.filter(pl.col("task").is_null() | (pl.col("task") != hallucination.GENERATED))
+    names = sorted(shown["behavior"].unique())
+    if not generated.is_empty():  # drawn as ppl in the Xia section; fitted like every behavior
+        sec.notes.append(f"{generated['behavior'].n_unique()} generated sets are drawn in the "
+                         "Xia et al. section, not here; their fits are in the verdicts.")
+    if len(names) > MAX_BEHAVIORS:
+        sec.notes.append(f"{len(names)} behaviors; showing the first {MAX_BEHAVIORS}.")
+    for name in names[:MAX_BEHAVIORS]:
+        curves = an.curves.filter(pl.col("behavior") == name).drop("behavior")
+        sec.charts.append((f"behavior_{_slug(name)}",
+                           charts.behavior_panels(table, name, curves)))
+    if not an.emergence.is_empty():
+        sec.charts.append(("emergence_points", mechanism_charts.emergence_points(an.emergence)))
+        sec.details.append((f"Emergence points: first checkpoint past "
+                            f"{summary.EMERGENCE_FRACTION:.0%} of the change from the first "
+                            "checkpoint's value to the final one (accuracies, head scores); "
+                            "compare tokens_seen (matched tokens, Tigges) with val_ppl "
+                            "(matched ppl, Xia) across models", an.emergence))
+    return sec
+
+
+def families_section(ctx: Context) -> Section:
+    """Two families compared at matched ppl: the stats.summary family frames, drawn."""
+    sec = Section("Families at matched perplexity")
+    if ctx.analysis is None:
+        return _no_ppl(sec)
+    a = ctx.analysis
+    if a.family_pair is None:
+        names = sorted(a.behaviors["family"].unique())
+        sec.notes.append(f"Families in this store: {names or 'none'}; a comparison needs two.")
+        return sec
+    sec.notes += a.family_notes
+    if a.family_differences is None or a.family_differences.is_empty():
+        return sec
+    diffs = a.family_differences
+    shown = sorted(diffs["behavior"].unique())[:MAX_BEHAVIORS]
+    fa, fb = a.family_pair
+    sec.charts.append(("family_differences", family_charts.family_difference_chart(
+        diffs.filter(pl.col("behavior").is_in(shown)))))
+    sec.tables.append((f"Family at fixed ppl ({fb} term in value ~ log ppl + family; "
+                       "leave-one-model-out jackknife)", a.family_test))
+    sec.details.append((f"{fb} - {fa} at matched ppl (CI: bootstrap over models, t reference; "
+                        "none with fewer than 3 models per family)", diffs))
     return sec
 
 
@@ -190,6 +257,7 @@ def circuits_section(ctx: Context) -> Section:
     else:
         summary = ctx.store.read("circuit-summary")
         sec.charts.append(("circuit_size", mechanism_charts.circuit_size_over_tokens(summary)))
+        sec.notes.extend(mechanism_charts.not_performed_notes(circuits.not_performed(summary)))
     if "circuit-edges" not in ctx.tables:
         sec.notes.append(_missing("circuit-edges") + " No circuit similarity chart.")
         return sec
@@ -230,6 +298,7 @@ def xia_section(ctx: Context) -> Section:
         fracs = trajectories.fractions_by_start(scan)
         if not fracs.is_empty():
             sec.charts.append(("fractions_by_start", xia_charts.fractions_by_start_chart(fracs)))
+            sec.notes.extend(xia_charts.unclassified_window_notes(fracs))
         labels = trajectories.classify_tokens(scan)
         if not labels.is_empty():
             largest = charts.model_order(labels)[-1]
@@ -243,14 +312,13 @@ def xia_section(ctx: Context) -> Section:
     else:
         sec.notes.append(_missing("token-loss"))
     if "sequences" in ctx.tables:
-        seqs = ctx.store.scan("sequences").filter(pl.col("set").str.starts_with("mix "))
-        set_ppl = ctx.with_ppl(hallucination.set_logprobs(seqs))
+        set_ppl = ctx.with_ppl(hallucination.generated_set_ppl(ctx.store.scan("sequences")))
         for name in sorted(set_ppl["set"].unique())[:MAX_BEHAVIORS]:
             sec.charts.append((f"generated_{_slug(name)}",
                                xia_charts.generated_set_panels(set_ppl, name)))
         if set_ppl.is_empty():
-            sec.notes.append("No generated sets (set names starting with 'mix ', written by "
-                             "evals.mixture) in the sequences table.")
+            sec.notes.append("No generated sets (mixture sets written by evals.mixture) in the "
+                             "sequences table.")
     return sec
 
 
@@ -262,7 +330,9 @@ def _slug(text: str) -> str:
     return f"{slug[:50]}_{hashlib.sha1(text.encode()).hexdigest()[:8]}"
 
 
-SECTIONS = (ppl_section, behaviors_section, trajectories_section, sequences_section,
+# Findings first, then the verdicts and the families at matched ppl, then charts.
+SECTIONS = (findings_section, verdicts_section, families_section, ppl_section, behaviors_section,
+            trajectories_section, sequences_section,
             xia_section, bigbench_section, circuits_section, components_section)
 
 
@@ -278,9 +348,15 @@ def _store_section(ctx: Context) -> Section:
     return sec
 
 
-def build_sections(store_dir: str | Path, strict: bool = False) -> list[Section]:
-    """Every report section for a store (a failing section becomes a note unless `strict`)."""
-    ctx = Context(Store(store_dir))
+def build_sections(store_dir: str | Path, strict: bool = False,
+                   family_differences: pl.DataFrame | None = None,
+                   failures: list[str] | None = None) -> list[Section]:
+    """Every report section for a store (a failing section becomes a note unless `strict`).
+
+    `family_differences` (families at matched ppl with CIs) feeds the findings;
+    each failed section's name and error are appended to `failures` when given.
+    """
+    ctx = Context(Store(store_dir), family_differences)
     out = []
     for make in SECTIONS:
         try:
@@ -288,8 +364,12 @@ def build_sections(store_dir: str | Path, strict: bool = False) -> list[Section]
         except Exception as err:  # noqa: BLE001 - one broken section must not hide the rest
             if strict:
                 raise
-            log.exception("report section %s failed", make.__name__)
+            # the traceback at INFO level (`dynamics -v report`); one line otherwise
+            log.error("report section %s failed: %s: %s", make.__name__, type(err).__name__,
+                      err, exc_info=log.isEnabledFor(logging.INFO))
             title = make.__name__.removesuffix("_section").replace("_", " ")
+            if failures is not None:
+                failures.append(f"{title!r} failed: {type(err).__name__}: {err}")
             out.append(Section(title, notes=[f"This section failed: {type(err).__name__}: "
                                              f"{err}"]))
     out.append(_store_section(ctx))
@@ -297,7 +377,7 @@ def build_sections(store_dir: str | Path, strict: bool = False) -> list[Section]
 
 
 def build_report(store_dir: str | Path, out_dir: str | Path, *, images: bool = True,
-                 strict: bool = False) -> Path:
+                 strict: bool = False, failures: list[str] | None = None) -> Path:
     """Write the offline HTML report of a results store; return the path of index.html.
 
     Args:
@@ -305,6 +385,7 @@ def build_report(store_dir: str | Path, out_dir: str | Path, *, images: bool = T
         out_dir: where index.html, vega-bundle.js and the PNG/SVG files go.
         images: also write a PNG and an SVG of every chart.
         strict: raise when a section fails instead of reporting the error in the page.
+        failures: when given, one line per failed section is appended (the CLI exits 1).
 
     Raises:
         FileNotFoundError: `store_dir` does not exist.
@@ -312,6 +393,6 @@ def build_report(store_dir: str | Path, out_dir: str | Path, *, images: bool = T
     store_dir = Path(store_dir)
     if not store_dir.is_dir():
         raise FileNotFoundError(f"no results store at {store_dir}")
-    sections = build_sections(store_dir, strict=strict)
+    sections = build_sections(store_dir, strict=strict, failures=failures)
     return write_html(sections, out_dir, title="Training dynamics report",
                       subtitle=f"store: {store_dir.resolve()}", images=images)

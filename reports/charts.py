@@ -4,7 +4,9 @@ Every builder takes an already aggregated polars frame (one row per
 checkpoint, or per checkpoint x class/set/task/head: stats/ does the
 aggregation and the fits) and returns a chart whose data is inlined in the
 spec. Models are colored in order of size (params), with a legend selection
-that fades the other models, and every mark has a tooltip.
+that fades the other models, and every mark has a tooltip. When a frame holds
+several families, each family gets its own hue (blues, oranges, greens, ...)
+and its models shades of it, light to dark by size: color says the family.
 
 Validation perplexity axes are log scales reversed (high ppl on the left), so
 training runs left to right as on the tokens and FLOPs axes.
@@ -33,16 +35,59 @@ def _need(frame: pl.DataFrame, columns: tuple[str, ...] | list[str], chart: str)
         raise ChartDataError(f"{chart}: frame lacks columns {missing}; has {frame.columns}")
 
 
+# Light-to-dark shades per family (ColorBrewer blues, oranges, greens, purples, reds, greys).
+FAMILY_SHADES = (
+    ("#9ecae1", "#6baed6", "#4292c6", "#2171b5", "#08519c", "#08306b"),
+    ("#fdae6b", "#fd8d3c", "#f16913", "#d94801", "#a63603", "#7f2704"),
+    ("#a1d99b", "#74c476", "#41ab5d", "#238b45", "#006d2c", "#00441b"),
+    ("#bcbddc", "#9e9ac8", "#807dba", "#6a51a3", "#54278f", "#3f007d"),
+    ("#fc9272", "#fb6a4a", "#ef3b2c", "#cb181d", "#a50f15", "#67000d"),
+    ("#bdbdbd", "#969696", "#737373", "#525252", "#252525", "#000000"),
+)
+
+
 def model_order(frame: pl.DataFrame) -> list[str]:
-    """Model names sorted by size (params), then name: the color order of every chart."""
+    """Model names sorted by size (params), then name: the color order of every chart.
+
+    With several families, models are grouped by family first (then by size).
+    """
     if "params" not in frame.columns:
         return sorted(frame["model"].unique().to_list())
-    pairs = frame.select("model", "params").unique().sort("params", "model")
+    by = ["family", "params", "model"] if _n_families(frame) > 1 else ["params", "model"]
+    pairs = frame.select(*by).unique().sort(*by)
     return pairs["model"].unique(maintain_order=True).to_list()
 
 
+def _n_families(frame: pl.DataFrame) -> int:
+    return frame["family"].n_unique() if "family" in frame.columns else 1
+
+
+def family_palette(frame: pl.DataFrame) -> tuple[list[str], list[str]] | None:
+    """(models, colors): each family a hue, its models shades by size; None for one family.
+
+    Example: families a (models a1 < a2) and b (b1): a1, a2 in two blues, b1 in an orange.
+    """
+    if _n_families(frame) < 2 or "params" not in frame.columns:
+        return None
+    models, colors = [], []
+    pairs = frame.select("family", "params", "model").unique().sort("family", "params", "model")
+    for i, (_, rows) in enumerate(pairs.group_by("family", maintain_order=True)):
+        shades = FAMILY_SHADES[i % len(FAMILY_SHADES)]
+        names = rows["model"].unique(maintain_order=True).to_list()
+        step = max(1, (len(shades) - 1) // max(1, len(names) - 1)) if len(names) > 1 else 0
+        for j, name in enumerate(names):
+            models.append(name)
+            colors.append(shades[min(1 + j * step, len(shades) - 1)] if step else shades[3])
+    return models, colors
+
+
 def _model_color(frame: pl.DataFrame) -> alt.Color:
-    return alt.Color("model:N", sort=model_order(frame), title="model (by size)")
+    palette = family_palette(frame)
+    if palette is None:
+        return alt.Color("model:N", sort=model_order(frame), title="model (by size)")
+    models, colors = palette
+    return alt.Color("model:N", sort=models, scale=alt.Scale(domain=models, range=colors),
+                     title="model (hue: family, shade: size)")
 
 
 def _legend_selection() -> alt.Parameter:
@@ -65,25 +110,34 @@ def _tooltip(frame: pl.DataFrame, *extra: str) -> list[str]:
     return [c for c in (*TOOLTIP_KEYS, *extra) if c in frame.columns]
 
 
-def ppl_vs_tokens(ppl: pl.DataFrame) -> alt.Chart:
+def ppl_vs_tokens(ppl: pl.DataFrame) -> alt.Chart | alt.LayerChart:
     """Validation ppl vs tokens seen, one line per model (log-log).
 
     Args:
-        ppl: stats.perplexity.validation_ppl output (keys, val_ppl).
+        ppl: stats.perplexity.validation_ppl output (keys, val_ppl), optionally with
+            ppl_rises (stats.perplexity.flag_ppl_rises): those checkpoints, where
+            ppl went back up, get a red ring.
     """
     _need(ppl, ("model", "params", "tokens_seen", "val_ppl"), "ppl_vs_tokens")
     pick = _legend_selection()
-    return (
-        alt.Chart(_positive(ppl, "tokens_seen"), title="Validation perplexity vs tokens seen")
+    rows = _positive(ppl, "tokens_seen")
+    y = alt.Y("val_ppl:Q", scale=alt.Scale(type="log", nice=False), title="validation perplexity")
+    line = (
+        alt.Chart(rows, title="Validation perplexity vs tokens seen")
         .mark_line(point=True)
-        .encode(x_axis("tokens_seen"),
-                alt.Y("val_ppl:Q", scale=alt.Scale(type="log", nice=False),
-                      title="validation perplexity"),
-                _model_color(ppl), order=TRAINING_ORDER,
+        .encode(x_axis("tokens_seen"), y, _model_color(ppl), order=TRAINING_ORDER,
                 opacity=alt.condition(pick, alt.value(1.0), alt.value(0.15)),
                 tooltip=_tooltip(ppl, "val_ppl"))
         .add_params(pick)
     )
+    if "ppl_rises" not in ppl.columns or not rows["ppl_rises"].any():
+        return line
+    rises = alt.Chart(rows.filter(pl.col("ppl_rises"))).mark_point(
+        shape="circle", size=220, filled=False, color="#d62728", strokeWidth=2).encode(
+        x_axis("tokens_seen"), y, tooltip=[*_tooltip(rows, "val_ppl"),
+                                          alt.Tooltip("ppl_rises:N", title="ppl rose again")])
+    return alt.layer(line, rises, title="Validation perplexity vs tokens seen "
+                     "(red ring: ppl above the model's best so far)")
 
 
 def behavior_vs_axis(frame: pl.DataFrame, behavior: str, axis: str = "val_ppl",

@@ -22,6 +22,8 @@ import altair as alt
 import polars as pl
 import vl_convert as vlc
 
+from stats import findings
+
 BUNDLE_NAME = "vega-bundle.js"
 VL_VERSION = alt.SCHEMA_VERSION.lstrip("v").rsplit(".", 1)[0]  # "6.4" for altair's v6.4.1
 
@@ -31,7 +33,15 @@ h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-to
 .chart{margin:1em 0}.files{font-size:.85em;color:#666}
 table.frame{border-collapse:collapse;font-size:.85em;margin:1em 0}
 table.frame td,table.frame th{border:1px solid #ddd;padding:.2em .5em;text-align:right}
-table.frame th{background:#f4f4f4}"""
+table.frame th{background:#f4f4f4}
+table.findings{border-collapse:collapse;margin:1em 0;width:100%}
+table.findings td,table.findings th{border-bottom:1px solid #ddd;padding:.5em;text-align:left;
+vertical-align:top}table.findings .src,table.findings .detail{font-size:.8em;color:#555}
+table.findings td.claim{width:26%;font-weight:500}table.findings td.value{width:22%}
+.verdict{display:inline-block;padding:.15em .5em;border-radius:.8em;font-size:.85em;
+white-space:nowrap}.v-supported{background:#d4edda;color:#155724}
+.v-not-supported{background:#f8d7da;color:#721c24}.v-untestable{background:#e9ecef;color:#444}
+details{margin:.5em 0}summary{cursor:pointer;color:#225}"""
 
 EMBED_JS = """
 (function () {
@@ -64,12 +74,20 @@ class Section:
         charts: (file stem, chart) pairs; the stem names the PNG/SVG files.
         tables: (caption, frame) pairs shown as HTML tables.
         notes: sentences shown above the charts (e.g. what is missing and why).
+        html: trusted HTML blocks shown after the notes (e.g. findings_html output).
+        details: (caption, frame) pairs shown folded in a <details> element after
+            the tables (long per-checkpoint tables: not what a reader sees first).
+        files: (file name, frame) pairs written beside index.html as CSV and linked
+            (e.g. findings.csv, for scripts and the demo's summary).
     """
 
     title: str
     charts: list[tuple[str, alt.TopLevelMixin]] = field(default_factory=list)
     tables: list[tuple[str, pl.DataFrame]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    html: list[str] = field(default_factory=list)
+    details: list[tuple[str, pl.DataFrame]] = field(default_factory=list)
+    files: list[tuple[str, pl.DataFrame]] = field(default_factory=list)
 
 
 @functools.cache
@@ -88,6 +106,34 @@ def frame_to_html(frame: pl.DataFrame, max_rows: int = 200) -> str:
     more = (f"<caption>first {max_rows} of {frame.height} rows</caption>"
             if frame.height > max_rows else "")
     return f'<table class="frame">{more}<tr>{head}</tr>{"".join(rows)}</table>'
+
+
+VERDICT_CLASS = {findings.SUPPORTED: "v-supported", findings.NOT_SUPPORTED: "v-not-supported",
+                 findings.NOT_TESTABLE: "v-untestable"}
+
+
+def _interval(low, high) -> str:
+    if low is None and high is None:
+        return ""
+    return f" [{_fmt(low) or '-'}, {_fmt(high) or '-'}]"
+
+
+def findings_html(table: pl.DataFrame) -> str:
+    """The findings frame (stats.findings.FINDINGS_SCHEMA) as a readable table: claim and
+    source, a coloured verdict, the value with its interval and statistic, the detail."""
+    rows = []
+    for r in table.iter_rows(named=True):
+        value = "" if r["value"] is None else f"<b>{_fmt(r['value'])}</b>"
+        value += html.escape(_interval(r["ci_low"], r["ci_high"]))
+        badge = VERDICT_CLASS[findings.outcome(r["verdict"])]
+        rows.append(
+            f'<tr><td class="claim">{html.escape(r["claim"])}<div class="src">'
+            f'{html.escape(r["source"])}</div></td><td><span class="verdict {badge}">'
+            f'{html.escape(r["verdict"])}</span></td><td class="value">{value}<div class="src">'
+            f'{html.escape(r["statistic"])}</div></td>'
+            f'<td class="detail">{html.escape(r["detail"] or "")}</td></tr>')
+    head = "<tr><th>claim</th><th>verdict</th><th>this run</th><th>detail</th></tr>"
+    return f'<table class="findings" id="findings">{head}{"".join(rows)}</table>'
 
 
 def _fmt(value) -> str:
@@ -111,22 +157,37 @@ def write_chart_files(name: str, spec: dict, out_dir: Path) -> list[str]:
     return [f"{name}.svg", f"{name}.png"]
 
 
+def _chart_html(name: str, chart, out_dir: Path, images: bool) -> tuple[str, str]:
+    """A chart's div (with PNG/SVG links when `images`) and its inline spec script."""
+    spec = chart.to_dict()
+    links = ""
+    if images:
+        files = write_chart_files(name, spec, out_dir)
+        links = " ".join(f'<a href="{f}">{f.rsplit(".", 1)[1].upper()}</a>' for f in files)
+    return (f'<div class="chart" id="chart-{name}" data-spec="spec-{name}"></div>'
+            f'<div class="files">{links}</div>',
+            f'<script type="application/json" id="spec-{name}">{_script_json(spec)}</script>')
+
+
 def _section_html(section: Section, out_dir: Path, images: bool) -> tuple[str, list[str]]:
-    parts = [f"<h2>{html.escape(section.title)}</h2>"]
+    anchor = "".join(c if c.isalnum() else "-" for c in section.title.lower())[:40]
+    parts = [f'<h2 id="sec-{anchor}">{html.escape(section.title)}</h2>']
     parts += [f'<p class="note">{html.escape(n)}</p>' for n in section.notes]
+    parts += section.html
     scripts = []
     for name, chart in section.charts:
-        spec = chart.to_dict()
-        links = ""
-        if images:
-            files = write_chart_files(name, spec, out_dir)
-            links = " ".join(f'<a href="{f}">{f.rsplit(".", 1)[1].upper()}</a>' for f in files)
-        parts.append(f'<div class="chart" id="chart-{name}" data-spec="spec-{name}"></div>'
-                     f'<div class="files">{links}</div>')
-        scripts.append(f'<script type="application/json" id="spec-{name}">'
-                       f"{_script_json(spec)}</script>")
+        div, script = _chart_html(name, chart, out_dir, images)
+        parts.append(div)
+        scripts.append(script)
     for caption, frame in section.tables:
         parts.append(f"<h3>{html.escape(caption)}</h3>{frame_to_html(frame)}")
+    for name, frame in section.files:
+        frame.write_csv(out_dir / name)
+        parts.append(f'<div class="files">data: <a href="{html.escape(name)}">'
+                     f"{html.escape(name)}</a></div>")
+    for caption, frame in section.details:
+        parts.append(f"<details><summary>{html.escape(caption)} ({frame.height} rows)</summary>"
+                     f"{frame_to_html(frame)}</details>")
     return "\n".join(parts), scripts
 
 

@@ -17,9 +17,11 @@ def circuit_size_over_tokens(summary: pl.DataFrame) -> alt.FacetChart:
     """Circuit size (edges in the minimal faithful circuit) vs tokens seen, per task.
 
     Args:
-        summary: the `circuit-summary` table (keys, task, circuit_edges, faithfulness).
+        summary: the `circuit-summary` table (keys, task, circuit_edges, faithfulness);
+            checkpoints where the task is not performed (circuit_edges null) are not drawn.
     """
     _need(summary, ("model", "task", "tokens_seen", "circuit_edges"), "circuit_size_over_tokens")
+    summary = summary.filter(pl.col("circuit_edges").is_not_null())
     pick = _legend_selection()
     return (
         alt.Chart(_positive(summary, "tokens_seen")).mark_line(point=True)
@@ -30,6 +32,22 @@ def circuit_size_over_tokens(summary: pl.DataFrame) -> alt.FacetChart:
         .add_params(pick).properties(width=240, height=180)
         .facet(facet=alt.Facet("task:N"), columns=3, title="Circuit size over training")
     )
+
+
+def not_performed_notes(rows: pl.DataFrame) -> list[str]:
+    """One report note per (model, task) with checkpoints where the task is not performed.
+
+    Args:
+        rows: stats.circuits.not_performed output (family, model, task, steps, n_checkpoints).
+    """
+    if rows.is_empty():
+        return []
+    lines = [f"{r['model']} / {r['task']}: steps {', '.join(map(str, r['steps']))} "
+             f"({len(r['steps'])} of {r['n_checkpoints']} checkpoints)"
+             for r in rows.iter_rows(named=True)]
+    return ["Tasks not performed (no circuit: the clean metric is not > 0, or the bootstrap "
+            "lower bound of clean - corrupted is not > 0; reason column of `circuit-summary`): "
+            + "; ".join(lines) + "."]
 
 
 def jaccard_over_tokens(similarity: pl.DataFrame, value: str = "jaccard") -> alt.FacetChart:

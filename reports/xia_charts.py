@@ -62,9 +62,11 @@ def fractions_by_start_chart(fractions: pl.DataFrame) -> alt.FacetChart:
 
     Args:
         fractions: stats.trajectories.fractions_by_start output
-            (family, model, params, start_fraction, trend, n_tokens, fraction).
+            (family, model, params, start_fraction, trend, n_tokens, fraction); windows
+            it could not classify (trend null, with a reason) are not drawn.
     """
     _need(fractions, ("model", "start_fraction", "trend", "fraction"), "fractions_by_start_chart")
+    fractions = fractions.filter(pl.col("trend").is_not_null())
     pick = alt.selection_point(fields=["trend"], bind="legend")
     return (
         alt.Chart(fractions).mark_line(point=True)
@@ -77,6 +79,21 @@ def fractions_by_start_chart(fractions: pl.DataFrame) -> alt.FacetChart:
         .facet(facet=alt.Facet("model:N", sort=model_order(fractions)), columns=3,
                title="Token trajectory classes vs fraction of training")
     )
+
+
+def unclassified_window_notes(fractions: pl.DataFrame) -> list[str]:
+    """One report note listing the trend windows too short to classify (or none).
+
+    Args:
+        fractions: stats.trajectories.fractions_by_start output (rows with a `reason`).
+    """
+    bad = fractions.filter(pl.col("reason").is_not_null()).sort("model", "start_fraction")
+    if bad.is_empty():
+        return []
+    parts = [f"{r['model']} from t = {r['start_fraction']:g} ({r['n_checkpoints']} checkpoints)"
+             for r in bad.iter_rows(named=True)]
+    return ["Trend windows not classified (fewer checkpoints than the rule needs; add "
+            "checkpoints late in training): " + "; ".join(parts) + "."]
 
 
 def generated_set_panels(set_ppl: pl.DataFrame, name: str) -> alt.HConcatChart:

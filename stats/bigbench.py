@@ -6,11 +6,18 @@ logprob_nats, n_tokens, is_target, target_score). Subtasks are stored as
 
 Outputs:
 - `task_accuracy`: keys + task, n_examples, accuracy, accuracy_norm,
-  random_baseline (one row per checkpoint x top-level task). `accuracy` is
+  random_baseline, is_count (one row per checkpoint x top-level task). `accuracy` is
   BIG-bench's multiple_choice_grade: the target_score of the highest-scoring
   choice (partial credit where several choices score), by total log-prob;
   `accuracy_norm` picks by per-token log-prob. random_baseline = mean over
-  examples of sum(target_scores) / number of choices.
+  examples of sum(target_scores) / number of choices. is_count is True when
+  accuracy is a real proportion of successes, accuracy = n_correct / n_examples:
+  one unit (no subtasks, whose means are averaged unweighted) and every grade 0
+  or 1 (no partial credit). Only then does `behaviors` give n_trials, so a
+  binomial likelihood sees real counts (issue 16); other task accuracies and the
+  macro averages have n_trials null and are fitted as fractional responses
+  (stats.inference). accuracy_norm is never given counts: its behaviors are
+  the macro ones only.
 - `macro_accuracy`: keys + n_tasks, accuracy, accuracy_norm, random_baseline
   (unweighted means over tasks).
 - `option_ppl`: keys + option ("correct" | "incorrect"), n_tokens, option_ppl:
@@ -50,6 +57,7 @@ def task_accuracy(mc: pl.DataFrame) -> pl.DataFrame:
         pl.col("grade").mean().alias("accuracy"),
         pl.col("grade_norm").mean().alias("accuracy_norm"),
         pl.col("random").mean().alias("random_baseline"),
+        pl.col("grade").is_in([0.0, 1.0]).all().alias("graded_01"),
     )
     return (
         per_unit.with_columns(_top_task().alias("task"))
@@ -59,6 +67,7 @@ def task_accuracy(mc: pl.DataFrame) -> pl.DataFrame:
             pl.col("accuracy").mean(),
             pl.col("accuracy_norm").mean(),
             pl.col("random_baseline").mean(),
+            ((pl.len() == 1) & pl.col("graded_01").all()).alias("is_count"),
         )
         .sort(["family", "model", "step", "task"])
     )
@@ -95,7 +104,11 @@ def option_ppl(mc: pl.DataFrame) -> pl.DataFrame:
 
 
 def behaviors(store) -> pl.DataFrame | None:
-    """Behavior rows: per-task accuracy (n_trials = examples), macro accuracy, option ppl."""
+    """Behavior rows: per-task accuracy, macro accuracy, option ppl.
+
+    n_trials = n_examples only where the task's accuracy is a real count
+    proportion (``is_count``, module docstring); null otherwise.
+    """
     from stats.behaviors import identity
 
     if "bigbench-mc" not in store.tables():
@@ -107,7 +120,8 @@ def behaviors(store) -> pl.DataFrame | None:
         pl.concat_str(pl.lit("bigbench:"), pl.col("task")).alias("behavior"),
         *identity("bigbench-mc", "accuracy", pl.col("task")),
         pl.col("accuracy").cast(pl.Float64).alias("value"),
-        pl.col("n_examples").cast(pl.Int64).alias("n_trials"),
+        pl.when(pl.col("is_count")).then(pl.col("n_examples")).otherwise(None)
+        .cast(pl.Int64).alias("n_trials"),
     )
     macro = macro_accuracy(mc)
     macro_rows = [

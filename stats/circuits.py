@@ -21,9 +21,24 @@ SERIES = ["family", "model", "task"]
 
 
 def circuit_size(summary: pl.DataFrame) -> pl.DataFrame:
-    """Circuit size, faithfulness and metrics per (checkpoint, task), sorted by step."""
+    """Circuit size, faithfulness, metrics and reason per (checkpoint, task), sorted by step.
+
+    circuit_edges and faithfulness are null where the model does not perform the
+    task (`reason` says why; evals.circuits.search.not_performed_reason).
+    """
     return summary.select(*KEYS, "task", "circuit_edges", "faithfulness", "metric_clean",
-                          "metric_corrupted").sort(*SERIES, "step")
+                          "metric_corrupted", "reason").sort(*SERIES, "step")
+
+
+def not_performed(summary: pl.DataFrame) -> pl.DataFrame:
+    """The (model, task) series with checkpoints where the task is not performed.
+
+    Returns family, model, task, steps (list, ascending), n_checkpoints (of the series).
+    """
+    return (summary.group_by(SERIES)
+            .agg(pl.col("step").filter(pl.col("reason").is_not_null()).sort().alias("steps"),
+                 pl.len().alias("n_checkpoints"))
+            .filter(pl.col("steps").list.len() > 0).sort(SERIES))
 
 
 def _pair_jaccard(edges: pl.DataFrame, left: pl.DataFrame) -> pl.DataFrame:
@@ -71,9 +86,10 @@ def circuit_jaccard(edges: pl.DataFrame, reference: str = "previous") -> pl.Data
 def behaviors(store) -> pl.DataFrame | None:
     """Behavior rows (stats.behaviors.BEHAVIOR_COLUMNS; evaluator "circuits").
 
-    Behaviors: `circuit_size:<task>`, `faithfulness:<task>`, `task_metric:<task>`
-    (the clean task metric) and, from `components`, `<kind>_max` (the best head's
-    score, e.g. `induction_max`). None when the store has neither table.
+    Behaviors: `circuit_size:<task>`, `faithfulness:<task>` (only at checkpoints
+    where the model performs the task: `reason` null), `task_metric:<task>` (the
+    clean task metric, at every checkpoint) and, from `components`, `<kind>_max`
+    (the best head's score, e.g. `induction_max`). None when the store has neither table.
     """
     from stats.behaviors import identity
 
@@ -81,11 +97,14 @@ def behaviors(store) -> pl.DataFrame | None:
     parts = []
     if "circuit-summary" in tables:
         s = store.read("circuit-summary")
-        for col, label in (("circuit_edges", "circuit_size"), ("faithfulness", "faithfulness"),
-                           ("metric_clean", "task_metric")):
-            parts.append(s.select(*KEYS, pl.concat_str(pl.lit(label + ":"), "task").alias("behavior"),
-                                  *identity("circuits", label, pl.col("task")),
-                                  pl.col(col).cast(pl.Float64).alias("value")))
+        performed = pl.col("reason").is_null()
+        for col, label, rows in (("circuit_edges", "circuit_size", performed),
+                                 ("faithfulness", "faithfulness", performed),
+                                 ("metric_clean", "task_metric", pl.lit(True))):
+            parts.append(s.filter(rows).select(
+                *KEYS, pl.concat_str(pl.lit(label + ":"), "task").alias("behavior"),
+                *identity("circuits", label, pl.col("task")),
+                pl.col(col).cast(pl.Float64).alias("value")))
     if "components" in tables:
         c = store.read("components")
         parts.append(c.group_by(*KEYS, "kind").agg(pl.col("score").max().alias("value")).select(

@@ -20,6 +20,10 @@ import polars as pl
 from evals.schema import KEY_COLUMNS
 
 KEYS = list(KEY_COLUMNS)
+# Generated (mixture) sets are named by evals.mixture: "mix a=1 b=-1 | small: ... | large: ...".
+# This is the one place that reads that name; everything downstream uses the a, b columns.
+MIX_PATTERN = r"^mix a=(-?[0-9.e+]+) b=(-?[0-9.e+]+)"
+GENERATED = "generated"  # the task of a generated set's behavior rows (identity columns)
 
 
 def _per_token(frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
@@ -47,6 +51,28 @@ def set_logprobs(sequences: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
         .sort("family", "model", "step", "set")
         .collect()
     )
+
+
+def mixture_weights(set_name: pl.Expr) -> list[pl.Expr]:
+    """Columns a, b (Float64) of a generated set parsed from its name; null for labeled sets.
+
+    Example: "mix a=1 b=-1 | small: toy/s@step9" -> a = 1.0, b = -1.0; "factual" -> null, null.
+    """
+    return [set_name.str.extract(MIX_PATTERN, i).cast(pl.Float64).alias(name)
+            for i, name in ((1, "a"), (2, "b"))]
+
+
+def generated_set_ppl(sequences: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
+    """:func:`set_logprobs` of the generated (mixture) sets only, with their a, b columns.
+
+    Returns keys + set, a, b, n_sequences, n_tokens, logprob_per_token, ppl; empty
+    (same columns) when no set name is a mixture name.
+    """
+    rows = set_logprobs(sequences)
+    return (rows.with_columns(*mixture_weights(pl.col("set")))
+            .filter(pl.col("a").is_not_null())
+            .select(*KEYS, "set", "a", "b", "n_sequences", "n_tokens", "logprob_per_token",
+                    "ppl"))
 
 
 def bootstrap_mean_ci(values: np.ndarray, n_boot: int, level: float,
@@ -114,8 +140,9 @@ def behaviors(store, *, factual: str = "factual",
               hallucinated: str = "hallucinated") -> pl.DataFrame | None:
     """Behavior rows (keys, behavior, value, n_trials) from a store's `sequences` table.
 
-    Behaviors: `logprob_<set>` (mean per-token logprob of each set) and, when
-    both sets exist, `hallucination_gap`. n_trials is null (not accuracies).
+    Behaviors: `logprob_<set>` (mean per-token logprob of each set; generated
+    mixture sets get task "generated", labeled sets task null) and, when both
+    sets exist, `hallucination_gap`. n_trials is null (not accuracies).
     Returns None when the store has no `sequences` table.
     """
     from stats.behaviors import identity
@@ -125,7 +152,9 @@ def behaviors(store, *, factual: str = "factual",
     seqs = store.read("sequences")
     per_set = set_logprobs(seqs).select(
         *KEYS, pl.concat_str(pl.lit("logprob_"), pl.col("set")).alias("behavior"),
-        *identity("sequences", "logprob", set=pl.col("set")),
+        *identity("sequences", "logprob", task=pl.when(mixture_weights(pl.col("set"))[0]
+                                                       .is_not_null()).then(pl.lit(GENERATED)),
+                  set=pl.col("set")),
         pl.col("logprob_per_token").alias("value"))
     parts = [per_set]
     if {factual, hallucinated} <= set(seqs["set"].unique()):

@@ -24,3 +24,26 @@ def validation_ppl(token_loss: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
         .sort("family", "model", "step")
         .collect()
     )
+
+
+RISE_TOLERANCE = 0.01  # a rise under 1 % of the best ppl so far is noise, not a rise
+
+
+def flag_ppl_rises(ppl: pl.DataFrame, tolerance: float = RISE_TOLERANCE) -> pl.DataFrame:
+    """`ppl` plus `ppl_rises` (Boolean): val_ppl above (1 + tolerance) x the model's best so far.
+
+    Validation ppl is the x-axis of every matched-ppl analysis, which assumes it
+    falls with training; a checkpoint flagged here sits at a ppl the model had
+    already passed (stats.matched uses the running minimum there). Example:
+    ppl 40, 20, 25, 18 in step order -> flags False, False, True, False.
+    """
+    best = pl.col("val_ppl").cum_min().shift(1).over("family", "model", order_by="step")
+    return ppl.with_columns(
+        (pl.col("val_ppl") > best * (1 + tolerance)).fill_null(False).alias("ppl_rises"))
+
+
+def ppl_rises(ppl: pl.DataFrame) -> pl.DataFrame:
+    """family, model, steps (sorted list): the checkpoints :func:`flag_ppl_rises` flags."""
+    flagged = ppl if "ppl_rises" in ppl.columns else flag_ppl_rises(ppl)
+    return (flagged.filter(pl.col("ppl_rises")).group_by("family", "model")
+            .agg(pl.col("step").sort().alias("steps")).sort("family", "model"))

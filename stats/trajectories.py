@@ -42,6 +42,7 @@ in `stats.token_overlap`.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -218,12 +219,15 @@ def classify_tokens(token_loss: pl.DataFrame | pl.LazyFrame,
 
     The window ends at each model's last checkpoint; also records the window's
     first_step, last_step and n_checkpoints. Models whose window has fewer than
-    `min_points` checkpoints are left out.
+    `min_points` checkpoints are left out, with a warning naming them.
     """
     parts = []
     for (family, model), traj in model_trajectories(token_loss).items():
         cols = window(traj.steps, len(traj.steps) - 1, options)
         if len(cols) < options.min_points:
+            warnings.warn(f"{model}: the trend window (start_fraction {options.start_fraction}) "
+                          f"holds {len(cols)} checkpoint(s), fewer than min_points = "
+                          f"{options.min_points}; its tokens are not classified", stacklevel=2)
             continue
         parts.append(traj.tokens.with_columns(
             pl.lit(family).alias("family"), pl.lit(model).alias("model"),
@@ -275,30 +279,52 @@ def class_fractions(token_loss: pl.DataFrame | pl.LazyFrame,
     return pl.concat(rows).join(ppl, on=KEYS, how="left").sort("family", "model", "step")
 
 
+FRACTIONS_BY_START_SCHEMA = {"family": pl.String, "model": pl.String, "params": pl.Int64,
+                             "start_fraction": pl.Float64, "n_checkpoints": pl.Int64,
+                             "trend": pl.String, "n_tokens": pl.Int64, "fraction": pl.Float64,
+                             "reason": pl.String}
+
+
+def _unclassified_row(base: dict, steps: np.ndarray, min_points: int) -> dict:
+    """The row of a window too short to classify, with the reason; warns once per window."""
+    reason = (f"window from t = {base['start_fraction']} holds {len(steps)} checkpoint(s) "
+              f"(steps {steps.tolist()}), fewer than min_points = {min_points}")
+    warnings.warn(f"{base['model']}: {reason}; not classified", stacklevel=3)
+    return {**base, "trend": None, "n_tokens": None, "fraction": None, "reason": reason}
+
+
 def fractions_by_start(token_loss: pl.DataFrame | pl.LazyFrame,
-                       starts: tuple[float, ...] = (0.1, 0.3, 0.7),
+                       starts: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7),
                        options: TrendOptions = TrendOptions()) -> pl.DataFrame:
     """The paper's figure: fraction per class vs the start of the window (fraction of training).
 
-    Returns family, model, params, start_fraction, trend, n_tokens, fraction;
-    windows end at each model's last checkpoint.
+    Windows end at each model's last checkpoint and start at t * its last step
+    (t in `starts`). Returns family, model, params, start_fraction, n_checkpoints
+    (in the window), trend, n_tokens, fraction, reason: one row per class for a
+    classified window (reason null); a window with fewer than `min_points`
+    checkpoints is never dropped silently: it gets one row with trend, n_tokens
+    and fraction null and `reason` saying why, and a warning. Example: Pythia
+    "log-spaced 20" ends ..., 22000, 41000, 77000, 143000, so the window from
+    t = 0.7 (steps >= 100100) holds 1 checkpoint: reported, not classified.
     """
-    parts = []
-    for t in starts:
-        opts = replace(options, start_fraction=t)
-        labels = classify_tokens(token_loss, opts)
-        parts.append(
-            labels.group_by("family", "model", "params", "trend").agg(pl.len().alias("n_tokens"))
-            .with_columns(pl.lit(t).alias("start_fraction")))
-    frame = pl.concat(parts)
-    grid = (frame.select("family", "model", "params", "start_fraction").unique()
-            .join(pl.DataFrame({"trend": list(options.classes)}), how="cross"))
-    return (grid.join(frame, on=["family", "model", "params", "start_fraction", "trend"],
-                      how="left")
-            .with_columns(pl.col("n_tokens").fill_null(0).cast(pl.Int64))
-            .with_columns((pl.col("n_tokens") / pl.col("n_tokens").sum().over(
-                "family", "model", "start_fraction")).alias("fraction"))
-            .sort("family", "model", "start_fraction", "trend"))
+    frame = token_loss.collect() if isinstance(token_loss, pl.LazyFrame) else token_loss
+    rows = []
+    for (family, model), traj in model_trajectories(frame).items():
+        params = int(traj.checkpoints["params"][0])
+        for t in starts:
+            opts = replace(options, start_fraction=t)
+            cols = window(traj.steps, len(traj.steps) - 1, opts)
+            base = {"family": family, "model": model, "params": params,
+                    "start_fraction": float(t), "n_checkpoints": len(cols)}
+            if len(cols) < options.min_points:
+                rows.append(_unclassified_row(base, traj.steps[cols], options.min_points))
+                continue
+            labels = classify(traj, cols, opts)
+            counts = [int((labels == c).sum()) for c in options.classes]
+            rows.extend({**base, "trend": c, "n_tokens": n, "fraction": n / len(labels),
+                         "reason": None} for c, n in zip(options.classes, counts, strict=True))
+    return (pl.DataFrame(rows, schema=FRACTIONS_BY_START_SCHEMA, orient="row")
+            .sort("family", "model", "start_fraction", "trend", nulls_last=True))
 
 
 def token_sets_by_trend(labels: pl.DataFrame, model: str) -> pl.DataFrame:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -56,12 +57,21 @@ def test_eos_first_stream_prepends_eos(tmp_path):
     np.testing.assert_array_equal(shifted.token_ids[1:], plain.token_ids)
 
 
-def test_matmul_params_excludes_input_embedding_and_ceiling_is_positive():
+def test_matmul_params_excludes_input_embedding():
     model = tiny_gpt_neox(vocab_size=100, hidden_size=32)
     total = sum(p.numel() for p in model.parameters())
     assert matmul_params(model) == total - 100 * 32
-    assert matmul_ceiling(n=128, repeats=2) > 0
-    assert matmul_ceiling(n=128, repeats=2, dtype=torch.bfloat16) > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_matmul_ceiling_is_2n3_over_the_fastest_repeat(dtype, monkeypatch):
+    """On a scripted clock: repeats of 3, 1 and 2 ms -> 2 * 64^3 flop / 1 ms, whatever the CPU."""
+    import bench._common as common
+
+    ticks = iter([0.0, 0.003, 1.0, 1.001, 2.0, 2.002])  # (start, end) per timed repeat
+    monkeypatch.setattr(common.time, "perf_counter", lambda: next(ticks))
+    assert matmul_ceiling(n=64, repeats=3, dtype=dtype) == pytest.approx(2 * 64**3 / 1e-3 / 1e9)
+    assert next(ticks, None) is None  # exactly `repeats` timed calls
 
 
 def test_410m_shape_has_pythia_410m_parameter_count():
@@ -80,6 +90,11 @@ def test_bf16_path_runs_all_three_tools(capsys):
              "--tokens", "1024"])
     out = capsys.readouterr().out
     assert "bfloat16 on CPU" in out
+    # the agreement the benchmark measured, against its bounds (bench_token_loss.tolerances)
+    line = next(x for x in out.splitlines() if x.startswith("[14m] agreement on "))
+    agree = json.loads(line.split(": ", 1)[1])
+    assert agree["max_abs_ours_vs_hf"] < 1e-4  # the same bf16 logits: 1.9e-6 measured
+    assert agree["mean_diff_ours_vs_lm_eval"] < 0.05  # lm-eval's bf16 log-softmax
     rows = [line for line in out.splitlines() if line.startswith("| 14m |")]
     assert [r.split("|")[2].strip() for r in rows] == ["ours (TokenLoss)", "plain HF loop",
                                                       "lm-eval rolling"]

@@ -192,11 +192,35 @@ def test_sweep_writes_choices_and_stats_read_them(tmp_path):
     assert first["task"].str.starts_with("periodic_elements/").any()
     assert (mc["logprob_nats"] < 0).all() and (mc["n_tokens"] >= 1).all()
     rows = behaviors(Store(tmp_path / "out"))
-    assert rows.columns == ["family", "model", "params", "step", "tokens_seen", "flops",
-                            "behavior", "value", "n_trials"]
+    from stats.behaviors import BEHAVIOR_COLUMNS
+    assert rows.columns == list(BEHAVIOR_COLUMNS)
     names = set(rows["behavior"].to_list())
     assert {"bigbench:periodic_elements", "bigbench_macro", "option_ppl_correct"} <= names
     assert rows.filter(pl.col("behavior") == f"bigbench:{tasks[0]}")["n_trials"].to_list() == [3, 3]
+
+
+def test_rows_record_the_prompt_tokens_cut_to_fit(tmp_path):
+    """Issue 17: the README promised truncation in a column; `truncated_tokens` is it."""
+    from types import SimpleNamespace
+
+    from evals.bigbench_mc import BigBenchMC, BigBenchOptions
+    from tests.helpers import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    opts = BigBenchOptions(folder=str(BB), tasks=["simple_arithmetic_json_multiple_choice"],
+                           k=2, max_examples=4, max_length=40)
+    ev = BigBenchMC(opts)
+    lm = SimpleNamespace(model=tiny_gpt_neox(vocab_size=len(tok)), tokenizer=tok,
+                         context_length=2048)
+    frame = ev.run(lm)["bigbench-mc"]
+    items = ev.tokenized(tok)
+    want = [max(0, len(t.prompt) - (40 - max(map(len, t.choices))))
+            for t in items for _ in t.choices]
+    assert frame["truncated_tokens"].to_list() == want
+    assert frame["truncated_tokens"].max() > 0 and ev.truncated == sum(
+        1 for t in items if len(t.prompt) + max(map(len, t.choices)) > 40)
+    full = BigBenchMC(BigBenchOptions(folder=str(BB), tasks=opts.tasks, k=2, max_examples=4))
+    assert (full.run(lm)["bigbench-mc"]["truncated_tokens"] == 0).all()
 
 
 def test_pack_rows_splits_choices_that_do_not_fit():

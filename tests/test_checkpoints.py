@@ -51,6 +51,9 @@ def test_unknown_model_suggests():
         ("1000..5000", [1000, 2000, 3000, 4000, 5000]),
         ("0..512 every 128", [0, 128, 256, 512]),
         ("every 50000", [0, 50000, 100000]),
+        ("every 50000 + final + 1..4", [0, 1, 2, 4, 50000, 100000, 143000]),  # issue 17
+        ("0..512 + every 5000 + final", [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
+         + list(range(5000, 140001, 5000)) + [143000]),
     ],
 )
 def test_select_steps(selection, expected):
@@ -63,7 +66,8 @@ def test_log_spaced_matches_docstring_example():
     assert picked[0] == 0 and picked[-1] == 143000 and len(picked) == 20
 
 
-@pytest.mark.parametrize("bad", ["log-spaced", "every 0", "5..1", [3], ["a"], 3.5, "sometimes"])
+@pytest.mark.parametrize("bad", ["log-spaced", "every 0", "5..1", [3], ["a"], 3.5, "sometimes",
+                                 "final + ", "final + sometimes"])
 def test_bad_selection_names_value(bad):
     with pytest.raises(ValueError) as err:
         select_steps(pythia_steps(), bad)

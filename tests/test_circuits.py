@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import polars as pl
 import pytest
 import torch
@@ -89,6 +91,49 @@ def test_ig_steps_change_scores_but_keep_shape():
     assert s1.dtype == torch.float32 and s3.shape == s1.shape
     assert (s1[~g.edge_mask] == 0).all() and not torch.equal(s1, s3)
     assert torch.corrcoef(torch.stack([s1[g.edge_mask], s3[g.edge_mask]]))[0, 1] > 0.5
+
+
+def _hand_input_riemann_sum(adapter, task, alphas):
+    """(1/N) sum_k w_k (e_corr - e_clean) . dL/de at e_corr + alpha_k (e_clean - e_corr), by
+    autograd through the plain HF forward (inputs_embeds), L = -metric; w_k = 1/len(alphas)."""
+    from evals.circuits.attribution import batches, task_metric
+
+    vocab = adapter.model.get_output_embeddings().weight.shape[0]
+    total = 0.0
+    for b in batches(task, 100, vocab, "cpu"):
+        e_clean, e_corr = adapter.embed(b["clean"]).detach(), adapter.embed(b["corrupted"]).detach()
+        for a in alphas:
+            e = (e_corr + a * (e_clean - e_corr)).requires_grad_(True)
+            loss = -task_metric(adapter.model(inputs_embeds=e).logits, b, task.metric).sum()
+            (grad,) = torch.autograd.grad(loss, e)
+            total += float(((e_corr - e_clean) * grad).sum()) / len(alphas)
+    return total / task.n_kept
+
+
+@pytest.mark.parametrize("arch", ["neox", "opt"])
+def test_eap_ig_is_the_riemann_sum_from_corrupted_to_clean(arch):
+    """Issue 17: the input node's edges sum to (e_corr - e_clean) . dL/de (every destination
+    reads the embedding), so with m = 2 they equal the right Riemann sum at alpha = 1/2, 1 of
+    the corrupted -> clean path; not the left sum (alpha = 0, 1/2), not the clean -> corrupted
+    path."""
+    adapter, task = _tiny(arch)
+    sums = {}
+    for m in (1, 2, 3):
+        sums[m] = float(edge_scores(adapter, task, ig_steps=m, batch_size=5)[0].sum())
+        right = _hand_input_riemann_sum(adapter, task, [k / m for k in range(1, m + 1)])
+        assert sums[m] == pytest.approx(right, rel=1e-4, abs=1e-6), m
+    left = _hand_input_riemann_sum(adapter, task, [0.0, 0.5])
+    assert abs(sums[2] - left) > 1e-3 * abs(left)
+
+
+def test_eap_ig_converges_to_the_metric_gap():
+    """Completeness: as m grows the input node's scores sum to mean(metric clean - corrupted)."""
+    adapter, task = _tiny("neox")
+    gap = float((evaluate_circuit(adapter, task, None, run="clean")
+                 - evaluate_circuit(adapter, task, None, run="corrupted")).mean())
+    err = {m: abs(float(edge_scores(adapter, task, ig_steps=m, batch_size=12)[0].sum()) - gap)
+           for m in (1, 32)}
+    assert err[32] < 0.02 * abs(gap) and err[32] < err[1] / 5, (gap, err)
 
 
 @pytest.mark.parametrize("arch", ["neox", "opt"])
@@ -187,7 +232,7 @@ def test_circuits_evaluator_through_the_sweep(tmp_path):
     cfg = load_batch({"suite": str(suite), "output": str(tmp_path / "out"), "evaluators": {
         "circuits": {"tasks": ["induction", "ioi"], "n_examples": 8, "ig_steps": 2,
                      "batch_size": 8, "search_start": 20, "search_step": 20, "component_seq_len": 16,
-                     "faithfulness": "normalized"}}})
+                     "faithfulness": "normalized", "perform_level": 0}}})
     assert not run_batch(cfg, progress=False).failed
     store = Store(tmp_path / "out")
     edges, summary = store.read("circuit-edges"), store.read("circuit-summary")
@@ -270,3 +315,112 @@ def test_task_induction_reads_positions_after_earlier_copies(monkeypatch):
     empty = TaskPairs("trigger", "logit_diff")
     empty.add([1, 2, 3], [1, 2, 4], [5], [6])
     assert components.task_induction_scores(adapter, empty) is None
+
+
+def test_sva_prompt_has_the_embedded_verb_and_labels_agree_with_the_subject():
+    """Issue 17: "The {s} that the {o}" asked for the relative clause's verb (agreeing with
+    the object); the prompt must end with the embedded verb, the answer is the main verb."""
+    from dynamics.tiny import word_tokenizer
+    from evals.circuits.tasks import SVA_EMBEDDED_VERBS, SVA_NOUNS, SVA_VERBS, make_task
+
+    nouns = [w for pair in SVA_NOUNS for w in pair]
+    verbs = [w for pair in SVA_VERBS + SVA_EMBEDDED_VERBS for w in pair]
+    tok = word_tokenizer(["The", "that", "the", *nouns, *verbs])
+    task = make_task("sva", tok, 40, seed=2)
+    assert task.n_kept == 40
+    number = {w: i for pair in SVA_NOUNS + SVA_VERBS + SVA_EMBEDDED_VERBS
+              for i, w in enumerate(pair)}  # 0 singular, 1 plural
+    main = {n: {tok.convert_tokens_to_ids(p[n]) for p in SVA_VERBS} for n in (0, 1)}
+    seen = set()
+    for clean, corr, good, bad in zip(task.clean, task.corrupted, task.correct, task.incorrect,
+                                      strict=True):
+        the, subj, that, the2, obj, verb = tok.convert_ids_to_tokens(clean)
+        assert (the, that, the2) == ("The", "that", "the")
+        assert number[verb] == number[obj] and verb in {w for p in SVA_EMBEDDED_VERBS for w in p}
+        assert set(good) == main[number[subj]] and set(bad) == main[1 - number[subj]]
+        other = tok.convert_ids_to_tokens(corr)
+        assert other[1] != subj and number[other[1]] == 1 - number[subj] and other[2:] == [
+            that, the2, obj, verb]
+        seen.add((number[subj], number[obj]))
+    assert seen == {(0, 0), (0, 1), (1, 0), (1, 1)}  # agreement and attractor cases both
+
+
+def test_not_performed_reason_on_synthetic_metrics():
+    """Issue 17: near-zero or negative metrics are "not performed", a clear gap is performed."""
+    from evals.circuits.search import not_performed_reason
+
+    gen = torch.Generator().manual_seed(0)
+    assert not_performed_reason(torch.tensor([1.9, 2.1, 2.0, 2.2]),
+                                torch.tensor([1.0, 1.0, 1.0, 1.0])) is None
+    noise = not_performed_reason(0.01 + torch.randn(32, generator=gen),
+                                 torch.randn(32, generator=gen))
+    assert noise is not None and "bootstrap lower bound" in noise
+    wrong = not_performed_reason(torch.tensor([-0.2, -0.1]), torch.tensor([-1.0, -1.0]))
+    assert wrong is not None and "prefers the wrong answer" in wrong
+    same = torch.tensor([0.5, 0.7, 0.6])
+    assert "does not clearly hurt" in not_performed_reason(same, same)
+    small = torch.full((40,), 0.02) + 0.001 * torch.randn(40, generator=gen)
+    assert not_performed_reason(small, small - 0.01) is None  # small but consistent gap
+    with pytest.raises(ValueError, match="level"):
+        not_performed_reason(same, same, level=1.5)
+
+
+def _answer_task(adapter, prompts, corrupted, flip=False):
+    """A task whose answers are the model's own best (correct) and worst (incorrect) tokens."""
+    from evals.circuits.tasks import TaskPairs
+
+    with torch.no_grad():
+        last = adapter.model(torch.tensor(prompts)).logits[:, -1]
+    task = TaskPairs("own", "logit_diff")
+    for p, c, row in zip(prompts, corrupted, last, strict=True):
+        best, worst = int(row.argmax()), int(row.argmin())
+        task.add(p, c, [worst if flip else best], [best if flip else worst])
+    return task
+
+
+def test_evaluator_records_not_performed_tasks_without_a_circuit():
+    """Issue 17: not performed -> null circuit_edges / faithfulness, a reason, no edge rows."""
+    from evals.circuits.evaluator import Circuits, CircuitsOptions
+
+    model = tiny_gpt_neox(vocab_size=64, hidden_size=32, num_layers=2, num_heads=2, seed=4)
+    adapter = adapter_for(model)
+    g = graph_of(adapter)
+    names = [g.edge_name(u, v) for u, v in g.edge_mask.nonzero().tolist()]
+    gen = torch.Generator().manual_seed(1)
+    clean = torch.randint(3, 64, (12, 6), generator=gen).tolist()
+    corr = torch.randint(3, 64, (12, 6), generator=gen).tolist()
+    ev = Circuits(CircuitsOptions(tasks=("induction",), ig_steps=1, search_start=4,
+                                  search_step=4, faithfulness="normalized"))
+    frame, row = ev._circuit(adapter, _answer_task(adapter, clean, corr), names)
+    assert row["reason"] is None and row["circuit_edges"] > 0 and frame.height == g.n_edges
+    for task, why in ((_answer_task(adapter, clean, clean), "does not clearly hurt"),
+                      (_answer_task(adapter, clean, corr, flip=True), "wrong answer")):
+        frame, row = ev._circuit(adapter, task, names)
+        assert frame is None and why in row["reason"]
+        assert row["circuit_edges"] is None and row["faithfulness"] is None
+        assert math.isfinite(row["metric_clean"]) and math.isfinite(row["metric_corrupted"])
+
+
+def test_not_performed_rows_stay_out_of_behaviors_and_into_the_report(tmp_path):
+    from evals.schema import table_schema
+    from evals.store import Store
+    from reports import build
+    from stats.circuits import behaviors, circuit_size, not_performed
+
+    store = Store(tmp_path)
+    for step, reason in ((0, "mean clean metric -0.1 <= 0"), (10, None)):
+        key = {"family": "f", "model": "m", "params": 10, "step": step, "tokens_seen": step * 100,
+               "flops": 6000.0 * step}
+        store.write("circuit-summary", pl.DataFrame([{
+            **key, "task": "sva", "metric_clean": 1.0 if reason is None else -0.1,
+            "metric_corrupted": 0.0, "circuit_edges": None if reason else 12,
+            "faithfulness": None if reason else 0.85, "reason": reason}],
+            schema=table_schema("circuit-summary")))
+    rows = behaviors(store)
+    got = {(r["behavior"], r["step"]): r["value"] for r in rows.iter_rows(named=True)}
+    assert got == {("circuit_size:sva", 10): 12.0, ("faithfulness:sva", 10): 0.85,
+                   ("task_metric:sva", 0): -0.1, ("task_metric:sva", 10): 1.0}
+    assert circuit_size(store.read("circuit-summary"))["reason"].null_count() == 1
+    assert not_performed(store.read("circuit-summary"))["steps"].to_list() == [[0]]
+    notes = " ".join(build.circuits_section(build.Context(store)).notes)
+    assert "not performed" in notes and "m / sva: steps 0 (1 of 2 checkpoints)" in notes

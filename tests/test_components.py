@@ -251,3 +251,88 @@ def test_local_search_keeps_monotone_answers_and_stays_in_the_interval():
     assert min(calls) >= 25 and max(calls) <= 50
     assert search_size(lambda n: 0.1, 60, start=25, step=25) == 60  # never faithful: all edges
     assert search_size(lambda n: 1.0, 60, start=25, step=25) == 1
+
+
+def _hand_copy_scores_neox(model, tok, n_prompts=6, top_k=5):
+    """Tigges' copy score from the weights: W_U W_O^h (W_V^h r + b_V^h) at each name position,
+    r = the residual after block 0 (no LayerNorm on the way), no b_O, no final LN."""
+    from evals.circuits.tasks import ioi
+
+    cfg = model.config
+    H, d = cfg.num_attention_heads, cfg.hidden_size
+    hd = d // H
+    task = ioi(tok, n_prompts, 0)
+    hits = torch.zeros(cfg.num_hidden_layers, H)
+    count = 0
+    for prompt, (io,), (s,) in zip(task.clean, task.correct, task.incorrect, strict=True):
+        with torch.no_grad():
+            resid = model(torch.tensor([prompt]), output_hidden_states=True).hidden_states[1][0]
+        for pos, t in enumerate(prompt):
+            if t not in (io, s):
+                continue
+            count += 1
+            for layer, blk in enumerate(model.gpt_neox.layers):
+                qkv = blk.attention.query_key_value
+                w_v, b_v = qkv.weight.view(H, 3, hd, d)[:, 2], qkv.bias.view(H, 3, hd)[:, 2]
+                w_o = blk.attention.dense.weight.view(d, H, hd)
+                for h in range(H):
+                    out = w_o[:, h] @ (w_v[h] @ resid[pos] + b_v[h])
+                    logits = model.get_output_embeddings().weight @ out
+                    hits[layer, h] += float(t in logits.topk(top_k).indices.tolist())
+    return hits / count
+
+
+def test_copy_scores_equal_the_ov_circuit_without_layernorm():
+    """Issue 17: the copy score feeds the residual after block 0 to the OV circuit directly
+    (Tigges et al.'s code), not through the layer's input LayerNorm."""
+    tok = word_tokenizer(NAME_WORDS)
+    model = _neox(len(tok), heads=4, seed=5)
+    with torch.no_grad():  # a LayerNorm that changes the ranking if it were applied
+        for blk in model.gpt_neox.layers:
+            blk.input_layernorm.weight.uniform_(-2, 2)
+            blk.input_layernorm.bias.normal_(0, 1)
+    adapter = adapter_for(model)
+    expected = _hand_copy_scores_neox(model, tok)
+    got = copy_scores(adapter, tok, n_prompts=6)
+    torch.testing.assert_close(got, expected)
+    assert 0 < float(expected.sum()) and len(set(expected.flatten().tolist())) > 1
+
+
+@pytest.mark.parametrize("build", [_opt, lambda v, heads, seed: tiny_gpt2(
+    vocab_size=v, hidden_size=D, num_layers=2, num_heads=heads, seed=seed)])
+def test_copy_scores_skip_the_input_layernorm_on_every_architecture(build):
+    """OPT, GPT-2: equal to the pre-LN readout with the LayerNorm module swapped for identity
+    during the OV readout only (the residual after block 0 keeps its LayerNorms)."""
+    from evals.circuits import components
+
+    tok = word_tokenizer(NAME_WORDS)
+    model = build(len(tok), heads=4, seed=6)
+    adapter = adapter_for(model)
+    got = copy_scores(adapter, tok, n_prompts=6)
+    opt = hasattr(model, "model")
+    blocks = model.model.decoder.layers if opt else model.transformer.h
+    name = "self_attn_layer_norm" if opt else "ln_1"
+    real = adapter.attn
+
+    def attn_without_ln(layer, x, pre_ln=True):
+        saved = getattr(blocks[layer], name)
+        setattr(blocks[layer], name, torch.nn.Identity())
+        try:
+            return real(layer, x, pre_ln=True)
+        finally:
+            setattr(blocks[layer], name, saved)
+
+    adapter.attn = attn_without_ln
+    torch.testing.assert_close(got, components.copy_scores(adapter, tok, n_prompts=6))
+    adapter.attn = lambda layer, x, pre_ln=True: real(layer, x, pre_ln=True)
+    assert not torch.equal(got, components.copy_scores(adapter, tok, n_prompts=6))
+
+
+@pytest.mark.parametrize(("vocab", "special", "expected"), [
+    (50_304, 2, (100, 20_000)), (512, 3, (100, 512)), (200, 3, (100, 200)), (150, 3, (3, 150))])
+def test_random_id_range_is_tigges_clipped_to_the_vocabulary(vocab, special, expected):
+    from evals.circuits.components import random_id_range
+
+    assert random_id_range(vocab, special) == expected
+    with pytest.raises(ValueError, match="too small"):
+        random_id_range(3, 2)

@@ -106,6 +106,42 @@ def _lm(model, tok, name):
     return LoadedModel(ref, model, tok)
 
 
+def test_generated_sets_score_exactly_the_generated_token_ids(tmp_path):
+    """Issue 17: sets were decoded to text and re-tokenized, so with a BPE tokenizer (here one
+    trained with the `tokenizers` library, with merges) the scored tokens were not the
+    generated ones. Now the generated ids are stored and scored."""
+    from dynamics.tiny import train_bpe_tokenizer
+
+    tok = train_bpe_tokenizer(sample_texts(300), vocab_size=400)
+    assert len(tok) > 300  # 256 bytes + specials + merges (the corpus allows ~90)
+    small = tiny_gpt_neox(vocab_size=len(tok), hidden_size=32, seed=1)
+    large = tiny_gpt_neox(vocab_size=len(tok), hidden_size=64, seed=2)
+    prompts = pick_prompts(sample_texts(60, seed=3), 12, seed=1)
+    opts = MixtureOptions(a=1, b=-1, max_new_tokens=10)
+    frame = generate_set(_lm(small, tok, "s"), _lm(large, tok, "l"), prompts, opts,
+                         prompt_tokens=6)
+    ids = [t[:6] for t in tok(prompts, add_special_tokens=False)["input_ids"]]
+    generated = [generate(small, large, p, opts, len(tok), index=i) for i, p in enumerate(ids)]
+    assert frame["text_ids"].to_list() == generated and frame["prefix_ids"].to_list() == ids
+    retokenized = [tok(t, add_special_tokens=False)["input_ids"] for t in frame["text"]]
+    assert sum(r != g for r, g in zip(retokenized, generated, strict=True)) >= 3  # BPE re-merges
+    path = write_sets([frame], tmp_path / "gen.jsonl")
+    ev = build_evaluator("sequences", {"dataset": str(path)})
+    reqs = {r.example_id[1]: r for r in ev.requests(tok, 64)}
+    assert len(reqs) >= 10
+    for pair_id, req in reqs.items():
+        assert req.continuation_ids == tuple(generated[int(pair_id)])
+        assert req.context_ids == tuple(ids[int(pair_id)])
+    out = ev.run(_lm(large, tok, "l"))["sequences"]
+    assert {r["pair_id"]: r["n_tokens"] for r in out.iter_rows(named=True)} == {
+        p: len(generated[int(p)]) for p in reqs}
+    other = train_bpe_tokenizer(sample_texts(300), vocab_size=330)  # ids mean nothing to it
+    for req in ev.requests(other, 64):
+        row = frame.filter(pl.col("pair_id") == req.example_id[1]).row(0, named=True)
+        assert req.continuation_ids == tuple(other(row["text"],
+                                                    add_special_tokens=False)["input_ids"])
+
+
 def test_generated_sets_score_with_the_sequences_evaluator(tmp_path):
     tok = tiny_tokenizer()
     small = tiny_gpt_neox(vocab_size=len(tok), hidden_size=32, seed=1)

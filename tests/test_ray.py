@@ -1,66 +1,137 @@
-"""Issue #9: the Ray executor gives the same store as the local executor."""
+"""Issues #9, #18: the Ray scheduler writes the same store as the local one, under the same budget.
+
+Ray runs the same `execute(cfg)` path as a local run (store lock, batch.toml,
+`[generate.*]` sets, plan); only the scheduler differs. Workers import this
+worktree's code (PYTHONPATH) and use a hub cache in a temp folder.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import polars as pl
 import pytest
 
-from evals.config import load_batch
+import dynamics.suites
+from dynamics.cache import registered, usage
+from dynamics.suites import get_suite
+from evals.config import load_batch, load_batch_file
 from evals.store import Store
 from evals.sweep import run_batch
-from tests.helpers import make_tiny_suite, write_val
+from tests.helpers import fake_hub_loader, hub_suite, make_tiny_suite, write_val
 
 ray = pytest.importorskip("ray")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
+def ray_cluster(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("ray-hub-cache")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "HF_HUB_CACHE": str(cache),
+                                       "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}})
+
+    @ray.remote
+    def where() -> str:
+        import evals.execute
+
+        return evals.execute.__file__
+
+    assert ray.get(where.remote()).startswith(str(ROOT))  # workers run this worktree's code
+    yield cache
     ray.shutdown()
 
 
-def _batch(suite, out, val, **extra):
-    return {"suite": str(suite), "output": str(out), **extra,
-            "evaluators": {"token-loss": {"dataset": str(val), "context": 32, "batch_size": 4}}}
+def _store(root: Path) -> dict[str, object]:
+    """Every result part (as a frame) and generated file (as text) of a store."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = str(p.relative_to(root))
+        if p.suffix == ".parquet" and not rel.startswith("_"):
+            out[rel] = pl.read_parquet(p)
+        elif rel.startswith("generated/") and p.is_file():
+            out[rel] = p.read_text()
+    return out
 
 
-def _parts(root) -> dict[str, pl.DataFrame]:
-    store = Store(root)
-    return {str(p.relative_to(root)): pl.read_parquet(p) for p in store.parts("token-loss")}
+def _expected_units(cfg) -> list[tuple[str, str]]:
+    refs = get_suite(cfg.suite_path).select(cfg.models, cfg.steps)
+    return sorted((r.label, ev) for r in refs for ev in cfg.evaluators)
 
 
 @pytest.mark.slow
-def test_ray_matches_local(tmp_path, ray_cluster):
-    suite = make_tiny_suite(tmp_path / "suite", "neox", steps=(0, 10), n_models=2)
-    val = write_val(tmp_path / "val.jsonl", n=8)
-    local = run_batch(load_batch(_batch(suite, tmp_path / "local", val)), progress=False)
-    cfg = load_batch(_batch(suite, tmp_path / "ray", val, executor="ray"))
+def test_ray_matches_local_on_the_demo_batch_with_generated_sets(tmp_path, toy_suite,
+                                                                 ray_cluster):
+    from dynamics import cli
     from evals.ray_executor import run_batch_ray
 
-    remote = run_batch_ray(cfg, progress=False)
-    assert not local.failed and not remote.failed
-    assert sorted(remote.written) == sorted(local.written) and len(remote.written) == 4
-    a, b = _parts(tmp_path / "local"), _parts(tmp_path / "ray")
-    assert set(a) == set(b) and len(a) == 4
-    for name in a:
-        assert a[name].equals(b[name]), name
-    # Resume: a second Ray run finds everything stored and submits nothing.
-    again = run_batch_ray(cfg, progress=False)
-    assert again.written == [] and again.skipped == 4
+    steps = ['steps="log-spaced 2"']
+    local = load_batch_file(cli._demo_batch(toy_suite, _mk(tmp_path / "local")), steps)
+    remote = load_batch_file(cli._demo_batch(toy_suite, _mk(tmp_path / "ray")), steps)
+    assert remote.generate and set(remote.evaluators) >= {"token-loss", "sequences"}
+    a = run_batch(local, progress=False)
+    b = run_batch_ray(remote, progress=False)  # makes the [generate.*] sets itself
+    assert not a.failed and not b.failed, (a.failed, b.failed)
+    want = _expected_units(local)
+    assert len(want) == 6 * len(local.evaluators)  # 3 models x 2 steps
+    assert sorted(a.written) == want and sorted(b.written) == want
+    sa, sb = _store(local.output_dir), _store(remote.output_dir)
+    assert any(k.startswith("generated/") for k in sa)
+    assert set(sa) == set(sb)
+    for name, value in sa.items():
+        same = value.equals(sb[name]) if isinstance(value, pl.DataFrame) else value == sb[name]
+        assert same, name
+    gen_sets = {s for s in Store(remote.output_dir).read("sequences")["set"] if "| gen: " in s}
+    assert len(gen_sets) == 4  # the demo's four (a, b) pairs, scored at every checkpoint
+    again = run_batch_ray(remote, progress=False)  # resume: nothing submitted
+    assert again.written == [] and again.skipped == len(want)
+
+
+def _mk(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    return folder
 
 
 @pytest.mark.slow
-def test_ray_records_load_failures(tmp_path, ray_cluster):
+def test_ray_records_load_failures_with_their_checkpoint(tmp_path, ray_cluster):
+    from evals.ray_executor import run_batch_ray
+
     suite = make_tiny_suite(tmp_path / "suite", "neox", steps=(0, 10))
     (suite / "tiny-neox-0" / "step10" / "model.safetensors").write_bytes(b"not weights")
     val = write_val(tmp_path / "val.jsonl", n=4)
+    cfg = load_batch({"suite": str(suite), "output": str(tmp_path / "out"), "executor": "ray",
+                      "evaluators": {"token-loss": {"dataset": str(val), "context": 32}}})
+    result = run_batch_ray(cfg, progress=False)
+    step0, step10 = (r.label for r in get_suite(str(suite)).select(None, "all"))
+    assert result.written == [(step0, "token-loss")]
+    [(label, what, err)] = result.failed
+    assert (label, what) == (step10, "load") and err.startswith("CheckpointUnavailableError")
+    store = Store(tmp_path / "out")
+    assert [p.name for p in store.parts("token-loss")] == ["step=0.parquet"]
+    assert store.failures()["what"].to_list() == ["load"]
+
+
+@pytest.mark.slow
+def test_ray_run_evicts_and_stays_under_the_disk_budget(tmp_path, ray_cluster, monkeypatch):
     from evals.ray_executor import run_batch_ray
 
-    cfg = load_batch(_batch(suite, tmp_path / "out", val, executor="ray"))
-    result = run_batch_ray(cfg, progress=False)
-    assert [(label, what) for label, what, _ in result.failed] == [(result.failed[0][0], "load")]
-    assert "step=10" in result.failed[0][0] or "10" in result.failed[0][0]
-    store = Store(tmp_path / "out")
-    assert len(store.parts("token-loss")) == 1
-    assert store.failures()["what"].to_list() == ["load"]
+    steps = (0, 10, 20, 30)
+    suite = make_tiny_suite(tmp_path / "suite", "neox", steps=steps)
+    val = write_val(tmp_path / "val.jsonl", n=4)
+    monkeypatch.setitem(dynamics.suites.BUILTIN_SUITES, "tiny-hub",
+                        lambda: hub_suite("tiny-hub", suite))
+    folders = [suite / "tiny-neox-0" / f"step{s}" for s in steps[:2]]
+    one = sum(p.stat().st_size for p in folders[0].iterdir())
+    budget = one + (folders[1] / "model.safetensors").stat().st_size // 2  # < two revisions
+    cache = ray_cluster  # the workers' HF_HUB_CACHE: their fetch markers guard these blobs
+    cfg = load_batch({"suite": "tiny-hub", "output": str(tmp_path / "out"),
+                      "disk_budget_gb": budget / 2**30,
+                      "evaluators": {"token-loss": {"dataset": str(val), "context": 32}}})
+    result = run_batch_ray(cfg, progress=False, loader=fake_hub_loader(cache, suite))
+    assert not result.failed, result.failed  # the loader fails a load if a revision lost files
+    assert sorted(result.written) == _expected_units(cfg)
+    snapshots = list((cache / "models--tiny--tiny-neox-0" / "snapshots").iterdir())
+    assert len(snapshots) == 1 and registered([cache]) == snapshots  # three evicted
+    assert usage(snapshots) <= budget
+    assert all(f.exists() for f in snapshots[0].iterdir())
+    assert not list(cache.glob("*/.dynamics/*.inuse.*"))  # every worker released its marker

@@ -72,7 +72,8 @@ def synthetic_store(root: Path, tables=ALL_TABLES, seed: int = 0) -> Path:
             if "circuit-summary" in tables:
                 store.write("circuit-summary", _part("circuit-summary", key, {
                     "task": ["ioi"], "metric_clean": [1.0], "metric_corrupted": [0.1],
-                    "circuit_edges": [int(50 + step // 3)], "faithfulness": [0.8]}))
+                    "circuit_edges": [int(50 + step // 3)], "faithfulness": [0.8],
+                    "reason": [None]}))
             if "bigbench-mc" in tables:
                 n = 2 * 4 * 3  # 2 tasks x 4 examples x 3 choices, choice 0 is the target
                 store.write("bigbench-mc", _part("bigbench-mc", key, {
@@ -81,7 +82,8 @@ def synthetic_store(root: Path, tables=ALL_TABLES, seed: int = 0) -> Path:
                     "choice_index": [i % 3 for i in range(n)],
                     "logprob_nats": (-rng.uniform(1, 5, n) - level).tolist(),
                     "n_tokens": [2] * n, "is_target": [i % 3 == 0 for i in range(n)],
-                    "target_score": [float(i % 3 == 0) for i in range(n)]}))
+                    "target_score": [float(i % 3 == 0) for i in range(n)],
+                    "truncated_tokens": [0] * n}))
             if "circuit-edges" in tables:
                 edges = [f"a0.h{h}->m1" for h in range(4)] + [f"m0->a1.h{h}" for h in range(4)]
                 store.write("circuit-edges", _part("circuit-edges", key, {
@@ -357,3 +359,75 @@ def test_generated_set_panels_by_a_b(tmp_path):
     assert "mix a=1 b=-1" in spec["title"]
     rows = next(iter(spec["datasets"].values()))
     assert {r["set"] for r in rows} == {MIX_SET} and all(r["ppl"] > 1 for r in rows)
+
+
+# -- issue 19: findings first, families coloured, ppl rises marked ---------------------------
+
+
+def test_report_opens_with_findings_then_verdicts_and_folds_long_tables(tmp_path, stub_bundle):
+    store = synthetic_store(tmp_path / "store", ("token-loss", "sequences", "components"))
+    page = build_report(store, tmp_path / "out", images=False, strict=True).read_text()
+    order = [page.index(s) for s in ('id="sec-findings"', 'id="sec-perplexity-or-size',
+                                     'id="sec-validation-perplexity"', 'class="chart"')]
+    assert order == sorted(order), order
+    findings = page[page.index('<table class="findings"'):]
+    findings = findings[:findings.index("</table>")]
+    assert findings.count("<tr>") == 1 + 6  # header + (a) induction, (b), (c1), (c2), (d), (e)
+    assert 'class="verdict v-supported">supported<' in findings  # the gap grows (planted)
+    assert "not testable: no recall-bigram results" in findings
+    assert "not testable: one family" in findings
+    # the 15-row per-checkpoint ppl table is folded, not on the first screen
+    assert "<details><summary>Validation perplexity per checkpoint (15 rows)" in page
+    assert "<h3>Validation perplexity per checkpoint" not in page
+
+
+def test_two_families_get_a_hue_each_and_models_shades_by_size():
+    one = _ppl_frame()
+    two = pl.concat([one, one.with_columns(pl.lit("opt").alias("family"),
+                                           ("opt-" + pl.col("model")).alias("model"))])
+    assert charts.family_palette(one) is None
+    models, colors = charts.family_palette(two)
+    assert models == ["opt-toy-s", "opt-toy-m", "opt-toy-l", "toy-s", "toy-m", "toy-l"]
+    assert set(colors[:3]) <= set(charts.FAMILY_SHADES[0])  # family "opt": blues
+    assert set(colors[3:]) <= set(charts.FAMILY_SHADES[1])  # family "toy": oranges
+    assert len(set(colors)) == 6
+    enc = charts.ppl_vs_tokens(two).to_dict()["encoding"]["color"]
+    assert enc["scale"] == {"domain": models, "range": colors}
+
+
+def test_checkpoints_whose_ppl_rises_again_are_ringed():
+    from stats.perplexity import flag_ppl_rises
+
+    frame = _ppl_frame().with_columns(  # toy-s goes back up at its last step
+        pl.when((pl.col("model") == "toy-s") & (pl.col("step") == 300))
+        .then(pl.col("val_ppl") * 3).otherwise(pl.col("val_ppl")).alias("val_ppl"))
+    spec = charts.ppl_vs_tokens(flag_ppl_rises(frame)).to_dict()
+    ring = spec["layer"][1]
+    assert ring["mark"]["filled"] is False
+    rows = spec["datasets"][ring["data"]["name"]]
+    assert [(r["model"], r["step"]) for r in rows] == [("toy-s", 300)]
+    assert "layer" not in charts.ppl_vs_tokens(flag_ppl_rises(_ppl_frame())).to_dict()
+
+
+def test_findings_summary_reads_the_reports_findings(tmp_path, stub_bundle):
+    store = synthetic_store(tmp_path / "store", ("token-loss", "sequences"))
+    index = build_report(store, tmp_path / "out", images=False, strict=True)
+    text = build.findings_summary(index.parent)
+    lines = text.splitlines()
+    assert lines[0] == "findings:" and len(lines) == 1 + 6
+    assert any(line.startswith("- [supported] The factual-minus-hallucinated gap grows")
+               and "= -1 [-1, -1]" in line for line in lines)  # planted: gap grows every step
+    assert 'href="findings.csv"' in index.read_text()
+    assert "was not written" in build.findings_summary(tmp_path)
+
+
+def test_ppl_section_notes_each_model_whose_ppl_rises(tmp_path, stub_bundle):
+    store = synthetic_store(tmp_path / "store", ("token-loss",))
+    ctx = build.Context(Store(store))
+    ppl = ctx.ppl
+    ctx.ppl = ppl.with_columns(  # toy-m's ppl goes back up at step 100 (not at 300)
+        pl.when((pl.col("model") == "toy-m") & (pl.col("step") == 100)).then(True)
+        .otherwise(False).alias("ppl_rises"))
+    notes = build.ppl_section(ctx).notes
+    assert notes == ["Validation ppl of toy-m rises again at step(s) 100 (ringed in the chart): "
+                     "matched-ppl comparisons use its best ppl so far there."]

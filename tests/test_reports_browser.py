@@ -36,10 +36,16 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
          "--disable-component-update", "--disable-sync", "--no-first-run",
          "--disable-default-apps", "--remote-debugging-port=0", "--window-size=1280,900")
 
-# Per chart div: its id, data-rendered, and whether it holds an svg with a size.
+# Per chart div: its id, data-rendered, and whether it holds an svg with a size; and the
+# section headings in page order with the verdicts of the findings table (issue 19).
 STATE_JS = """JSON.stringify({
   ready: document.readyState,
   expected: Number(document.body ? document.body.dataset.viewsExpected || -1 : -1),
+  headings: Array.from(document.querySelectorAll("h2")).map(function (h) { return h.id; }),
+  verdicts: Array.from(document.querySelectorAll("#findings .verdict")).map(function (v) {
+    const box = v.getBoundingClientRect();
+    return {text: v.textContent, top: box.top, shown: box.width > 0 && box.height > 0};
+  }),
   views: Array.from(document.querySelectorAll("div.chart")).map(function (el) {
     const svg = el.querySelector("svg");
     const box = svg ? svg.getBoundingClientRect() : null;
@@ -56,6 +62,8 @@ class PageResult:
     errors: list[str] = field(default_factory=list)
     views: list[dict] = field(default_factory=list)
     expected: int = -1
+    headings: list[str] = field(default_factory=list)
+    verdicts: list[dict] = field(default_factory=list)
 
     @property
     def unrendered(self) -> list[str]:
@@ -139,7 +147,8 @@ def _poll(tools: DevTools, page: Path, timeout: float) -> PageResult:
             tools.call("Runtime.evaluate", expression="1")
             break
         time.sleep(0.25)
-    return PageResult(_errors(tools.events), state.get("views", []), state.get("expected", -1))
+    return PageResult(_errors(tools.events), state.get("views", []), state.get("expected", -1),
+                      state.get("headings", []), state.get("verdicts", []))
 
 
 def render_page(page: Path, timeout: float = 90.0) -> PageResult:
@@ -262,6 +271,19 @@ def test_report_renders_in_chromium_without_errors(tmp_path):
     assert result.errors == []
     assert result.expected >= 10 and len(result.views) == result.expected
     assert result.unrendered == []
+    assert_opens_with_findings(result)
+
+
+def assert_opens_with_findings(result: PageResult) -> None:
+    """Issue 19: the first section is Findings, then the verdicts; the verdicts are shown
+    on the first screen (the window is 900 px high)."""
+    assert result.headings[0] == "sec-findings"
+    assert result.headings[1].startswith("sec-perplexity-or-size")
+    assert len(result.verdicts) >= 6
+    assert all(v["shown"] for v in result.verdicts)
+    assert result.verdicts[0]["top"] < 900
+    assert all(v["text"] == "supported" or v["text"].startswith("not ")
+               for v in result.verdicts)
 
 
 @pytest.mark.slow
@@ -298,9 +320,10 @@ def test_report_of_a_real_sweep_renders(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_report_renders(tmp_path, toy_suite):
+def test_demo_report_renders(tmp_path, toy_suite, capsys):
     """The demo end to end (issue 8): `dynamics demo` on the cached fast toy suite, then its
-    index.html in headless Chromium: no console error, every Vega view rendered."""
+    index.html in headless Chromium: no console error, every Vega view rendered; the demo
+    ends with one line per finding and the report's path (issue 19)."""
     import shutil
 
     from dynamics.cli import main
@@ -308,7 +331,12 @@ def test_demo_report_renders(tmp_path, toy_suite):
     out = tmp_path / "demo"
     shutil.copytree(toy_suite, out / "suites" / toy_suite.name)  # reuse the trained suite
     assert main(["demo", "--scale", "fast", "--out", str(out), "--no-images", "-q"]) == 0
+    tail = capsys.readouterr().out.split("findings:\n", 1)[1].splitlines()
+    claims = [line for line in tail if line.startswith("- [")]
+    assert len(claims) >= 6
+    assert tail[len(claims)] == f"report: {out / 'report' / 'index.html'}"
     result = render_page(out / "report" / "index.html")
     assert result.errors == []
     assert result.expected >= 20 and len(result.views) == result.expected
     assert result.unrendered == []
+    assert_opens_with_findings(result)

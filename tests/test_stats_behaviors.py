@@ -95,8 +95,11 @@ def test_compare_families_and_errors():
     assert out["ci_low"].null_count() == out.height  # one model per family: no interval
     two = pl.concat([rows, _piecewise().with_columns(pl.lit("m2").alias("model"),
                                                       pl.col("value") + 0.1)])
-    ci = compare_families(two, ["f"], [20.0]).row(0, named=True)
-    assert ci["n_models"] == 2 and ci["ci_low"] < ci["mean"] < ci["ci_high"]
+    assert compare_families(two, ["f"], [20.0])["ci_low"][0] is None  # 2 models: no CI
+    three = pl.concat([two, _piecewise().with_columns(pl.lit("m3").alias("model"),
+                                                       pl.col("value") - 0.1)])
+    ci = compare_families(three, ["f"], [20.0]).row(0, named=True)
+    assert ci["n_models"] == 3 and ci["ci_low"] < ci["mean"] < ci["ci_high"]
     with pytest.raises(KeyError, match="available"):
         compare_families(rows, ["nope"], [20.0])
 
@@ -134,25 +137,61 @@ def test_behavior_table_registry_and_missing(monkeypatch):
         behavior_table(_Store(tl), providers=["ghost"])
 
 
-def test_compare_verb_on_a_real_store(tmp_path, capsys):
-    from dynamics.cli import main
+def _two_family_store(root):
+    """fa and fb, 3 models each, 4 checkpoints; logprob_factual = -2 val_loss + shift + offset.
+
+    Offsets (0.1, -0.2, 0.1) average 0 and are orthogonal to the models' loss offsets, so
+    at any matched ppl fb - fa = 0.5 exactly, and the family term of value ~ log ppl +
+    family is 0.5 too. Losses are exact in float32.
+    """
     from evals.store import Store
 
-    store = Store(tmp_path)
+    store = Store(root)
+    ints = {c: pl.Int64 for c in ("params", "step", "tokens_seen", "doc_id", "token_index",
+                                  "token_id", "n_tokens")}
     for fam, shift in (("fa", 0.0), ("fb", 0.5)):
-        for step, loss in ((1, 4.0), (2, 3.0), (3, 2.0)):
-            store.write("token-loss", pl.DataFrame({
-                "family": fam, "model": f"{fam}-m", "params": 10, "step": step,
-                "tokens_seen": step * 100, "flops": 1.0, "doc_id": [0, 1], "token_index": [0, 0],
-                "token_id": [5, 6], "loss_nats": [loss + shift, loss + shift]},
-                schema_overrides={"loss_nats": pl.Float32, "params": pl.Int64, "step": pl.Int64,
-                                  "tokens_seen": pl.Int64, "doc_id": pl.Int64,
-                                  "token_index": pl.Int64, "token_id": pl.Int64}))
-    assert main([
-        "compare", str(tmp_path), "--families", "fa,fb", "--at-ppl", str(np.exp(3.0)),
-        "--behavior", "val_loss"]) == 0
-    out = capsys.readouterr().out
-    assert "fa" in out and "fb" in out and "val_loss" in out
+        for idx, off in enumerate((0.1, -0.2, 0.1)):
+            for step in (1, 2, 3, 4):
+                loss = 4.0 - 0.5 * step + 0.125 * idx + (0.25 if fam == "fb" else 0.0)
+                keys = {"family": fam, "model": f"{fam}-{idx}", "params": 10 * 2**idx,
+                        "step": step, "tokens_seen": step * 100, "flops": 1.0}
+                store.write("token-loss", pl.DataFrame(
+                    {**keys, "doc_id": [0, 1], "token_index": [0, 0], "token_id": [5, 6],
+                     "loss_nats": [loss, loss]},
+                    schema_overrides={**ints, "loss_nats": pl.Float32}))
+                store.write("sequences", pl.DataFrame(
+                    {**keys, "set": ["factual"], "pair_id": ["p0"],
+                     "logprob_nats": [-2 * loss + shift + off], "n_tokens": [1]},
+                    schema_overrides=ints))
+    return store
+
+
+def test_compare_verb_prints_and_writes_the_differences(tmp_path, capsys):
+    """Issue 16: `dynamics compare` on a real store prints fb - fa with its CI, values checked."""
+    from dynamics.cli import main
+
+    _two_family_store(tmp_path / "store")
+    out_csv = tmp_path / "diff.csv"
+    assert main(["compare", str(tmp_path / "store"), "--families", "fa,fb", "--at-ppl",
+                 f"{np.exp(3.0)},{np.exp(2.75)}", "--out", str(out_csv)]) == 0
+    text = capsys.readouterr().out
+    rows = [line.split() for line in text.splitlines() if line.startswith("logprob_factual")]
+    # two ppl rows: behavior ppl fa fb diff [lo, hi] models; then the family-test row
+    assert [r[1] for r in rows[:2]] == ["15.64", "20.09"]
+    assert rows[1][2:5] == ["-6.000", "-5.500", "+0.500"]
+    assert rows[0][2:5] == ["-5.500", "-5.000", "+0.500"]
+    lo, hi = float(rows[1][5].strip("[,")), float(rows[1][6].strip("]"))
+    assert 0.05 < lo < 0.17 and 0.83 < hi < 0.95  # 0.5 -+ t(4) * 0.141 (Welch, 3 + 3 models)
+    assert rows[1][7] == "3/3"
+    assert rows[2][1:3] == ["value", "+0.500"]  # family term at fixed ppl
+    assert "val_loss" not in text
+    written = pl.read_csv(out_csv).filter(pl.col("behavior") == "logprob_factual")
+    assert written["diff"].to_list() == pytest.approx([0.5, 0.5])
+    test = pl.read_csv(tmp_path / "diff.family_test.csv").filter(
+        pl.col("behavior") == "logprob_factual")
+    assert test["estimate"][0] == pytest.approx(0.5) and test["differs"][0] is True
+    assert main(["compare", str(tmp_path / "store"), "--families", "fa,nope"]) == 2
+    assert "available: ['fa', 'fb']" in capsys.readouterr().err
 
 
 def test_behavior_identity_columns_are_data():
@@ -167,7 +206,8 @@ def test_behavior_identity_columns_are_data():
                                    "logprob_nats": [-2.0, -4.0, -3.0, -5.0], "n_tokens": 2}),
         "circuit-summary": pl.DataFrame({**keys, "task": ["ioi"], "metric_clean": [1.0],
                                          "metric_corrupted": [0.0], "circuit_edges": [7],
-                                         "faithfulness": [0.9]}),
+                                         "faithfulness": [0.9], "reason": [None]},
+                                        schema_overrides={"reason": pl.String}),
         "components": pl.DataFrame({**keys, "layer": [0, 1], "head": 0,
                                     "kind": ["induction", "induction"], "score": [0.2, 0.7]}),
     }
@@ -194,3 +234,20 @@ def test_behavior_identity_columns_are_data():
     plain = pl.DataFrame({**keys, "behavior": ["x"], "value": [1.0], "n_trials": [None]})
     filled = _conform(plain)
     assert filled.row(0, named=True)["evaluator"] == "user" and filled["kind"][0] == "x"
+
+
+def test_compare_verb_shows_seed_noise_when_the_store_has_seed_runs(tmp_path, capsys):
+    """Issue 20: seeds as replicates; fb's three models are seeds of one configuration.
+
+    At matched ppl their logprob_factual values differ only by the offsets 0.1, -0.2, 0.1,
+    so the seed SD is std([0.1, -0.2, 0.1], ddof=1) = 0.1732; fa has no seed runs.
+    """
+    from dynamics.cli import main
+
+    store = _two_family_store(tmp_path / "store")
+    store.record_seeds({f"fb-{i}": {"group": "fb-base", "seed": i} for i in range(3)})
+    assert main(["compare", str(tmp_path / "store"), "--families", "fa,fb"]) == 0
+    out = capsys.readouterr().out
+    assert "seed sd" in out
+    rows = [ln for ln in out.splitlines() if ln.startswith("logprob_factual")]
+    assert rows and all(" -/0.173 " in ln for ln in rows[:5])

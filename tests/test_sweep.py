@@ -119,11 +119,16 @@ def test_bad_config_lists_every_problem(tmp_path, neox_suite):
     bad["evaluators"]["token-los"] = {}
     with pytest.raises(ConfigError) as err:
         load_batch(bad)
-    text = str(err.value)
-    assert "unknown key 'colour'" in text
-    assert "dtype = 'float64'" in text and "'float32'" in text
+    # one line per problem, each found although the others are there too (issue #18)
+    expected = ["batch: unknown key 'colour'", "batch: dtype = 'float64' has the wrong type; "
+                "expected one of 'float32', 'bfloat16', 'float16'",
+                "batch: models: unknown model 'tiny-neox-9' in suite 'tiny-neox'",
+                "batch: [evaluators.token-loss]: unknown key 'max_tokns' (did you mean "
+                "'max_tokens'?)", "batch: unknown evaluator 'token-los'"]
     problems = err.value.problems
-    assert any("tiny-neox-9" in p for p in problems) or any("dtype" in p for p in problems)
+    assert len(problems) == len(expected), problems
+    for line, start in zip(problems, expected, strict=True):
+        assert line.startswith(start), (line, start)
     bad2 = _batch(neox_suite, tmp_path / "out", val, max_tokns=5)
     bad2["evaluators"]["token-los"] = {}
     with pytest.raises(ConfigError) as err:

@@ -159,7 +159,8 @@ def test_classify_tokens_and_fractions():
     assert np.allclose(joined["val_ppl"], joined["val_ppl_right"])
     late = trajectories.classify_tokens(frame, TrendOptions(method="shape", start_fraction=0.2))
     assert late["first_step"].unique().to_list() == [64]  # first step >= 0.2 * 256
-    assert trajectories.classify_tokens(frame, TrendOptions(start_fraction=0.5)).height == 0
+    with pytest.warns(UserWarning, match="holds 2 checkpoint"):
+        assert trajectories.classify_tokens(frame, TrendOptions(start_fraction=0.5)).height == 0
     xia = trajectories.classify_tokens(frame)  # the paper's rule, window from 0.1 * 256
     assert xia["first_step"].unique().to_list() == [32]
     assert set(xia["trend"]) <= set(trajectories.XIA_CLASSES)
@@ -187,6 +188,61 @@ def test_fractions_by_start_and_token_sets():
         trajectories.token_sets_by_trend(labels, "tiny")
     row = tracked.filter((pl.col("model") == "big") & (pl.col("step") == steps[4]))
     assert abs(row["ppl"].item() - np.exp(loss[60:90, 4].astype(np.float32).mean() - 0.5)) < 1e-4
+
+
+def _schedule_frame(steps: list[int], rng) -> pl.DataFrame:
+    """Two models on a Pythia step schedule: falling, flat and rising tokens in log(step)."""
+    x = np.log(np.maximum(steps, 1))[None, :]
+    slopes = np.repeat([-0.3, 0.0, 0.3], 20)[:, None]
+    loss = 3 + slopes * x + rng.normal(0, 0.01, (60, len(steps)))
+    return token_loss_frame({"small": (10, steps, loss), "big": (20, steps, loss - 0.5)})
+
+
+def test_xia_batch_schedule_classifies_every_window():
+    """Issue 17: the shipped batch's steps give every window t = 0.1 .. 0.7 enough points."""
+    import tomllib
+    from pathlib import Path
+
+    from dynamics.checkpoints import select_steps
+    from dynamics.suites import pythia_steps
+
+    batch = Path(__file__).resolve().parents[1] / "batches" / "xia2023-pythia.toml"
+    steps = select_steps(pythia_steps(), tomllib.loads(batch.read_text())["steps"])
+    assert 30 <= len(steps) <= 60
+    fbs = trajectories.fractions_by_start(_schedule_frame(steps, np.random.default_rng(7)))
+    assert fbs["reason"].is_null().all() and fbs["trend"].is_not_null().all()
+    per = fbs.group_by("model", "start_fraction").agg(pl.len(), pl.col("n_checkpoints").first(),
+                                                       pl.col("fraction").sum())
+    assert per.height == 2 * 4 and (per["len"] == len(trajectories.XIA_CLASSES)).all()
+    assert (per["n_checkpoints"] >= 9).all() and np.allclose(per["fraction"].to_numpy(), 1.0)
+    for t in (0.1, 0.3, 0.5, 0.7):
+        row = fbs.filter((pl.col("model") == "small") & (pl.col("start_fraction") == t))
+        got = dict(zip(row["trend"], row["n_tokens"], strict=True))
+        # the 20 falling and 20 rising tokens, plus a few flat ones significant by chance
+        assert 20 <= got["decreasing"] <= 24 and 20 <= got["increasing"] <= 24, (t, got)
+
+
+def test_short_windows_are_reported_not_dropped():
+    """Issue 17: "log-spaced 20" leaves 1 checkpoint after 70% of training: a row says why."""
+    from dynamics.checkpoints import select_steps
+    from dynamics.suites import pythia_steps
+
+    steps = select_steps(pythia_steps(), "log-spaced 20")
+    frame = _schedule_frame(steps, np.random.default_rng(8))
+    with pytest.warns(UserWarning, match="t = 0.7 holds 1 checkpoint"):
+        fbs = trajectories.fractions_by_start(frame)
+    bad = fbs.filter(pl.col("reason").is_not_null())
+    assert sorted(bad["start_fraction"].unique().to_list()) == [0.3, 0.5, 0.7]
+    assert bad.height == 2 * 3 and bad["trend"].is_null().all() and bad["fraction"].is_null().all()
+    assert bad.filter(pl.col("start_fraction") == 0.7)["n_checkpoints"].to_list() == [1, 1]
+    assert "fewer than min_points = 3" in bad["reason"][0]
+    ok = fbs.filter(pl.col("reason").is_null())
+    assert ok.height == 2 * len(trajectories.XIA_CLASSES)  # only t = 0.1 (steps 22000 ..)
+    from reports.xia_charts import unclassified_window_notes
+
+    (note,) = unclassified_window_notes(fbs)
+    assert "small from t = 0.7 (1 checkpoints)" in note and "big from t = 0.3" in note
+    assert unclassified_window_notes(ok) == []
 
 
 def test_overlap_is_higher_at_matched_ppl_than_at_matched_step():

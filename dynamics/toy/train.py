@@ -212,7 +212,8 @@ def _train_all(jobs: list[tuple], workers: int) -> dict[str, dict]:
     from tqdm.auto import tqdm
 
     jobs = sorted(jobs, key=lambda j: -(j[1].num_layers * j[1].hidden_size ** 2))
-    bar = tqdm(total=len(jobs), desc="train toy models", unit="model", leave=False)
+    bar = tqdm(total=len(jobs), desc="train toy models", unit="model", leave=False,
+               disable=None)  # no bar when stderr is not a terminal (issue 18)
     out = {}
     if workers == 1:
         threads = torch.get_num_threads()

@@ -11,13 +11,24 @@ the attention each head puts on one offset diagonal:
 Example, seq_len = 4, tokens [a b c d a b c d] (positions 0..7): the query at
 position 5 (b) has induction key 2 (c), previous-token key 4 (a), duplicate key 1 (b).
 
-`copy` (name movers, Wang et al.): the residual stream after block 0 at the
-IO / S1 / S2 name positions of IOI prompts goes through each head's OV circuit
-alone (the head's pre-LN, v projection and its W_O slice, computed as the
-head's output on a one-token sequence, where it can only attend to itself)
-and the unembedding (no final LN); score = fraction of (prompt, position)
-where the name is in the top 5 logits. Needs single-token names, so it is
-skipped (no rows) for tokenizers without them.
+Random ids (`random_id_range`): Tigges et al. draw 100 ids from [100, 20000)
+(skipping the lowest ids, special and byte tokens in Pythia's BPE); here the
+same range clipped to the vocabulary, [100, min(20000, vocab)), when that holds
+at least 100 ids (vocab >= 200). A tiny vocabulary (vocab < 200, e.g. the toy
+suite's word-level tokenizer, where low ids are ordinary words) uses
+[n_special, vocab) instead. The sequence length defaults to Tigges' 100
+(capped so that BOS + two copies fit the model's positions); we average over
+`n_seqs` = 8 sequences.
+
+`copy` (name movers, Wang et al.; as Tigges et al.'s code): the residual stream
+after block 0 at the IO / S1 / S2 name positions of IOI prompts goes straight
+into each head's OV circuit, W_O^h (W_V^h x + b_V^h), *without* the layer's
+input LayerNorm and without b_O (computed as the head's output on a one-token
+sequence, where it can only attend to itself, with `pre_ln=False`), then the
+unembedding (no final LN); score = fraction of (prompt, position) where the
+name is in the top 5 logits. Needs single-token names, so it is skipped (no
+rows) for tokenizers without them. The residual after block 0 is HF's
+`hidden_states[1]`, which for a one-layer model is after the final LN.
 
 `negative-copy` (negative name movers, Wang et al.; the spec's "same with
 negated output"): the same OV readout with the head's output negated, i.e. the
@@ -58,10 +69,27 @@ from evals.circuits.tasks import ioi
 
 KINDS = ("induction", "previous-token", "duplicate-token", "copy", "negative-copy", "successor",
          "trigger-induction")
+TIGGES_ID_RANGE = (100, 20_000)
+TIGGES_SEQ_LEN = 100
+
+
+def random_id_range(vocab: int, n_special: int = 0) -> tuple[int, int]:
+    """[lo, hi) of the random ids of the attention-pattern scores (see the module docstring).
+
+    Examples: vocab 50304 -> (100, 20000); 512 -> (100, 512); 150 with 3 specials -> (3, 150).
+    """
+    lo, hi = TIGGES_ID_RANGE[0], min(TIGGES_ID_RANGE[1], vocab)
+    if hi - lo >= TIGGES_SEQ_LEN:
+        return lo, hi
+    if vocab - n_special < 2:
+        raise ValueError(f"vocabulary of {vocab} ids ({n_special} special) is too small for "
+                         "random-token attention scores")
+    return n_special, vocab
 
 
 @torch.no_grad()
-def attention_scores(adapter, vocab: tuple[int, int], *, n_seqs: int = 8, seq_len: int = 50,
+def attention_scores(adapter, vocab: tuple[int, int], *, n_seqs: int = 8,
+                     seq_len: int = TIGGES_SEQ_LEN,
                      seed: int = 0, bos_id: int | None = None) -> dict[str, torch.Tensor]:
     """{kind: (layer, head) float tensor} for induction, previous-token, duplicate-token.
 
@@ -112,7 +140,7 @@ def copy_scores(adapter, tokenizer, *, n_prompts: int = 20, top_k: int = 5, seed
     target = torch.tensor(names, device=device)
     out = torch.zeros(adapter.n_layers, H)
     for layer in range(adapter.n_layers):
-        z = adapter.attn(layer, x)[0][:, 0]  # (n, H, d)
+        z = adapter.attn(layer, x, pre_ln=False)[0][:, 0]  # (n, H, d): OV on the raw residual
         top = head(-z if negative else z).topk(top_k, dim=-1).indices  # (n, H, k)
         out[layer] = (top == target[:, None, None]).any(-1).float().mean(0).cpu()
     return out

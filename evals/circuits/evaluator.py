@@ -6,13 +6,20 @@ greedy circuit reaching `threshold` faithfulness, and write
 
 - `circuit-edges`: task, edge ("a0.h3->m1", "input->a1.h2<q>"), score, in_circuit,
 - `circuit-summary`: task, metric_clean, metric_corrupted, circuit_edges, faithfulness,
+  reason (null when the model performs the task; see below),
 - `components`: layer, head, kind, score (see `evals.circuits.components`).
 
 A task with no usable example for this tokenizer (e.g. no single-token names)
 is skipped and logged, never written as NaN (so is a task whose full-model
 metric is exactly 0, where faithfulness is undefined). With the default
 "ratio" faithfulness a checkpoint whose clean metric is negative or near 0
-(an untrained model) gives unstable ratios; read `metric_clean` beside it.
+(an untrained model) would give unstable ratios, so before any attribution the
+full model's per-example metrics are checked (`perform_level`; criterion in
+`evals.circuits.search.not_performed_reason`: mean clean metric > 0 and a
+bootstrap lower bound of mean(clean - corrupted) > 0). A task the model does not
+perform gets a summary row with null circuit_edges and faithfulness and the
+`reason`, and no edge rows (Tigges et al. analyse circuits only where the task
+is performed).
 Task `trigger` reads the toy suite's `trigger.jsonl` (`trigger_path`,
 default `<suite>/data/trigger.jsonl` found from the checkpoint folder); task
 `induction` generates repeated random token ids. Component kinds that a
@@ -33,11 +40,11 @@ import polars as pl
 
 from evals.base import Evaluator, tokenizer_fingerprint
 from evals.circuits import components as comp
-from evals.circuits.attribution import edge_scores
+from evals.circuits.attribution import edge_scores, evaluate_circuit
 from evals.circuits.model_surgery import adapter_for, graph_of
-from evals.circuits.search import minimal_circuit
+from evals.circuits.search import minimal_circuit, not_performed_reason
 from evals.circuits.successor import successor_scores
-from evals.circuits.tasks import TASKS, TaskPairs, make_task
+from evals.circuits.tasks import TASKS, TaskPairs, make_task, start_token
 
 log = logging.getLogger(__name__)
 ALL_TASKS = (*TASKS, "trigger")
@@ -65,12 +72,16 @@ class CircuitsOptions:
             trigger task's prompts, else on the induction task's); see
             `evals.circuits.components`.
         component_seq_len: length of the random sequence repeated twice for attention scores
-            (default: min(50, (max_position_embeddings - 1) // 2), so BOS + 2 copies fit).
+            (default: Tigges' 100, capped at (max_position_embeddings - 1) // 2 so BOS + 2
+            copies fit); ids from `components.random_id_range` (Tigges' [100, 20000)).
         edges: "all" writes every edge's score, "circuit" only the in-circuit edges.
-        prepend_bos: prepend the tokenizer's BOS to the natural-language task prompts and
-            to the random sequences of the attention component scores.
+        prepend_bos: prepend the tokenizer's BOS (its EOS where it has no BOS, e.g. OLMo)
+            to the natural-language task prompts and to the random sequences of the
+            attention component scores.
         trigger_path: the toy suite's trigger.jsonl (default: found from the checkpoint).
-        seed: seed of the generated datasets.
+        seed: seed of the generated datasets (and of the performance bootstrap).
+        perform_level: confidence of the "does the model perform the task" bootstrap
+            check (see the module docstring); 0 turns the check off.
     """
 
     tasks: tuple[str, ...] = ("ioi", "greater-than", "gender-pronoun", "sva", "induction")
@@ -89,6 +100,7 @@ class CircuitsOptions:
     prepend_bos: bool = False
     trigger_path: str | None = None
     seed: int = 0
+    perform_level: float = 0.95
 
     def __post_init__(self) -> None:
         bad = [t for t in self.tasks if t not in ALL_TASKS]
@@ -105,6 +117,8 @@ class CircuitsOptions:
                              f"{self.search_local_radius}")
         if not 0 < self.threshold <= 1:
             raise ValueError(f"threshold {self.threshold} must be in (0, 1]")
+        if not 0 <= self.perform_level < 1:
+            raise ValueError(f"perform_level {self.perform_level} must be in [0, 1) (0 = off)")
 
 
 def load_trigger_task(path: Path, tokenizer, n: int) -> TaskPairs:
@@ -161,28 +175,44 @@ class Circuits(Evaluator):
         for name in o.tasks:
             task = self._task(name, lm, vocab)
             if task.n_kept == 0:
-                log.warning("circuits: task %s has no usable pairs for this tokenizer (%s); "
-                            "skipped", name, task.notes)
+                self.log_once(lm.tokenizer, logging.WARNING, "circuits: task %s has no usable "
+                              "pairs for this tokenizer (%s); skipped", name, task.notes)
                 continue
-            scores = edge_scores(adapter, task, ig_steps=o.ig_steps, batch_size=o.batch_size)
-            res = minimal_circuit(adapter, task, scores, threshold=o.threshold,
-                                  start=o.search_start, step=o.search_step,
-                                  batch_size=o.batch_size, faithfulness=o.faithfulness,
-                                  local_radius=o.search_local_radius)
-            if not math.isfinite(res.faithfulness):
-                log.warning("circuits: task %s has a zero full-model metric (%s); faithfulness "
-                            "is undefined, skipped", name, res.metric_clean)
-                continue
-            frame = pl.DataFrame({"task": name, "edge": names,
-                                  "score": scores[g.edge_mask].numpy(),
-                                  "in_circuit": res.in_circuit[g.edge_mask].numpy()})
-            edges.append(frame.filter(pl.col("in_circuit")) if o.edges == "circuit" else frame)
-            summary.append({"task": name, "metric_clean": res.metric_clean,
-                            "metric_corrupted": res.metric_corrupted,
-                            "circuit_edges": res.n_edges, "faithfulness": res.faithfulness})
+            frame, row = self._circuit(adapter, task, names)
+            if frame is not None:
+                edges.append(frame.filter(pl.col("in_circuit")) if o.edges == "circuit" else frame)
+            if row is not None:
+                summary.append(row)
         return {"circuit-edges": _concat(edges, "circuit-edges"),
                 "circuit-summary": pl.DataFrame(summary, schema=_own("circuit-summary")),
                 "components": self._components(adapter, lm, vocab)}
+
+    def _circuit(self, adapter, task: TaskPairs, names: list[str]):
+        """(edge frame or None, summary row or None) of one task at this checkpoint."""
+        o, g, name = self.options, graph_of(adapter), task.name
+        if o.perform_level > 0:
+            clean, corr = (evaluate_circuit(adapter, task, None, batch_size=o.batch_size, run=r)
+                           for r in ("clean", "corrupted"))
+            reason = not_performed_reason(clean, corr, level=o.perform_level, seed=o.seed)
+            if reason is not None:
+                log.info("circuits: task %s not performed (%s); no circuit", name, reason)
+                return None, {"task": name, "metric_clean": float(clean.mean()),
+                              "metric_corrupted": float(corr.mean()), "circuit_edges": None,
+                              "faithfulness": None, "reason": reason}
+        scores = edge_scores(adapter, task, ig_steps=o.ig_steps, batch_size=o.batch_size)
+        res = minimal_circuit(adapter, task, scores, threshold=o.threshold,
+                              start=o.search_start, step=o.search_step,
+                              batch_size=o.batch_size, faithfulness=o.faithfulness,
+                              local_radius=o.search_local_radius)
+        if not math.isfinite(res.faithfulness):
+            log.warning("circuits: task %s has a zero full-model metric (%s); faithfulness "
+                        "is undefined, skipped", name, res.metric_clean)
+            return None, None
+        frame = pl.DataFrame({"task": name, "edge": names, "score": scores[g.edge_mask].numpy(),
+                              "in_circuit": res.in_circuit[g.edge_mask].numpy()})
+        return frame, {"task": name, "metric_clean": res.metric_clean,
+                       "metric_corrupted": res.metric_corrupted, "circuit_edges": res.n_edges,
+                       "faithfulness": res.faithfulness, "reason": None}
 
     def _components(self, adapter, lm, vocab: int) -> pl.DataFrame:
         o = self.options
@@ -190,11 +220,11 @@ class Circuits(Evaluator):
         attn_kinds = [k for k in o.components if k in ATTENTION_KINDS]
         if attn_kinds:
             low = len(getattr(lm.tokenizer, "all_special_ids", []) or [])
-            bos = getattr(lm.tokenizer, "bos_token_id", None) if o.prepend_bos else None
-            n_pos = getattr(lm.model.config, "max_position_embeddings", None) or 101
-            seq_len = o.component_seq_len or max(2, min(50, (n_pos - 1) // 2))
-            att = comp.attention_scores(adapter, (low, vocab), seq_len=seq_len,
-                                        seed=o.seed, bos_id=bos)
+            bos = start_token(lm.tokenizer) if o.prepend_bos else None
+            n_pos = getattr(lm.model.config, "max_position_embeddings", None) or 201
+            seq_len = o.component_seq_len or max(2, min(comp.TIGGES_SEQ_LEN, (n_pos - 1) // 2))
+            att = comp.attention_scores(adapter, comp.random_id_range(vocab, low),
+                                        seq_len=seq_len, seed=o.seed, bos_id=bos)
             scores.update({k: att[k] for k in attn_kinds})
         if lm.tokenizer is not None:
             scores.update(self._ov_components(adapter, lm.tokenizer))
@@ -215,16 +245,18 @@ class Circuits(Evaluator):
             if kind in o.components:
                 t = comp.copy_scores(adapter, tokenizer, seed=o.seed, negative=negative)
                 if t is None:
-                    log.info("circuits: %s scores skipped: no single-token IOI names", kind)
+                    self.log_once(tokenizer, logging.INFO,
+                                  "circuits: %s scores skipped: no single-token IOI names", kind)
                 else:
                     out[kind] = t
         if "successor" in o.components:
             t, pairs = successor_scores(adapter, tokenizer)
             if t is None:
-                log.info("circuits: successor scores skipped: too few single-token pairs, %s",
-                         pairs.summary())
+                self.log_once(tokenizer, logging.INFO, "circuits: successor scores skipped: "
+                              "too few single-token pairs, %s", pairs.summary())
             else:
-                log.info("circuits: successor scores on %s", pairs.summary())
+                self.log_once(tokenizer, logging.INFO, "circuits: successor scores on %s",
+                              pairs.summary())
                 out["successor"] = t
         return out
 

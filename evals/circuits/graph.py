@@ -12,8 +12,9 @@ l(3H+1) + {0,1,2}H + h, MLP l = l(3H+1) + 3H, `logits` = L(3H+1).
 
 Edges: every source to every destination input that reads it. With a parallel
 block (GPT-NeoX: h_{l+1} = h_l + attn(LN1 h_l) + mlp(LN2 h_l)) `m{l}` reads only
-layers < l; with a sequential block (OPT, GPT-2) `m{l}` also reads the heads of
-layer l. Example (parallel, L=6, H=8, pythia-70m's shape): layer l has 1+9l
+layers < l; with a sequential block (OPT, GPT-2, Llama, OLMo) `m{l}` also reads
+the heads of layer l. H counts query heads (grouped-query attention is ungrouped,
+see `evals.circuits.llama`). Example (parallel, L=6, H=8, pythia-70m's shape): layer l has 1+9l
 sources before it, each feeding 24 head inputs + 1 MLP input: sum over
 l of 25(1+9l) = 3,525, plus 55 sources into `logits` = 3,580 edges.
 """

@@ -1,7 +1,8 @@
 """Per-architecture paths and the graph forward: a transformer run node by node.
 
-`graph_forward` re-runs a Hugging Face GPT-NeoX, OPT or GPT-2 model from its
-own modules (embeddings, layer norms, projection weights, MLP modules, rotary
+`graph_forward` re-runs a Hugging Face GPT-NeoX, OPT, GPT-2, Llama or OLMo
+model (Llama-style paths in `evals.circuits.llama`) from its own modules
+(embeddings, layer norms, projection weights, MLP modules, rotary
 embedding), exposing what EAP-IG needs and HF's fused forward hides: every
 head's output through its slice of W_O (no output bias), and a separate
 pre-LN copy of the residual for each head's q, k and v input, each MLP input
@@ -11,6 +12,11 @@ Interventions are edge-level: with `patch=(z_corrupted, out_mask)` each
 destination v reads `x_v = resid + sum_u out_mask[u, v] (z_u_corr - z_u)`, so
 the edges with out_mask = 1 carry the corrupted activations of their source
 and all other edges the activations of this very run.
+
+Every adapter's `attn(layer, x, pre_ln=True)` returns the per-head outputs
+(b, p, H, d), the output bias and the pattern; `pre_ln=False` skips the
+layer's input LayerNorm (the copy score reads the OV circuit on the raw
+residual, as Tigges et al.'s code does).
 """
 
 from __future__ import annotations
@@ -74,10 +80,10 @@ class NeoXAdapter(_Adapter):
     def embed(self, ids):
         return self.base.embed_in(ids)
 
-    def attn(self, layer, x):
+    def attn(self, layer, x, pre_ln: bool = True):
         blk = self.base.layers[layer]
         H, hd, d = self.n_heads, self.hd, self.d_model
-        xl = blk.input_layernorm(x)  # (b, p, 3, H, d)
+        xl = blk.input_layernorm(x) if pre_ln else x  # (b, p, 3, H, d)
         w = blk.attention.query_key_value.weight.view(H, 3, hd, d)
         b = blk.attention.query_key_value.bias
         b = b.view(H, 3, hd) if b is not None else None
@@ -122,10 +128,10 @@ class OPTAdapter(_Adapter):
         pos = torch.arange(ids.shape[1], device=ids.device) + self.dec.embed_positions.offset
         return self.dec.embed_positions.weight[pos].unsqueeze(0)
 
-    def attn(self, layer, x):
+    def attn(self, layer, x, pre_ln: bool = True):
         blk = self.dec.layers[layer]
         sa, H, hd, d = blk.self_attn, self.n_heads, self.hd, self.d_model
-        xl = blk.self_attn_layer_norm(x)
+        xl = blk.self_attn_layer_norm(x) if pre_ln else x
         projs = (sa.q_proj, sa.k_proj, sa.v_proj)
         q, k, v = (_project(xl[:, :, i], p.weight.view(H, hd, d),
                             None if p.bias is None else p.bias.view(H, hd))
@@ -159,10 +165,10 @@ class GPT2Adapter(_Adapter):
     def const(self, ids):
         return self.tr.wpe(torch.arange(ids.shape[1], device=ids.device)).unsqueeze(0)
 
-    def attn(self, layer, x):
+    def attn(self, layer, x, pre_ln: bool = True):
         blk = self.tr.h[layer]
         H, hd, d = self.n_heads, self.hd, self.d_model
-        xl = blk.ln_1(x)
+        xl = blk.ln_1(x) if pre_ln else x
         w = blk.attn.c_attn.weight.view(d, 3, H, hd).permute(1, 2, 3, 0)  # (3, H, hd, d)
         b = blk.attn.c_attn.bias.view(3, H, hd)
         q, k, v = (_project(xl[:, :, i], w[i], b[i]) for i in range(3))
@@ -178,15 +184,27 @@ class GPT2Adapter(_Adapter):
         return self.model.lm_head(self.tr.ln_f(x))
 
 
-ADAPTERS = {"gpt_neox": NeoXAdapter, "opt": OPTAdapter, "gpt2": GPT2Adapter}
+def _llama(model) -> _Adapter:
+    from evals.circuits.llama import LlamaAdapter  # imports this module's helpers
+
+    return LlamaAdapter(model)
+
+
+ADAPTERS = {"gpt_neox": NeoXAdapter, "opt": OPTAdapter, "gpt2": GPT2Adapter, "llama": _llama,
+            "olmo": _llama}
+NOT_DECOMPOSABLE = {
+    "olmo2": "OLMo-2 normalises the sum of the heads after attention (post-norm) and q/k over "
+             "all heads jointly, so a head's output is not a term of the residual stream",
+}
 
 
 def adapter_for(model) -> _Adapter:
     """The architecture path of a HF causal LM; raises UnsupportedModelError naming the allowed types."""
     kind = getattr(model.config, "model_type", None)
     if kind not in ADAPTERS:
+        why = f" ({NOT_DECOMPOSABLE[kind]})" if kind in NOT_DECOMPOSABLE else ""
         raise UnsupportedModelError(
-            f"model_type {kind!r} has no circuit graph; supported: {', '.join(ADAPTERS)}")
+            f"model_type {kind!r} has no circuit graph{why}; supported: {', '.join(ADAPTERS)}")
     return ADAPTERS[kind](model)
 
 

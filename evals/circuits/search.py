@@ -28,6 +28,20 @@ exceeds 0.75 * threshold in the stepped phase); the step here is fixed.
 
 Faithfulness: "ratio" (Tigges, default) = mean m(C) / mean m(model); "normalized"
 (Hanna) = (m(C) - m(corrupted)) / (m(model) - m(corrupted)).
+
+Does the model perform the task (`not_performed_reason`)? Tigges et al. analyse
+circuits only where the model performs the task; a model that does not gives
+both faithfulness denominators near 0 (e.g. 0-edge "circuits" with
+faithfulness 8.5, a ratio of two near-zero numbers). Our criterion, on the
+per-example metrics of the full model: (a) the mean clean metric is > 0 (the
+correct answer wins: logit diff or prob diff > 0, the denominator of "ratio"),
+and (b) the one-sided `level` (0.95) percentile-bootstrap lower bound (1000
+resamples of the examples, seeded) of the mean of clean_i - corrupted_i is > 0
+(the corruption clearly hurts: the denominator of "normalized"). Example: gaps
+[0.9, 1.1, 1.0, 1.2] -> bound 0.95 > 0, performed; clean ~ N(0.01, 1) and
+corrupted ~ N(0, 1) over 32 examples -> bound about 0.01 - 1.645 * sqrt(2 / 32)
+= -0.40 < 0: not performed. No relative margin is imposed: a small but
+consistent gap counts as performed (the bound, not the size, decides).
 """
 
 from __future__ import annotations
@@ -109,6 +123,30 @@ def faithfulness_of(m_circuit: float, m_clean: float, m_corr: float, kind: str) 
         den = m_clean - m_corr
         return (m_circuit - m_corr) / den if den != 0 else float("nan")
     raise ValueError(f"unknown faithfulness {kind!r}; allowed: ratio, normalized")
+
+
+def not_performed_reason(clean: torch.Tensor, corrupted: torch.Tensor, *, level: float = 0.95,
+                         n_boot: int = 1000, seed: int = 0) -> str | None:
+    """None if the model performs the task, else why not (see the module docstring).
+
+    Args:
+        clean, corrupted: (N,) per-example metric of the full model on the clean
+            and the corrupted prompts (same examples, same order).
+        level: one-sided confidence of the bootstrap lower bound.
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    gap = (clean.double() - corrupted.double()).cpu()
+    m_clean = float(clean.double().mean())
+    if not m_clean > 0:
+        return f"mean clean metric {m_clean:.4g} <= 0: the model prefers the wrong answer"
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, len(gap), (n_boot, len(gap)), generator=gen)
+    lower = float(torch.quantile(gap[idx].mean(1), 1 - level))
+    if not lower > 0:
+        return (f"clean - corrupted metric gap {float(gap.mean()):.4g}, its {level:.0%} "
+                f"bootstrap lower bound {lower:.4g} <= 0: the corruption does not clearly hurt")
+    return None
 
 
 def search_size(faith, total: int, *, threshold: float = 0.8, start: int = 25,

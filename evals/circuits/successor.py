@@ -25,8 +25,9 @@ final LN) and no biases of V/O, exactly as Tigges' TransformerLens code with
 fold_ln=False (`blocks[0].mlp(W_E)`, `attn.OV`, `W_U`). MLP0 reads the token
 embedding alone and its output replaces the embedding (no W_E + MLP0 residual):
 for GPT-NeoX's parallel block 0 this is MLP0 on W_E, as its real input is
-LN(W_E) without attention; for OPT's (and GPT-2's) sequential block 0 the
+LN(W_E) without attention; for OPT's (and GPT-2's, Llama's, OLMo's) sequential block 0 the
 attention output and learned positions the real MLP0 also reads are left out.
+For grouped-query attention W_V^h is the weight of head h's key/value group.
 A pair succeeds when its successor's logit is the largest among the list's
 kept successors (ties count as success); the head's score is the accuracy over
 all kept pairs of all lists. With fewer than `min_pairs` kept pairs (e.g. the
@@ -132,6 +133,8 @@ def successor_pairs(tokenizer, lists=None) -> SuccessorPairs:
 
 def _ov_weights(adapter, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(W_V (head, hd, d_model), W_O (d_model, head, hd)) of one layer, without biases."""
+    if hasattr(adapter, "ov_weights"):  # Llama-style (grouped-query) adapters
+        return adapter.ov_weights(layer)
     H, hd, d = adapter.n_heads, adapter.hd, adapter.d_model
     kind = adapter.model.config.model_type
     if kind == "gpt_neox":
@@ -144,11 +147,14 @@ def _ov_weights(adapter, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         attn = adapter.tr.h[layer].attn
         w_v = attn.c_attn.weight.view(d, 3, H, hd)[:, 2].permute(1, 2, 0)
         return w_v, attn.c_proj.weight.view(H, hd, d).permute(2, 0, 1)
-    raise ValueError(f"model_type {kind!r} has no OV weights here; allowed: gpt_neox, opt, gpt2")
+    raise ValueError(f"model_type {kind!r} has no OV weights here; allowed: gpt_neox, opt, "
+                     "gpt2, llama, olmo")
 
 
 def _mlp0(adapter, x: torch.Tensor) -> torch.Tensor:
     """Block 0's MLP on x without its pre-LN (TransformerLens `blocks[0].mlp`)."""
+    if hasattr(adapter, "mlp0"):  # Llama-style adapters: the SwiGLU MLP
+        return adapter.mlp0(x)
     kind = adapter.model.config.model_type
     if kind == "gpt_neox":
         return adapter.base.layers[0].mlp(x)
@@ -157,7 +163,8 @@ def _mlp0(adapter, x: torch.Tensor) -> torch.Tensor:
         return blk.fc2(blk.activation_fn(blk.fc1(x)))
     if kind == "gpt2":
         return adapter.tr.h[0].mlp(x)
-    raise ValueError(f"model_type {kind!r} has no MLP0 here; allowed: gpt_neox, opt, gpt2")
+    raise ValueError(f"model_type {kind!r} has no MLP0 here; allowed: gpt_neox, opt, gpt2, "
+                     "llama, olmo")
 
 
 @torch.no_grad()

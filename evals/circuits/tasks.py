@@ -14,8 +14,13 @@ Tasks (templates after the spec, ../shared/spec/circuits.md section 2):
   YY' > YY; corrupted YY -> "01"; metric prob diff over the two-digit tokens.
 - `gender-pronoun`: "So [name] is such a good cook, isn't" -> " she"/" he";
   corrupted: a name of the other gender.
-- `sva`: "The [noun(s)] that the [nouns] [verb]" -> verb number agrees with the
-  first noun; corrupted: the first noun's other number; prob diff over verbs.
+- `sva` (Tigges et al.'s Marvin & Linzen object relative clauses): "The [noun(s)]
+  that the [noun(s)] [embedded verb]" -> the main verb, whose number agrees with
+  the first noun (the subject); the embedded verb agrees with the second noun
+  (the object) and is part of the prompt, so the next token is the main verb.
+  Example: "The poems that the executive admires" -> " are" (plural), not " is";
+  corrupted: the subject's other number ("The poem that the executive admires").
+  Metric prob diff over the single-token main verbs of each number.
 - `induction`: random token ids s (length n) then s[:k]; answer s[k];
   corrupted: s[k] in the first copy replaced by another token t (answer t).
   Example: s = [7, 3, 9, 4], k = 2: clean [7, 3, 9, 4, 7, 3] -> 9,
@@ -50,9 +55,13 @@ SVA_NOUNS = (("author", "authors"), ("pilot", "pilots"), ("doctor", "doctors"),
              ("farmer", "farmers"), ("teacher", "teachers"), ("senator", "senators"),
              ("officer", "officers"), ("manager", "managers"), ("child", "children"),
              ("poem", "poems"), ("movie", "movies"), ("student", "students"))
-SVA_VERBS = (("is", "are"), ("was", "were"), ("has", "have"), ("likes", "like"),
-             ("knows", "know"), ("says", "say"), ("runs", "run"), ("wants", "want"),
-             ("thinks", "think"), ("makes", "make"))
+SVA_VERBS = (("is", "are"), ("was", "were"), ("has", "have"), ("says", "say"),
+             ("runs", "run"), ("wants", "want"), ("thinks", "think"), ("makes", "make"),
+             ("seems", "seem"), ("goes", "go"))
+# transitive verbs of the relative clause (singular, plural), after Marvin & Linzen's
+# object-relative templates that Tigges et al. use ("The poems that the executives admire")
+SVA_EMBEDDED_VERBS = (("admires", "admire"), ("likes", "like"), ("loves", "love"),
+                      ("hates", "hate"), ("knows", "know"), ("meets", "meet"))
 TASKS = ("ioi", "greater-than", "gender-pronoun", "sva", "induction")
 
 
@@ -86,9 +95,20 @@ class TaskPairs:
         return True
 
 
+def start_token(tok) -> int | None:
+    """BOS, else EOS (OLMo's tokenizer has no BOS), else None: the project's start-token rule
+    (as `evals.sequences.start_token_id`)."""
+    for name in ("bos_token_id", "eos_token_id"):
+        value = getattr(tok, name, None)
+        if value is not None:
+            return int(value)
+    return None
+
+
 def _encode(tok, text: str, bos: bool) -> list[int]:
     ids = tok(text, add_special_tokens=False)["input_ids"]
-    return ([tok.bos_token_id] if bos and tok.bos_token_id is not None else []) + ids
+    first = start_token(tok) if bos else None
+    return ([first] if first is not None else []) + ids
 
 
 def single_token(tok, word: str) -> int | None:
@@ -161,21 +181,38 @@ def greater_than(tok, n: int, seed: int = 0, bos: bool = False) -> TaskPairs:
     return task
 
 
+def _known(tok, text: str) -> bool:
+    """True if `text` encodes without the unknown token."""
+    unk = getattr(tok, "unk_token_id", None)
+    return unk is None or unk not in tok(text, add_special_tokens=False)["input_ids"]
+
+
 def sva(tok, n: int, seed: int = 0, bos: bool = False) -> TaskPairs:
-    """Subject-verb agreement; prob diff of verbs agreeing with the subject's number."""
+    """Subject-verb agreement across an object relative clause; see the module docstring.
+
+    Each example draws a subject noun and its number (alternating), an object noun
+    and number and an embedded verb agreeing with the object: clean "The {s} that
+    the {o} {v}", corrupted the same with the subject's other number. Correct
+    answers: the main verbs of the subject's number.
+    """
     verbs = [(s, p) for s, p in SVA_VERBS if single_token(tok, " " + s) and single_token(tok, " " + p)]
-    task = TaskPairs("sva", "prob_diff", notes=f"{len(verbs)}/{len(SVA_VERBS)} verb pairs single-token")
-    if not verbs:
+    embedded = [(s, p) for s, p in SVA_EMBEDDED_VERBS
+                if _known(tok, f" {s}") and _known(tok, f" {p}")]
+    task = TaskPairs("sva", "prob_diff", notes=(
+        f"{len(verbs)}/{len(SVA_VERBS)} verb pairs single-token, "
+        f"{len(embedded)}/{len(SVA_EMBEDDED_VERBS)} embedded verbs known"))
+    if not verbs or not embedded:
         return task
     sing = [single_token(tok, " " + s) for s, _ in verbs]
     plur = [single_token(tok, " " + p) for _, p in verbs]
     rng = random.Random(seed)
     for i in range(n):
-        subj, obj = rng.choice(SVA_NOUNS), rng.choice(SVA_NOUNS)
-        own, other = (subj[0], subj[1]) if i % 2 == 0 else (subj[1], subj[0])
-        t = "The {s} that the {o}"
-        clean, corr = t.format(s=own, o=obj[1]), t.format(s=other, o=obj[1])
-        good, bad = (sing, plur) if i % 2 == 0 else (plur, sing)
+        subj, obj, verb = rng.choice(SVA_NOUNS), rng.choice(SVA_NOUNS), rng.choice(embedded)
+        num, obj_num = i % 2, rng.randrange(2)  # 0 = singular, 1 = plural
+        t = "The {s} that the {o} {v}"
+        o, v = obj[obj_num], verb[obj_num]
+        clean, corr = t.format(s=subj[num], o=o, v=v), t.format(s=subj[1 - num], o=o, v=v)
+        good, bad = (sing, plur) if num == 0 else (plur, sing)
         task.add(_encode(tok, clean, bos), _encode(tok, corr, bos), good, bad)
     return task
 

@@ -1,0 +1,88 @@
+"""The one execution path: `execute(cfg)` for `dynamics run`, `run_batch` and `run_batch_ray`.
+
+    with store.lock():                       # a second run on the output is refused
+        store.clean_temp()                   # leftovers of a killed run
+        store.write_config(batch_to_toml(cfg))   # batch.toml: the batch as given, once, here
+        cfg = prepare_generated(cfg)         # [generate.*] sets: made or reused
+        store.record_seeds(...)              # seeds.json: the suite's seed runs (issue 20)
+        todo = plan(store, refs, evaluators) # pending (checkpoint, evaluator) units
+        scheduler(cfg, todo)                 # "local": evals.sweep.run_local
+                                             # "ray":   evals.ray_executor.run_ray
+
+Both schedulers stream checkpoints with the same `stream_checkpoints`
+(prefetch, disk budget, in-use markers) and hand each one to the same
+per-checkpoint unit runner (`evals.sweep.run_checkpoint`), which records
+failures in the store. So the Python API and the CLI do the same thing, and a
+Ray run writes the same store as a local run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from dynamics.loading import load_checkpoint
+from dynamics.suites import get_suite
+from evals.base import Evaluator
+from evals.config import BatchConfig, batch_to_toml
+from evals.generated import prepare_generated
+from evals.store import Store
+from evals.sweep import SweepResult, build_evaluators, plan, run_local
+
+
+def _scheduler(executor: str) -> Callable:
+    if executor == "ray":
+        from evals.ray_executor import run_ray
+
+        return run_ray
+    if executor == "local":
+        return run_local
+    raise ValueError(f"executor {executor!r} not allowed; use 'local' or 'ray'")
+
+
+def execute(
+    cfg: BatchConfig,
+    *,
+    retry_failed: bool = False,
+    progress: bool = True,
+    loader: Callable = load_checkpoint,
+    evaluators: list[Evaluator] | None = None,
+    generator: Callable | None = None,
+) -> SweepResult:
+    """Run a batch with its executor (`cfg.executor`); see the module docstring.
+
+    Args:
+        retry_failed: rerun units recorded as failed by an earlier run.
+        progress: show progress (a bar on a terminal, a few lines in a log).
+        loader: checkpoint loader (tests pass fakes); must be picklable for Ray.
+        evaluators: evaluator objects to run instead of building them from `cfg`.
+        generator: mixture-set generator for `[generate.*]` (default evals.mixture's).
+    """
+    scheduler = _scheduler(cfg.executor)
+    t0 = time.perf_counter()
+    store = Store(cfg.output_dir)
+    with store.lock():
+        store.clean_temp()
+        store.write_config(batch_to_toml(cfg))
+        cfg = prepare_generated(cfg, generator)
+        suite = get_suite(cfg.suite_path)
+        refs = suite.select(cfg.models, cfg.steps)
+        store.record_seeds({r.model: {"group": suite.seeds[r.model].group,
+                                      "seed": suite.seeds[r.model].seed}
+                            for r in refs if r.model in suite.seeds})
+        evals = evaluators if evaluators is not None else build_evaluators(cfg)
+        todo, skipped = plan(store, refs, evals, retry_failed)
+        result = SweepResult(skipped=skipped)
+        if todo:
+            scheduler(cfg, todo, result, progress=progress, loader=loader,
+                      rebuild=evaluators is None)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def generate_sets(cfg: BatchConfig, generator: Callable | None = None) -> BatchConfig:
+    """Only make (or reuse) the `[generate.*]` sets, holding the store's lock as `execute` does."""
+    store = Store(cfg.output_dir)
+    with store.lock():
+        store.clean_temp()
+        return prepare_generated(cfg, generator)

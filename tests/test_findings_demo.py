@@ -1,0 +1,127 @@
+"""Each finding of a demo store against the data it is computed from (issue 19; slow).
+
+The store is the demo batch run on the cached fast toy suite (the `toy_suite`
+fixture); every statistic is recomputed here from the store's own tables by
+a different route (numpy, scipy, plain loops) and compared with the finding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+from scipy.stats import spearmanr
+
+from evals.store import Store
+from stats import findings as fnd
+from stats.hallucination import pair_differences
+from stats.perplexity import validation_ppl
+from stats.summary import analyze_store
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo_store(toy_suite, tmp_path_factory):
+    from dynamics import cli
+    from evals.config import load_batch_file
+    from evals.sweep import run_batch
+
+    out = tmp_path_factory.mktemp("demo")
+    cfg = load_batch_file(cli._demo_batch(toy_suite, out))
+    assert not run_batch(cfg, progress=False).failed
+    return Store(cfg.output_dir)
+
+
+@pytest.fixture(scope="module")
+def analysis(demo_store):
+    return analyze_store(demo_store)
+
+
+def _finding(analysis, prefix: str) -> list[dict]:
+    rows = [r for r in analysis.findings.iter_rows(named=True) if r["claim"].startswith(prefix)]
+    assert rows, f"no finding starting with {prefix!r}"
+    return rows
+
+
+def test_induction_emergence_lies_where_the_head_score_crosses_the_threshold(demo_store,
+                                                                               analysis):
+    comps = demo_store.read("components")
+    found = _finding(analysis, "Induction heads emerge")
+    kinds = [r["claim"].rsplit("(", 1)[1].split()[0] for r in found]
+    assert sorted(kinds) == ["induction", "trigger-induction"]
+    for kind, row in zip(kinds, found, strict=True):
+        tokens, formed = [], []
+        for model in comps["model"].unique().sort():
+            best = (comps.filter((pl.col("model") == model) & (pl.col("kind") == kind))
+                    .group_by("step", "tokens_seen").agg(pl.col("score").max()).sort("step"))
+            score, steps = best["score"].to_numpy(), best["step"].to_list()
+            if score[-1] < fnd.FORMED_RATIO * score[0]:
+                assert f"{model} (" in row["detail"]  # listed as not forming the head
+                continue
+            threshold = score[0] + 0.5 * (score[-1] - score[0])
+            first = int(np.argmax(score >= threshold))  # the crossing, by another route
+            assert first > 0 and (score[:first] < threshold).all()
+            assert f"{model}: step {steps[first]}," in row["detail"]
+            tokens.append(best["tokens_seen"][first])
+            formed.append(model)
+        if len(formed) < 2:
+            assert row["verdict"] == f"not testable: the head forms in {len(formed)} model(s)"
+            continue
+        assert row["value"] == pytest.approx(max(tokens) / min(tokens))
+        assert (row["verdict"] == fnd.SUPPORTED) == (row["value"] <= fnd.TOKEN_SPREAD_MAX)
+
+
+def test_share_following_ppl_equals_the_count_in_the_verdict_table(analysis):
+    (row,) = _finding(analysis, "Behaviors are predicted by perplexity")
+    verdicts = analysis.fits.verdicts.to_dicts()
+    follow = sum(v["best_spec"] in ("ppl", "ppl_size") and not v["size_adds"] for v in verdicts)
+    assert len(verdicts) >= 10
+    assert row["value"] == pytest.approx(follow / len(verdicts))
+    assert f"{follow} of {len(verdicts)} behaviors follow ppl" in row["detail"]
+    assert row["ci_low"] <= row["value"] <= row["ci_high"]
+    assert (row["verdict"] == fnd.SUPPORTED) == (row["ci_low"] > 0.5)
+
+
+def test_hallucination_gap_trend_from_the_sequences_table(demo_store, analysis):
+    (row,) = _finding(analysis, "The factual-minus-hallucinated gap")
+    ppl = validation_ppl(demo_store.scan("token-loss"))
+    gap = (pair_differences(demo_store.read("sequences")).filter(pl.col("tokens_seen") > 0)
+           .group_by("model", "step").agg(pl.col("diff").mean())
+           .join(ppl.select("model", "step", "val_ppl"), on=["model", "step"]))
+    rhos = [spearmanr(g["val_ppl"], g["diff"]).statistic
+            for _, g in gap.group_by("model")]
+    assert row["value"] == pytest.approx(float(np.median(rhos)))
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((min(rhos), max(rhos)))
+    ok = np.median(rhos) <= fnd.GAP_RHO_MAX and all(r < 0 for r in rhos)
+    assert (row["verdict"] == fnd.SUPPORTED) == ok
+
+
+def test_generated_set_rise_from_the_sequences_table(demo_store, analysis):
+    (row,) = _finding(analysis, "Larger models raise the perplexity")
+    seqs = demo_store.read("sequences").filter(pl.col("set").str.starts_with("mix a=1 b=-1 "))
+    assert seqs.height, "the demo generates the a=1, b=-1 set"
+    rise = {}
+    for (model, params), g in seqs.group_by("model", "params"):
+        per_step = g.group_by("step").agg(pl.col("logprob_nats").sum(),
+                                          pl.col("n_tokens").sum()).sort("step")
+        set_ppl = np.exp(-per_step["logprob_nats"].to_numpy() / per_step["n_tokens"].to_numpy())
+        rise[params] = set_ppl[-1] / set_ppl.min()
+    sizes = sorted(rise)
+    assert row["value"] == pytest.approx(rise[sizes[-1]])
+    ok = rise[sizes[-1]] >= fnd.RISE_MIN and rise[sizes[-1]] > rise[sizes[0]]
+    assert (row["verdict"] == fnd.SUPPORTED) == ok
+
+
+def test_learning_order_and_family_findings_say_what_the_store_lacks(demo_store, analysis):
+    (order,) = _finding(analysis, "Bigram positions are learned")
+    if "recall-bigram" not in demo_store.tables():
+        assert order["verdict"] == "not testable: no recall-bigram results"
+    else:
+        assert order["verdict"] in (fnd.SUPPORTED, fnd.NOT_SUPPORTED)
+    (fam,) = _finding(analysis, "At matched perplexity")
+    n_families = demo_store.read("token-loss")["family"].n_unique()
+    if n_families == 1:
+        assert fam["verdict"] == "not testable: one family"
+    else:
+        assert fam["verdict"] != "not testable: one family"
