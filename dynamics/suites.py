@@ -109,6 +109,9 @@ class LazyModels(Mapping):
             self._done[model] = self._loaders[model](False)
         return self._done[model]
 
+    def __contains__(self, model: object) -> bool:  # Mapping's default would load the list
+        return model in self._loaders
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._loaders)
 
