@@ -50,8 +50,10 @@ Verdict rules, one per claim (constants below):
     axis, Xia et al. 2023, tested across families). With the family test
     (stats.families.family_test: value ~ log ppl + family per behavior,
     leave-one-model-out jackknife): a behavior differs when its p_value <
-    ALPHA / n_tested (Bonferroni); value = number of differing behaviors, ci =
-    the CI of the largest |b - a| at matched ppl; supported when none differs;
+    ALPHA / n_tested (Bonferroni); value = the family term (b - a at fixed
+    ppl) of the behavior with the smallest p, ci = its CI; the detail counts
+    the differing behaviors and gives the largest |b - a| at matched ppl;
+    supported when none differs;
     not testable (with the test's evidence, e.g. too few models) when no
     behavior could be tested. Without the test: family differences
     (behavior, ppl, family_a, family_b, diff, ci_low, ci_high, and p_value
@@ -316,14 +318,19 @@ def _families_by_test(test: pl.DataFrame, diffs: pl.DataFrame | None, head: tupl
         why = test["evidence"].drop_nulls()
         return _row(*head, not_testable(why[0] if why.len() else "no behavior could be tested"))
     flagged = tested.filter(pl.col("p_value") < ALPHA / tested.height)
-    text, ci = _largest_difference(diffs)
+    top = tested.sort("p_value").row(0, named=True)
     detail = (f"{flagged.height} of {tested.height} behaviors differ (family term at fixed ppl, "
-              "leave-one-model-out jackknife, Bonferroni)")
+              f"leave-one-model-out jackknife, Bonferroni: p < {ALPHA / tested.height:.2g})")
     if flagged.height:
         detail += ": " + ", ".join(sorted(flagged["behavior"])[:8])
+    scale = f" ({top['scale']} scale)" if top.get("scale") not in (None, "value") else ""
+    detail += (f"; smallest p: {top['behavior']} (p = {_g(top['p_value'])}), "
+               f"{top.get('family_b', 'b')} - {top.get('family_a', 'a')} = "
+               f"{_g(top['estimate'])}{scale}")
+    text, _ = _largest_difference(diffs)
     detail += ("; " + text) if text else ""
     verdict = SUPPORTED if flagged.height == 0 else NOT_SUPPORTED
-    return _row(*head, verdict, detail, float(flagged.height), ci)
+    return _row(*head, verdict, detail, top["estimate"], (top["ci_low"], top["ci_high"]))
 
 
 def families_match(diffs: pl.DataFrame | None, n_families: int,
@@ -331,7 +338,8 @@ def families_match(diffs: pl.DataFrame | None, n_families: int,
     """Claim (e) (module docstring)."""
     claim = "At matched perplexity, model families do not differ"
     source = "Xia et al. 2023 (ppl as the common axis), across families"
-    stat = "behaviors whose family term at fixed ppl is significant (CI: the largest difference)"
+    stat = ("family term at fixed ppl (b - a) of the behavior with the smallest p; the verdict "
+            "counts behaviors whose term is significant (Bonferroni)")
     head = (claim, source, stat)
     if n_families < 2:
         return _row(*head, not_testable("one family"))

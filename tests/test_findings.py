@@ -235,14 +235,17 @@ def test_families_with_cis_only_and_without_a_frame():
 
 def test_families_decided_by_the_family_test_with_bonferroni():
     test = pl.DataFrame({"behavior": ["b0", "b1", "b2"], "p_value": [0.5, 0.02, 0.001],
-                         "evidence": ["jackknife"] * 3})
+                         "estimate": [0.1, 0.3, 1.5], "ci_low": [-1.0, 0.1, 1.2],
+                         "ci_high": [1.2, 0.5, 1.8], "scale": "value", "family_a": "fa",
+                         "family_b": "fb", "evidence": ["jackknife"] * 3})
     got = fnd.families_match(diffs(None, [(-1, 1), (-0.5, 0.7), (1, 3)]), 2, test)
     # 0.02 > 0.05 / 3 is not a difference after Bonferroni; 0.001 is
-    assert got["verdict"] == fnd.NOT_SUPPORTED and got["value"] == 1
-    assert "1 of 3 behaviors differ" in got["detail"] and ": b2" in got["detail"]
-    assert "fb - fa = 2" in got["detail"] and (got["ci_low"], got["ci_high"]) == (1, 3)
+    assert got["verdict"] == fnd.NOT_SUPPORTED and "1 of 3 behaviors differ" in got["detail"]
+    assert ": b2;" in got["detail"] and "fb - fa = 2" in got["detail"]  # largest at matched ppl
+    # the statistic: the smallest-p behavior's family term with its CI
+    assert (got["value"], got["ci_low"], got["ci_high"]) == (1.5, 1.2, 1.8)
     none = fnd.families_match(None, 2, test.with_columns(pl.lit(0.3).alias("p_value")))
-    assert none["verdict"] == fnd.SUPPORTED and none["value"] == 0
+    assert none["verdict"] == fnd.SUPPORTED and "0 of 3 behaviors differ" in none["detail"]
     untested = test.with_columns(pl.lit(None, pl.Float64).alias("p_value"),
                                  pl.lit("too few models (2)").alias("evidence"))
     assert fnd.families_match(None, 2, untested)["verdict"] == "not testable: too few models (2)"
