@@ -256,9 +256,7 @@ def test_compare_verb_shows_seed_noise_when_the_store_has_seed_runs(tmp_path, ca
 
 def test_mixed_model_convergence_warnings_are_recorded_not_printed(recwarn):
     """The demo printed dozens of statsmodels ConvergenceWarnings; they go in the `mixed` column."""
-    from statsmodels.tools.sm_exceptions import ConvergenceWarning
-
     fits = fit_behaviors(_sim("ppl"))
-    assert not [w for w in recwarn if issubclass(w.category, ConvergenceWarning)]
+    assert not [w for w in recwarn if "statsmodels" in w.filename]
     assert fits.fits["mixed_aic"].null_count() == 0
     assert all(m == "fit" or m.startswith("fit (not converged: ") for m in fits.fits["mixed"])
