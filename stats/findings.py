@@ -12,8 +12,11 @@ Verdict rules, one per claim (constants below):
     (Tigges et al. 2024; Olsson et al. 2022). One row per head kind in
     INDUCTION_TASKS found among the emergence points (stats.emergence) with
     kind "head_score". A model forms the head when its final score is at
-    least FORMED_RATIO x its first (initialisation) score; models that do not
-    (a 1-layer model cannot form an induction head) are listed and left out,
+    least FORMED_RATIO x its first (initialisation) score and at least
+    FORMED_MIN (the scores are attention probabilities: a head that puts under
+    0.3 of its attention on the induction target at the end of training is not
+    an induction head, however much it grew from a near-zero start); models
+    that do not (a 1-layer model cannot form an induction head) are listed and left out,
     and fewer than 2 forming models make the claim not testable. value = max /
     min over the forming models of tokens_seen at emergence; ci = the range
     that ratio can take given checkpoint spacing (a model emerged after its
@@ -80,6 +83,7 @@ SUPPORTED, NOT_SUPPORTED = "supported", "not supported by this run"
 INDUCTION_TASKS = ("induction", "trigger-induction")
 TOKEN_SPREAD_MAX = 2.0
 FORMED_RATIO = 2.0
+FORMED_MIN = 0.3
 FOLLOWS_PPL_SPECS = ("ppl", "ppl_size")
 GAP_RHO_MAX = -0.5
 RISE_MIN = 1.05
@@ -147,11 +151,13 @@ def induction_emergence(emergence: pl.DataFrame, rows: pl.DataFrame) -> list[dic
 
 
 def _one_head_kind(claim: str, source: str, stat: str, pts: pl.DataFrame) -> dict:
-    formed = pts.filter(pl.col("final_value") >= FORMED_RATIO * pl.col("start_value"))
+    formed = pts.filter((pl.col("final_value") >= FORMED_RATIO * pl.col("start_value"))
+                        & (pl.col("final_value") >= FORMED_MIN))
     lacking = ", ".join(f"{m} ({_g(a)} -> {_g(b)})" for m, a, b in pts.join(
         formed.select("model"), on="model", how="anti")
         .select("model", "start_value", "final_value").iter_rows())
-    lacking = f"no head formed (final < {FORMED_RATIO:g} x initial): {lacking}" if lacking else ""
+    lacking = (f"no head formed (final < {FORMED_RATIO:g} x initial or < {FORMED_MIN:g}): "
+               f"{lacking}" if lacking else "")
     if formed.height < 2:
         return _row(claim, source, stat,
                     not_testable(f"the head forms in {formed.height} model(s)"), lacking)
@@ -338,8 +344,7 @@ def families_match(diffs: pl.DataFrame | None, n_families: int,
     """Claim (e) (module docstring)."""
     claim = "At matched perplexity, model families do not differ"
     source = "Xia et al. 2023 (ppl as the common axis), across families"
-    stat = ("family term at fixed ppl (b - a) of the behavior with the smallest p; the verdict "
-            "counts behaviors whose term is significant (Bonferroni)")
+    stat = "family term b - a at fixed ppl, behavior with the smallest p"
     head = (claim, source, stat)
     if n_families < 2:
         return _row(*head, not_testable("one family"))

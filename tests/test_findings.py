@@ -79,8 +79,21 @@ def test_models_whose_head_does_not_form_are_left_out():
                                evaluator="circuits", kind="head_score", task="induction")])
     (row,) = fnd.induction_emergence(emergence_points(rows), rows)
     assert row["verdict"] == fnd.SUPPORTED and row["value"] == 1.0
-    assert "no head formed (final < 2 x initial): s (0.06 -> 0.09)" in row["detail"]
+    assert "no head formed (final < 2 x initial or < 0.3): s (0.06 -> 0.09)" in row["detail"]
     assert "s: step" not in row["detail"]
+
+
+def test_a_head_that_grows_but_stays_weak_is_not_formed():
+    # "w" grows 6x, from 0.02 to 0.12: no induction head puts 12 % of its attention on the
+    # target (the toy OPT models do this); only "m" and "l" form the head
+    weak = [0.02, 0.02, 0.02, 0.05, 0.12, 0.12, 0.12]
+    rows = pl.concat([rows_for({("w", 20): weak}, evaluator="circuits", kind="head_score",
+                               task="induction"),
+                      rows_for({("m", 30): jump_at(8), ("l", 90): jump_at(8)},
+                               evaluator="circuits", kind="head_score", task="induction")])
+    (row,) = fnd.induction_emergence(emergence_points(rows), rows)
+    assert row["verdict"] == fnd.SUPPORTED and row["value"] == 1.0
+    assert "w (0.02 -> 0.12)" in row["detail"] and "w: step" not in row["detail"]
 
 
 # -- (b) --------------------------------------------------------------------------------
