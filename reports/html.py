@@ -34,12 +34,13 @@ h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-to
 table.frame{border-collapse:collapse;font-size:.85em;margin:1em 0}
 table.frame td,table.frame th{border:1px solid #ddd;padding:.2em .5em;text-align:right}
 table.frame th{background:#f4f4f4}
-table.findings{border-collapse:collapse;margin:1em 0;width:100%}
+table.findings{border-collapse:collapse;margin:1em 0;width:100%;table-layout:fixed}
 table.findings td,table.findings th{border-bottom:1px solid #ddd;padding:.5em;text-align:left;
-vertical-align:top}table.findings .src,table.findings .detail{font-size:.8em;color:#555}
-table.findings td.claim{width:26%;font-weight:500}table.findings td.value{width:22%}
-.verdict{display:inline-block;padding:.15em .5em;border-radius:.8em;font-size:.85em;
-white-space:nowrap}.v-supported{background:#d4edda;color:#155724}
+vertical-align:top;overflow-wrap:anywhere}
+table.findings .src,table.findings .detail{font-size:.8em;color:#555}
+table.findings th.claim{width:24%}table.findings th.vcol{width:16%}
+table.findings th.value{width:14%}table.findings td.claim{font-weight:500}
+.verdict{display:inline-block;padding:.15em .5em;border-radius:.8em;font-size:.85em}.v-supported{background:#d4edda;color:#155724}
 .v-not-supported{background:#f8d7da;color:#721c24}.v-untestable{background:#e9ecef;color:#444}
 details{margin:.5em 0}summary{cursor:pointer;color:#225}"""
 
@@ -132,7 +133,8 @@ def findings_html(table: pl.DataFrame) -> str:
             f'{html.escape(r["verdict"])}</span></td><td class="value">{value}<div class="src">'
             f'{html.escape(r["statistic"])}</div></td>'
             f'<td class="detail">{html.escape(r["detail"] or "")}</td></tr>')
-    head = "<tr><th>claim</th><th>verdict</th><th>this run</th><th>detail</th></tr>"
+    head = ('<tr><th class="claim">claim</th><th class="vcol">verdict</th>'
+            '<th class="value">this run</th><th>detail</th></tr>')
     return f'<table class="findings" id="findings">{head}{"".join(rows)}</table>'
 
 

@@ -314,7 +314,8 @@ def _largest_difference(diffs: pl.DataFrame | None) -> tuple[str, tuple]:
     ci = "" if top["ci_low"] is None else f" [{_g(top['ci_low'])}, {_g(top['ci_high'])}]"
     return (f"largest difference at matched ppl: {top['behavior']} at ppl {_g(top['ppl'])}: "
             f"{top['family_b']} - {top['family_a']} = {_g(top['diff'])}{ci}"
-            + (f" ({top['note']})" if top.get("note") else ""), (top["ci_low"], top["ci_high"]))
+            + (" (see the family section's notes: ppl turns up)" if "ppl turns up" in
+               (top.get("note") or "") else ""), (top["ci_low"], top["ci_high"]))
 
 
 def _families_by_test(test: pl.DataFrame, diffs: pl.DataFrame | None, head: tuple) -> dict:
