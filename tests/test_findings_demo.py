@@ -125,3 +125,41 @@ def test_learning_order_and_family_findings_say_what_the_store_lacks(demo_store,
         assert fam["verdict"] == "not testable: one family"
     else:
         assert fam["verdict"] != "not testable: one family"
+
+
+def test_compare_verb_on_the_demo_store_prints_the_differences(demo_store, capsys):
+    """Issue 16: `dynamics compare` on the demo store; each printed family mean is recomputed
+    here: every model's (log val_ppl, value) over its monotone ppl envelope, np.interp at the
+    matched ppl, averaged over the family's models."""
+    from dynamics.cli import main
+    from stats.behaviors import behavior_table
+
+    rows = behavior_table(demo_store).rows
+    fams = sorted(rows["family"].unique())
+    assert len(fams) == 2
+    name = "logprob_factual"
+    assert main(["compare", str(demo_store.root), "--families", ",".join(fams),
+                 "--behavior", name]) == 0
+    out = capsys.readouterr().out
+    table = out.split("Family at fixed ppl")[0]  # the differences, before the family test
+    diff_rows = [ln.split() for ln in table.splitlines() if ln.startswith(name + " ")]
+    diff_rows = [c for c in diff_rows if "-" not in (c[2], c[3])]  # "-": no model there
+    assert len(diff_rows) >= 3  # the default matched-ppl grid has 5 points
+    for cells in diff_rows:
+        ppl, mean_a, mean_b, diff = (float(c) for c in cells[1:5])
+        means = []
+        for fam in fams:
+            vals = []
+            for model in rows.filter(pl.col("family") == fam)["model"].unique():
+                sub = rows.filter((pl.col("model") == model) & (pl.col("behavior") == name)
+                                  ).sort("step")
+                x, y = np.log(sub["val_ppl"].to_numpy()), sub["value"].to_numpy()
+                keep = np.array([x[i] < x[:i].min() if i else True for i in range(len(x))])
+                xs, ys = x[keep][::-1], y[keep][::-1]
+                if xs[0] - 1e-9 <= np.log(ppl) <= xs[-1] + 1e-9:
+                    vals.append(np.interp(np.log(ppl), xs, ys))
+            means.append(np.mean(vals))
+        # printed with 3 decimals (ppl with 4 significant digits: a small interpolation shift)
+        assert mean_a == pytest.approx(means[0], abs=2e-3 + 1e-3 * abs(means[0]))
+        assert mean_b == pytest.approx(means[1], abs=2e-3 + 1e-3 * abs(means[1]))
+        assert diff == pytest.approx(mean_b - mean_a, abs=2e-3)

@@ -279,6 +279,7 @@ def assert_opens_with_findings(result: PageResult) -> None:
     on the first screen (the window is 900 px high)."""
     assert result.headings[0] == "sec-findings"
     assert result.headings[1].startswith("sec-perplexity-or-size")
+    assert result.headings[2].startswith("sec-families-at-matched")
     assert len(result.verdicts) >= 6
     assert all(v["shown"] for v in result.verdicts)
     assert result.verdicts[0]["top"] < 900
