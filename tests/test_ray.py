@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -73,18 +74,37 @@ def test_ray_matches_local_on_the_demo_batch_with_generated_sets(tmp_path, toy_s
     b = run_batch_ray(remote, progress=False)  # makes the [generate.*] sets itself
     assert not a.failed and not b.failed, (a.failed, b.failed)
     want = _expected_units(local)
-    assert len(want) == 6 * len(local.evaluators)  # 3 models x 2 steps
+    n_models = len(get_suite(local.suite_path).models)
+    assert n_models == 6  # two families x 3 sizes (issue 19)
+    assert len(want) == n_models * 2 * len(local.evaluators)  # 2 steps per model
     assert sorted(a.written) == want and sorted(b.written) == want
     sa, sb = _store(local.output_dir), _store(remote.output_dir)
     assert any(k.startswith("generated/") for k in sa)
     assert set(sa) == set(sb)
     for name, value in sa.items():
-        same = value.equals(sb[name]) if isinstance(value, pl.DataFrame) else value == sb[name]
-        assert same, name
+        if isinstance(value, pl.DataFrame):
+            _assert_same_frame(value, sb[name], name)
+        else:
+            assert value == sb[name], name
     gen_sets = {s for s in Store(remote.output_dir).read("sequences")["set"] if "| gen: " in s}
     assert len(gen_sets) == 4  # the demo's four (a, b) pairs, scored at every checkpoint
     again = run_batch_ray(remote, progress=False)  # resume: nothing submitted
     assert again.written == [] and again.skipped == len(want)
+
+
+def _assert_same_frame(a: pl.DataFrame, b: pl.DataFrame, name: str) -> None:
+    """Identical keys, ids, counts and flags; float measures equal to float32 rounding.
+
+    A Ray worker runs torch with its own thread count, so float sums (EAP-IG edge scores
+    in particular) may differ in the last bits from the local run's.
+    """
+    assert a.schema == b.schema and a.height == b.height, name
+    floats = [c for c, t in a.schema.items() if t in (pl.Float32, pl.Float64)]
+    assert a.drop(floats).equals(b.drop(floats)), name
+    for col in floats:
+        x, y = a[col].to_numpy(), b[col].to_numpy()
+        assert np.allclose(x, y, rtol=1e-4, atol=1e-6, equal_nan=True), (
+            name, col, float(np.nanmax(np.abs(x - y))))
 
 
 def _mk(folder: Path) -> Path:
