@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import polars as pl
 import torch
 
 from dynamics.manifest import write_manifest
@@ -146,3 +147,15 @@ def hub_suite(name: str, local_suite: Path, org: str = "tiny"):
                                 revision=f"step{r.step}") for r in refs]
               for m, refs in local.models.items()}
     return Suite(name, "a Pythia-style suite served from a local tiny suite", models)
+
+
+def store_files(root: Path) -> dict[str, object]:
+    """Every result part (as a frame) and generated file (as text) of a store."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = str(p.relative_to(root))
+        if p.suffix == ".parquet" and not rel.startswith("_"):
+            out[rel] = pl.read_parquet(p)
+        elif rel.startswith("generated/") and p.is_file():
+            out[rel] = p.read_text()
+    return out

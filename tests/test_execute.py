@@ -18,7 +18,7 @@ import dynamics.suites
 from dynamics.cache import registered, usage
 from evals.config import batch_to_toml, load_batch
 from evals.store import Store
-from tests.helpers import fake_hub_loader, hub_suite, make_tiny_suite, write_val
+from tests.helpers import fake_hub_loader, hub_suite, make_tiny_suite, store_files, write_val
 
 GEN = {"small": "tiny-neox-0", "large": "tiny-neox-1", "grid": [[1, -1], [0, 1]],
        "n_prompts": 3, "prompt_tokens": 4, "max_new_tokens": 5, "seed": 1}
@@ -38,18 +38,6 @@ def _values(suite, out, **extra) -> dict:
             "generate": {"mix": GEN}}
 
 
-def _store_files(root: Path) -> dict[str, object]:
-    """Every result part (as a frame) and generated file (as text) of a store."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        rel = str(p.relative_to(root))
-        if p.suffix == ".parquet" and not rel.startswith("_"):
-            out[rel] = pl.read_parquet(p)
-        elif rel.startswith("generated/") and p.is_file():
-            out[rel] = p.read_text()
-    return out
-
-
 def _same(a: dict, b: dict) -> None:
     assert set(a) == set(b)
     for name, value in a.items():
@@ -67,7 +55,7 @@ def test_cli_run_and_python_api_write_the_same_store(tmp_path, suite):
     api = load_batch(_values(suite, tmp_path / "api"))
     result = run_batch(api, progress=False)
     assert not result.failed and len(result.written) == 4 * 2  # 4 checkpoints x 2 evaluators
-    cli_files, api_files = _store_files(tmp_path / "cli"), _store_files(tmp_path / "api")
+    cli_files, api_files = store_files(tmp_path / "cli"), store_files(tmp_path / "api")
     assert sum(k.startswith("sequences/") for k in api_files) == 4
     assert sum(k.startswith("generated/") for k in api_files) == 2
     _same(cli_files, api_files)

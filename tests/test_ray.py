@@ -19,7 +19,7 @@ from dynamics.suites import get_suite
 from evals.config import load_batch, load_batch_file
 from evals.store import Store
 from evals.sweep import run_batch
-from tests.helpers import fake_hub_loader, hub_suite, make_tiny_suite, write_val
+from tests.helpers import fake_hub_loader, hub_suite, make_tiny_suite, store_files, write_val
 
 ray = pytest.importorskip("ray")
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,18 +41,6 @@ def ray_cluster(tmp_path_factory):
     assert ray.get(where.remote()).startswith(str(ROOT))  # workers run this worktree's code
     yield cache
     ray.shutdown()
-
-
-def _store(root: Path) -> dict[str, object]:
-    """Every result part (as a frame) and generated file (as text) of a store."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        rel = str(p.relative_to(root))
-        if p.suffix == ".parquet" and not rel.startswith("_"):
-            out[rel] = pl.read_parquet(p)
-        elif rel.startswith("generated/") and p.is_file():
-            out[rel] = p.read_text()
-    return out
 
 
 def _expected_units(cfg) -> list[tuple[str, str]]:
@@ -78,7 +66,7 @@ def test_ray_matches_local_on_the_demo_batch_with_generated_sets(tmp_path, toy_s
     assert n_models == 6  # two families x 3 sizes (issue 19)
     assert len(want) == n_models * 2 * len(local.evaluators)  # 2 steps per model
     assert sorted(a.written) == want and sorted(b.written) == want
-    sa, sb = _store(local.output_dir), _store(remote.output_dir)
+    sa, sb = store_files(local.output_dir), store_files(remote.output_dir)
     assert any(k.startswith("generated/") for k in sa)
     assert set(sa) == set(sb)
     for name, value in sa.items():
