@@ -79,6 +79,57 @@ def device_problem(device: str) -> str | None:
     return f"device {device!r} not allowed{extra}; use cpu, cuda, cuda:N or mps"
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo; platform.processor() elsewhere)."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def cpu_dtype_problem(dtype: str | torch.dtype) -> str | None:
+    """Why `dtype` matmuls are slow on this CPU, or None when they take a fast path.
+
+    float32 always has one (MKL/OpenBLAS). bf16 and fp16 are fast only through oneDNN's
+    kernels, which need the CPU's support (bf16: AVX-512 or AVX2-VNNI-2 on x86, BF16 on
+    Arm; fp16: AVX-512-FP16/AMX-FP16). Without it torch takes its reference GEMM:
+    measured 1-3 GFLOP/s on 2 threads against 150-190 fp32 (BENCHMARKS.md, "bf16 on a
+    CPU without native bf16"). torch's own check is used, so a capped oneDNN
+    (ONEDNN_MAX_CPU_ISA=AVX2) counts as no support, as it behaves.
+    """
+    dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
+    checks = {torch.bfloat16: ("bf16", "_is_mkldnn_bf16_supported"),
+              torch.float16: ("fp16", "_is_mkldnn_fp16_supported")}
+    if dtype not in checks:
+        return None
+    name, check = checks[dtype]
+    fast = (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+            and bool(getattr(torch.ops.mkldnn, check)()))
+    if fast:
+        return None
+    return (f"this CPU ({cpu_model()}) has no native {name} matmul for torch "
+            f"(torch.ops.mkldnn.{check}() is False): {name} matmuls take torch's reference "
+            f"path, 20-100x slower than float32")
+
+
+_warned_dtypes: set[str] = set()
+
+
+def warn_slow_cpu_dtype(dtype: str, device: str) -> None:
+    """Log once per dtype when a CPU run asks for a dtype this CPU multiplies slowly."""
+    if torch.device(device).type != "cpu" or dtype in _warned_dtypes:
+        return
+    if problem := cpu_dtype_problem(dtype):
+        _warned_dtypes.add(dtype)
+        log.warning("dtype %s on the CPU: %s; use dtype = \"float32\" on this machine",
+                    dtype, problem)
+
+
 class UnsafeWeightsError(CheckpointUnavailableError):
     """Only pickle weights exist and the user did not opt in to loading them."""
 
@@ -213,6 +264,7 @@ def load_checkpoint(ref: CheckpointRef, options: LoadOptions | None = None) -> L
 
     hf_logging.disable_progress_bar()
     options = options or LoadOptions()
+    warn_slow_cpu_dtype(options.dtype, options.device)
     folder = fetch_checkpoint(ref, options)
     use_safetensors = any(folder.glob("*.safetensors"))
     try:

@@ -162,3 +162,23 @@ def test_empty_frame_is_a_part(tmp_path):
             with_keys(pl.DataFrame({"task": ["t"], "edge": ["a"], "score": [1.0],
                                     "in_circuit": [True]}), ref.key, "circuit-edges")),
             other.key)
+
+
+def test_bf16_on_a_cpu_without_native_bf16_is_loaded_with_one_warning(tmp_path, caplog,
+                                                                      monkeypatch):
+    """The run still loads in the dtype asked for; the log says once why it will be slow."""
+    from dynamics import loading
+
+    suite = make_tiny_suite(tmp_path / "suite", steps=(0, 10))
+    refs = get_suite(suite).checkpoints("tiny-neox-0")
+    monkeypatch.setattr(loading, "cpu_dtype_problem",
+                        lambda dtype: None if dtype == "float32" else f"no native {dtype} here")
+    monkeypatch.setattr(loading, "_warned_dtypes", set())
+    with caplog.at_level("WARNING", logger="dynamics.loading"):
+        for ref in refs:
+            lm = load_checkpoint(ref, loading.LoadOptions(dtype="bfloat16"))
+            assert next(lm.model.parameters()).dtype == torch.bfloat16
+        load_checkpoint(refs[0], loading.LoadOptions(dtype="float32"))
+    warned = [r.getMessage() for r in caplog.records if "no native" in r.getMessage()]
+    assert warned == ['dtype bfloat16 on the CPU: no native bfloat16 here; use dtype = '
+                      '"float32" on this machine']
