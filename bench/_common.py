@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from dynamics.loading import cpu_dtype_problem
 from dynamics.tiny import tiny_gpt_neox, train_bpe_tokenizer
 
 LICENCE_DIR = Path("/usr/share/common-licenses")
@@ -83,6 +84,11 @@ def sync(device) -> None:
         torch.cuda.synchronize()
 
 
+# Largest ceiling matmul for a dtype the CPU multiplies without native support (bf16/fp16
+# emulated: 0.6-3 GFLOP/s; 2048^3 took minutes per product, issue #22).
+SLOW_DTYPE_MAX_N = 512
+
+
 def matmul_ceiling(n: int = 2048, repeats: int = 10, threads: int | None = None,
                    device: str = "cpu", dtype: torch.dtype = torch.float32) -> float:
     """Best-of-`repeats` n^3 matmul rate in GFLOP/s (CPU: on the current thread count).
@@ -92,6 +98,11 @@ def matmul_ceiling(n: int = 2048, repeats: int = 10, threads: int | None = None,
     """
     if threads is not None:
         torch.set_num_threads(threads)
+    if (torch.device(device).type == "cpu" and n > SLOW_DTYPE_MAX_N
+            and (problem := cpu_dtype_problem(dtype))):
+        raise ValueError(f"matmul ceiling {str(dtype).removeprefix('torch.')} {n}^3 on the CPU: "
+                         f"{problem}; measure it at n <= {SLOW_DTYPE_MAX_N} "
+                         f"(one {n}^3 product: {2 * n**3 / 1e9:.0f} GFLOP at 0.6-3 GFLOP/s)")
     g = torch.Generator().manual_seed(0)
     a = torch.randn(n, n, generator=g).to(device, dtype)
     b = torch.randn(n, n, generator=g).to(device, dtype)

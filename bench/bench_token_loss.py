@@ -47,9 +47,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench._common import (build_model, licence_texts, licence_tokenizer, matmul_ceiling,
-                           matmul_params, peak_rss_mb, reset_peak_rss, run_child, sync,
-                           table, write_jsonl)
+from bench._common import (
+    SLOW_DTYPE_MAX_N,
+    build_model,
+    licence_texts,
+    licence_tokenizer,
+    matmul_ceiling,
+    matmul_params,
+    peak_rss_mb,
+    reset_peak_rss,
+    run_child,
+    sync,
+    table,
+    write_jsonl,
+)
 from dynamics.checkpoints import CheckpointRef
 from dynamics.loading import LoadedModel, cpu_dtype_problem
 from evals.token_loss import TokenLoss, TokenLossOptions, TokenStream, window_starts
@@ -69,9 +80,6 @@ HF_TOL_BF16_BATCHED = 0.25
 # log-softmax to bf16 (half an ulp at |log p| in [8, 16) is 2^-5 = 0.031); measured
 # 2.1e-2 (70m) and 2.8e-3 (14m) on the CPU (BENCHMARKS.md).
 LM_EVAL_TOL = {"float32": 1e-4, "bfloat16": 0.05}
-# The ceiling's matmul where the CPU has no native bf16: one 512^3 product is 0.27 GFLOP,
-# ~0.1-0.2 s at the 1-3 GFLOP/s measured there (2048^3 took minutes each, issue #22).
-SLOW_CEILING_N = 512
 
 
 def tolerances(dtype: str, device: str) -> tuple[float, float]:
@@ -348,7 +356,7 @@ def parse(argv=None):
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--ceiling-n", type=int, default=None,
                    help="matmul size of the MFU ceiling (default 8192 on a GPU, 2048 on the "
-                        f"CPU, {SLOW_CEILING_N} where the CPU has no native --dtype)")
+                        f"CPU, {SLOW_DTYPE_MAX_N} where the CPU has no native --dtype)")
     p.add_argument("--max-minutes", type=float, default=15.0,
                    help="where the CPU has no native --dtype (bf16 emulated: 20-100x slower "
                         "than fp32), stop with the estimate instead of running longer")
@@ -371,7 +379,7 @@ def main(argv=None) -> None:
     if on_gpu and not torch.cuda.is_available():
         raise SystemExit(f"--device {args.device}: torch {torch.__version__} sees no CUDA device")
     slow = None if on_gpu else cpu_dtype_problem(args.dtype)
-    n_ceiling = args.ceiling_n or (8192 if on_gpu else SLOW_CEILING_N if slow else 2048)
+    n_ceiling = args.ceiling_n or (8192 if on_gpu else SLOW_DTYPE_MAX_N if slow else 2048)
     repeats = 3 if slow else 10
 
     def measure() -> float:

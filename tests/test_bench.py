@@ -75,6 +75,16 @@ def test_matmul_ceiling_is_2n3_over_the_fastest_repeat(dtype, monkeypatch):
     assert next(ticks, None) is None  # exactly `repeats` timed calls
 
 
+def test_matmul_ceiling_refuses_a_benchmark_sized_emulated_bf16_product(monkeypatch):
+    import bench._common as common
+
+    monkeypatch.setattr(common, "cpu_dtype_problem", lambda dtype: "no native bf16 here")
+    monkeypatch.setattr(common.torch, "matmul", lambda *a, **k: pytest.fail("multiplied"))
+    with pytest.raises(ValueError, match=r"bfloat16 2048\^3 on the CPU: no native bf16 here; "
+                                         r"measure it at n <= 512 \(one 2048\^3 product: 17 GFLOP"):
+        matmul_ceiling(n=2048, dtype=torch.bfloat16)
+
+
 def test_410m_shape_has_pythia_410m_parameter_count():
     from bench._common import build_model
 
