@@ -80,6 +80,8 @@ HF_TOL_BF16_BATCHED = 0.25
 # log-softmax to bf16 (half an ulp at |log p| in [8, 16) is 2^-5 = 0.031); measured
 # 2.1e-2 (70m) and 2.8e-3 (14m) on the CPU (BENCHMARKS.md).
 LM_EVAL_TOL = {"float32": 1e-4, "bfloat16": 0.05}
+AGREE_WINDOWS = 3  # the agreement document fills this many windows
+WARMUP_TOKENS = 64  # one forward before timing (allocator, kernels)
 
 
 def tolerances(dtype: str, device: str) -> tuple[float, float]:
@@ -181,7 +183,7 @@ def whole_windows_text(text: str, tokenizer, n_tokens: int) -> str:
 
 def agreement(model, tokenizer, lm_model, text: str, context: int, tmp: Path) -> dict:
     """Max |per-token diff| ours vs plain HF, and mean per-token total diff ours vs lm-eval."""
-    text = whole_windows_text(text, tokenizer, 3 * (context - 1))
+    text = whole_windows_text(text, tokenizer, AGREE_WINDOWS * (context - 1))
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     path = write_jsonl([text], tmp / "agree.jsonl")
     ev = EosFirstTokenLoss(TokenLossOptions(dataset=str(path), context=context,
@@ -214,7 +216,7 @@ def bench_shape(shape: str, args, tokenizer, texts, tmp: Path, ceiling: float) -
     ctx = args.context
     tol_hf, tol_lm_eval = tolerances(args.dtype, args.device)
     with torch.inference_mode():  # warm-up (allocator, kernels)
-        model(input_ids=torch.zeros(1, 64, dtype=torch.long, device=args.device))
+        model(input_ids=torch.zeros(1, WARMUP_TOKENS, dtype=torch.long, device=args.device))
     agree = agreement(model, tokenizer, lm_model, texts[0][: args.agree_chars], args.agree_context,
                       tmp)
     docs = docs_for_budget(texts, tokenizer, args.tokens)
@@ -291,10 +293,11 @@ def estimated_seconds(args, rates: dict[str, float]) -> float:
     """Seconds of model forwards in a run at `rates` (tokens/s per shape).
 
     Per shape: each tool's `tokens` x `repeats`, the agreement's three tools on three
-    windows, and the warm-up's 64 tokens.
+    windows, and the warm-up.
     """
     tools = 1 + (not args.skip_plain) + (not args.skip_lm_eval)
-    tokens = args.tokens * args.repeats * tools + 3 * 3 * (args.agree_context - 1) + 64
+    agree = 3 * AGREE_WINDOWS * (args.agree_context - 1)  # ours, the plain loop, lm-eval
+    tokens = args.tokens * args.repeats * tools + agree + WARMUP_TOKENS
     return sum(tokens / rates[shape] for shape in args.shapes)
 
 
