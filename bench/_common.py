@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -21,7 +22,8 @@ import torch
 from dynamics.loading import cpu_dtype_problem
 from dynamics.tiny import tiny_gpt_neox, train_bpe_tokenizer
 
-LICENCE_DIR = Path("/usr/share/common-licenses")
+# DYNAMICS_BENCH_TEXT_DIR: a copy of that folder, where a machine has none (a GPU image).
+LICENCE_DIR = Path(os.environ.get("DYNAMICS_BENCH_TEXT_DIR", "/usr/share/common-licenses"))
 ROOT = Path(__file__).resolve().parents[1]
 VOCAB = 50304
 

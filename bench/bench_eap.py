@@ -32,32 +32,51 @@ SHAPES = {
                        vocab_size=50304),
     "pythia-70m": dict(hidden_size=512, num_layers=6, num_heads=8, intermediate_size=2048,
                        vocab_size=50304),
+    # GPU only (--shapes): 24 layers x 16 heads
+    "pythia-410m": dict(hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=4096,
+                        vocab_size=50304),
 }
+CPU_SHAPES = list(SHAPES)[:4]
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-def one_shape(shape: str, n: int, batch: int, steps: int, threads: int) -> dict:
+def one_shape(shape: str, n: int, batch: int, steps: int, threads: int, device: str = "cpu",
+              dtype: str = "float32") -> dict:
     from dynamics.tiny import tiny_gpt_neox
     from evals.circuits.attribution import edge_scores, evaluate_circuit
     from evals.circuits.model_surgery import adapter_for, graph_of
     from evals.circuits.tasks import induction
 
     torch.set_num_threads(threads)
-    model = tiny_gpt_neox(max_positions=64, **SHAPES[shape]).eval()
+    model = tiny_gpt_neox(max_positions=64, **SHAPES[shape]).eval().to(device, DTYPES[dtype])
+    on_gpu = torch.device(device).type == "cuda"
+
+    def sync():
+        if on_gpu:
+            torch.cuda.synchronize()
     adapter = adapter_for(model)
     g = graph_of(adapter)
     task = induction((3, SHAPES[shape]["vocab_size"]), n, seed=0, seq_len=12)
     edge_scores(adapter, induction((3, SHAPES[shape]["vocab_size"]), batch, seed=1, seq_len=12),
                 ig_steps=1, batch_size=batch)  # warm-up (first-call allocations), not timed
     before = maxrss_mb()
-    out = {"shape": shape, "edges": g.n_edges, "n": n}
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats()
+    out = {"shape": shape, "edges": g.n_edges, "n": n, "device": device, "dtype": dtype}
     for m in (1, steps):
+        sync()
         t = time.perf_counter()
         scores = edge_scores(adapter, task, ig_steps=m, batch_size=batch)
+        sync()
         out[f"s_per_example_m{m}"] = (time.perf_counter() - t) / n
     circuit = scores.abs() >= scores.abs().flatten().kthvalue(max(1, scores.numel() - 100)).values
+    sync()
     t = time.perf_counter()
     evaluate_circuit(adapter, task, circuit & g.edge_mask, batch_size=batch)
+    sync()
     out["s_per_example_faithfulness"] = (time.perf_counter() - t) / n
+    if on_gpu:
+        out["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
     out["peak_rss_mb"] = maxrss_mb()
     out["rss_growth_mb"] = maxrss_mb() - before
     return out
@@ -70,22 +89,30 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=5, help="EAP-IG steps m (besides m=1)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--shapes", nargs="+", choices=sorted(SHAPES),
+                    help="default: the two tiny shapes (--quick) or every CPU shape")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(one_shape(args.child, args.n, args.batch, args.steps, args.threads)))
+        print(json.dumps(one_shape(args.child, args.n, args.batch, args.steps, args.threads,
+                                   args.device, args.dtype)))
         return
-    shapes = list(SHAPES)[:2] if args.quick else list(SHAPES)
+    shapes = args.shapes or (CPU_SHAPES[:2] if args.quick else CPU_SHAPES)
     rows = []
     for shape in shapes:
         r = run_child("bench.bench_eap", ["--child", shape, "--n", str(args.n), "--batch",
                                           str(args.batch), "--steps", str(args.steps),
-                                          "--threads", str(args.threads)])
+                                          "--threads", str(args.threads),
+                                          "--device", args.device, "--dtype", args.dtype])
         rows.append({k: (f"{v:.4f}" if isinstance(v, float) and v < 10 else
                          f"{v:.0f}" if isinstance(v, float) else v) for k, v in r.items()})
         print(json.dumps(r), flush=True)
     cols = ["shape", "edges", "n", "s_per_example_m1", f"s_per_example_m{args.steps}",
             "s_per_example_faithfulness", "peak_rss_mb", "rss_growth_mb"]
+    if torch.device(args.device).type == "cuda":
+        cols += ["device", "dtype", "peak_gpu_mib"]
     print(table(rows, cols))
 
 

@@ -9,6 +9,7 @@ never materialises full float32 logits over a 50k vocabulary.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -79,10 +80,9 @@ def target_logprobs(
 
     Chunks hold at most `chunk_rows` rows and at most CHUNK_ELEMENTS logits
     (e.g. 2048 rows at vocab 50304, 512 rows at vocab 201216), so peak memory
-    stays flat whatever the batch or vocab. A Linear head goes through
-    `_blocked_logprobs` (never more than BLOCK_ELEMENTS logits at once; bf16/fp16
-    heads only on the CPU); other heads (custom modules, bf16/fp16 on a GPU)
-    compute the chunk's logits and cross-entropy.
+    stays flat whatever the batch or vocab. `head_path` picks how each chunk is
+    scored: a compiled logits -> float32 log-sum-exp on CUDA, vocabulary blocks
+    (`_blocked_logprobs`) on the CPU, the chunk's logits + cross-entropy otherwise.
 
     Args:
         hidden: (rows, d_model) final hidden states of the positions to score.
@@ -95,18 +95,72 @@ def target_logprobs(
     # Fewer rows per chunk for vocabularies above 50304, so memory stays flat in vocab too.
     vocab = head.weight.shape[0]
     rows = max(1, min(chunk_rows, CHUNK_ELEMENTS // vocab, hidden.shape[0]))
-    # The blocked head: float32 heads anywhere; bf16/fp16 heads on the CPU (measured
-    # there; a GPU keeps the chunk's logits + cross-entropy until measured on one).
-    fused = isinstance(head, torch.nn.Linear) and (
-        head.weight.dtype == torch.float32
-        or (head.weight.dtype in (torch.bfloat16, torch.float16) and hidden.device.type == "cpu"))
+    path = head_path(head, hidden.device)
     for start in range(0, hidden.shape[0], rows):
         sl = slice(start, start + rows)
-        if fused:
+        if path == "blocked":
             out[sl] = _blocked_logprobs(head, hidden[sl], targets[sl])
+        elif path == "fused":
+            out[sl] = _fused_head()(hidden[sl], head.weight, head.bias, targets[sl])
         else:
             out[sl] = -F.cross_entropy(head(hidden[sl]).float(), targets[sl], reduction="none")
     return out
+
+
+def head_path(head, device: torch.device) -> str:
+    """How `target_logprobs` turns hidden states into log-probabilities on `device`.
+
+    "fused": a Linear head on CUDA: the chunk's logits in the head's dtype, then one
+    compiled float32 gather + log-sum-exp that reads them once (Pythia-410m shape, bf16,
+    H200: the head 16.1 -> 7.1 ms per 32k tokens; BENCHMARKS.md "GPU").
+    "blocked": a Linear head elsewhere in float32, and bf16/fp16 on the CPU (vocabulary
+    blocks that stay in cache; measured on the CPU). "logits": any other head (custom
+    modules; bf16/fp16 off CUDA and the CPU): the chunk's logits + float32 cross-entropy.
+    """
+    if not isinstance(head, torch.nn.Linear):
+        return "logits"
+    if device.type == "cuda":
+        return "fused"
+    if head.weight.dtype == torch.float32 or device.type == "cpu":
+        return "blocked"
+    return "logits"
+
+
+def head_logprobs(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                  targets: torch.Tensor) -> torch.Tensor:
+    """log p(targets | h): logits in the head's dtype (as its forward rounds them), then
+    float32 log-softmax at the targets. The function `_fused_head` compiles."""
+    logits = F.linear(h, weight, bias).float()
+    return logits.gather(1, targets[:, None]).squeeze(1) - torch.logsumexp(logits, dim=-1)
+
+
+_FUSED: dict[str, object] = {}
+
+
+def _fused_head():
+    """`head_logprobs` compiled once per process (dynamic shapes: any chunk, vocab or width).
+
+    torch.compile is lazy, so a backend that cannot compile here (no Triton, an old GPU)
+    fails on the first call: that call and every later one then run `head_logprobs`
+    eagerly (same values; logged once).
+    """
+    if "fn" not in _FUSED:
+        compiled = torch.compile(head_logprobs, dynamic=True)
+
+        def first_call(*args):
+            try:
+                result = compiled(*args)
+                _FUSED["fn"] = compiled
+            except Exception as e:  # noqa: BLE001 - any compile failure falls back
+                logging.getLogger(__name__).warning(
+                    "torch.compile of the output head failed (%s: %s); scoring with the "
+                    "uncompiled head (same values, slower)", type(e).__name__, e)
+                _FUSED["fn"] = head_logprobs
+                result = head_logprobs(*args)
+            return result
+
+        _FUSED["fn"] = first_call
+    return _FUSED["fn"]
 
 
 BLOCK_ELEMENTS = 4 * 2**20  # logits per vocabulary block (16 MB float32: stays in cache)

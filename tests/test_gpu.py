@@ -45,13 +45,15 @@ SHAPES = [(7, (4, 40), 64), (8, (2, 64), 64), (9, (4, 128), 128)]  # seed, ids, 
 @pytest.mark.parametrize("seed, shape, hidden", SHAPES)
 def test_token_logprobs_on_cuda_match_an_fp32_full_logits_reference(cuda, dtype, seed, shape,
                                                                      hidden, monkeypatch):
-    monkeypatch.setattr(scoring, "BLOCK_ELEMENTS", 1)  # several vocabulary blocks (fp32 path)
+    monkeypatch.setattr(scoring, "CHUNK_ELEMENTS", 1000 * 48)  # several head chunks of 48 rows
     model = tiny_gpt_neox(vocab_size=1000, hidden_size=hidden, seed=seed).to(cuda, dtype)
+    assert scoring.head_path(model.get_output_embeddings(), cuda) == "fused"  # compiled head
     ids = torch.randint(0, 1000, shape, generator=torch.Generator().manual_seed(seed)).to(cuda)
     ref = fp32_reference(model, ids)
     with torch.inference_mode():
         got = scoring.token_logprobs(model, ids)
     assert got.device.type == "cuda" and got.dtype == torch.float32
+    assert scoring._FUSED["fn"] is not scoring.head_logprobs, "torch.compile fell back"
     err = (got - ref).abs()
     max_tol, mean_tol = TOL[dtype]
     assert err.max().item() < max_tol and err.mean().item() < mean_tol, (

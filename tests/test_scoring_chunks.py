@@ -160,3 +160,58 @@ def test_token_losses_do_not_depend_on_the_batching(tmp_path):
     for f in frames[1:]:
         assert f.drop("loss_nats").equals(frames[0].drop("loss_nats"))
         assert abs(f["loss_nats"].to_numpy() - first).max() < 1e-5
+
+
+def test_head_path_by_device_and_head():
+    """CUDA: the compiled fused head; the CPU: vocabulary blocks; custom heads: plain logits."""
+    lin = torch.nn.Linear(8, 50, bias=False)
+    cpu, cuda, mps = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
+    assert scoring.head_path(lin, cpu) == "blocked"
+    assert scoring.head_path(lin.to(torch.bfloat16), cpu) == "blocked"
+    assert scoring.head_path(lin, cuda) == "fused"  # no CUDA tensor needed: a device object
+    assert scoring.head_path(lin.to(torch.bfloat16), cuda) == "fused"
+    assert scoring.head_path(lin.to(torch.bfloat16), mps) == "logits"
+    assert scoring.head_path(lin.float(), mps) == "blocked"
+    assert scoring.head_path(torch.nn.Sequential(lin), cuda) == "logits"
+
+
+def test_fused_head_function_equals_cross_entropy_on_the_heads_own_logits():
+    """head_logprobs (what CUDA compiles): the head's bf16 logits, then float32 log-softmax."""
+    g = torch.Generator().manual_seed(3)
+    head = torch.nn.Linear(24, 700, bias=True)
+    torch.nn.init.normal_(head.weight, std=2.0, generator=g)
+    torch.nn.init.normal_(head.bias, std=2.0, generator=g)
+    h, t = torch.randn(41, 24, generator=g), torch.randint(0, 700, (41,), generator=g)
+    for dtype in (torch.float32, torch.bfloat16):
+        hd, hh = head.to(dtype), h.to(dtype)
+        with torch.inference_mode():
+            ref = -F.cross_entropy(hd(hh).float(), t, reduction="none")
+            got = scoring.head_logprobs(hh, hd.weight, hd.bias, t)
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, ref, atol=2e-6, rtol=1e-6)
+
+
+def test_fused_head_falls_back_to_eager_when_compile_fails(monkeypatch, caplog):
+    """A backend that cannot compile (no Triton, an old GPU) fails on the first call: the
+    values come from the uncompiled function, a warning says so once, later calls skip it."""
+    calls = []
+
+    def broken_compile(fn, **kw):
+        def run(*a):
+            calls.append(1)
+            raise RuntimeError("no triton here")
+        return run
+
+    monkeypatch.setattr(scoring, "_FUSED", {})
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    head = torch.nn.Linear(8, 30)
+    h, t = torch.randn(5, 8), torch.randint(0, 30, (5,))
+    with torch.inference_mode():
+        ref = scoring.head_logprobs(h, head.weight, head.bias, t)
+        first = scoring._fused_head()(h, head.weight, head.bias, t)
+        second = scoring._fused_head()(h, head.weight, head.bias, t)
+    torch.testing.assert_close(first, ref)
+    torch.testing.assert_close(second, ref)
+    assert len(calls) == 1 and scoring._FUSED["fn"] is scoring.head_logprobs
+    assert sum("torch.compile of the output head failed" in r.message
+               for r in caplog.records) == 1
