@@ -1,6 +1,6 @@
 """BIG-bench MC: shared-prompt fast path vs one sequence per choice, same run, same model.
 
-    .venv/bin/python bench/bench_bigbench.py [--quick] [--tasks a,b] [--max-examples N]
+    .venv/bin/python -m bench.bench_bigbench [--quick] [--tasks a,b] [--max-examples N]
         [--threads 2] [--skip-lm-eval]
 
 Model: a Pythia-14m-shaped GPTNeoX (6 layers, d 128, 4 heads, d_ff 512, vocab
@@ -23,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from dynamics.tiny import count_params, tiny_gpt_neox, train_bpe_tokenizer
+from bench._common import build_model
+from dynamics.tiny import count_params, train_bpe_tokenizer
 from evals.bigbench_mc import shared_prompt_scores, tokenize_examples
 from evals.bigbench_tasks import format_task, read_task
 from evals.scoring import Request, score_requests
@@ -51,6 +52,8 @@ def main() -> None:
     ap.add_argument("--skip-lm-eval", action="store_true")
     ap.add_argument("--bigbench-dir", type=Path, default=BB, help="BIG-bench task folders")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--shape", default="14m", choices=["14m", "70m", "410m"],
+                    help="Pythia shape of the random-init model (bench._common.SHAPES)")
     ap.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -61,9 +64,7 @@ def main() -> None:
             examples += format_task(task, args.k, 42, n_max)
     texts = [e.prompt for e in examples] + [c for e in examples for c in e.choices]
     tok = train_bpe_tokenizer(texts, vocab_size=4096)
-    model = tiny_gpt_neox(vocab_size=50304, hidden_size=128, num_layers=6, num_heads=4,
-                          intermediate_size=512, max_positions=2048)
-    assert count_params(model) == 14_067_712, count_params(model)
+    model = build_model(args.shape)  # checks the shape's parameter count
     model = model.to(device=args.device, dtype=DTYPES[args.dtype])
     items = tokenize_examples(examples, tok)
     n_choices = sum(len(t.choices) for t in items)
@@ -71,7 +72,8 @@ def main() -> None:
             for i, t in enumerate(items) for j, c in enumerate(t.choices)]
     prompt_tokens = sum(len(t.prompt) for t in items)
     print(f"{len(items)} examples, {n_choices} choices, {prompt_tokens} prompt tokens, "
-          f"{len(args.tasks.split(','))} tasks, k={args.k}, model 14,067,712 params, "
+          f"{len(args.tasks.split(','))} tasks, k={args.k}, model {count_params(model):,} "
+          f"params ({args.shape}), "
           f"{args.dtype} on {args.device}")
     # warm-up both paths
     shared_prompt_scores(model, items[:4], max_length=2048)

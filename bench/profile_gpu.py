@@ -137,8 +137,15 @@ def profile_shape(shape: str, args, ceiling: float, out_dir: Path) -> list[dict]
 
     with torch.inference_mode():
         scoring.check_head(model)
-        add("token_logprobs (current)", cuda_time(lambda: scoring.token_logprobs(model, ids),
-                                                  args.repeats))
+        add("token_logprobs (fused head)", cuda_time(lambda: scoring.token_logprobs(model, ids),
+                                                     args.repeats))
+        real_path = scoring.head_path
+        scoring.head_path = lambda head, device: "logits"
+        try:
+            add("token_logprobs, logits + f32 CE head (before)", cuda_time(
+                lambda: scoring.token_logprobs(model, ids), args.repeats))
+        finally:
+            scoring.head_path = real_path
         add("plain HF forward + float32 CE",
             cuda_time(lambda: F.cross_entropy(model(input_ids=ids).logits[:, :-1].float()
                                               .reshape(-1, cfg.vocab_size),
@@ -160,20 +167,30 @@ def profile_shape(shape: str, args, ceiling: float, out_dir: Path) -> list[dict]
         for block in (4 * 2**20, 64 * 2**20):
             variants[f"head: blocked lse (CPU path), block {block >> 20}M"] = (
                 lambda b=block: head_blocked(head, hidden, t, 2048, b))
+        head32, hidden32 = torch.nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False), None
+        head32 = head32.to(dev).requires_grad_(False)
+        head32.weight.copy_(head.weight.float())
+        hidden32 = hidden[:8192].float()
+        ref32 = reference(head32, hidden32, t[:8192])
+        variants["fp32 head, 8192 rows: blocked lse (before)"] = (
+            lambda: head_blocked(head32, hidden32, t[:8192], 2048, scoring.BLOCK_ELEMENTS))
+        variants["fp32 head, 8192 rows: compiled lse"] = (
+            lambda: head_compiled(head32, hidden32, t[:8192], 2048))
         for name, fn in variants.items():
             try:
                 t0 = time.perf_counter()
                 got = fn()
                 torch.cuda.synchronize()
                 first = time.perf_counter() - t0
-                err = (got - ref).abs()
+                err = (got - (ref32 if name.startswith("fp32") else ref)).abs()
                 add(name, cuda_time(fn, args.repeats), flop_per_tok=2 * head_params,
+                    n_tok=8192 if name.startswith("fp32") else tokens,
                     first_call_s=round(first, 2), max_err=f"{err.max().item():.1e}",
                     mean_err=f"{err.mean().item():.1e}")
             except Exception as e:  # noqa: BLE001 - a variant that fails is a finding
                 rows.append({"shape": shape, "what": name, "error": repr(e)[:300]})
                 print(json.dumps(rows[-1]), flush=True)
-        del hidden, ref
+        del hidden, ref, hidden32, ref32, head32
         torch.cuda.empty_cache()
 
         from torch.nn.attention import SDPBackend, sdpa_kernel
