@@ -190,7 +190,7 @@ def test_compare_verb_prints_and_writes_the_differences(tmp_path, capsys):
     assert written["diff"].to_list() == pytest.approx([0.5, 0.5])
     test = pl.read_csv(tmp_path / "diff.family_test.csv").filter(
         pl.col("behavior") == "logprob_factual")
-    assert test["estimate"][0] == pytest.approx(0.5) and test["differs"][0] is True
+    assert test["estimate"][0] == pytest.approx(0.5) and test["outcome"][0] == "contradicted"
     assert main(["compare", str(tmp_path / "store"), "--families", "fa,nope"]) == 2
     assert "available: ['fa', 'fb']" in capsys.readouterr().err
 
