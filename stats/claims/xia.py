@@ -12,8 +12,10 @@ late rise of a generated set's ppl.
 (c1) The factual-minus-hallucinated gap grows as ppl falls. Per model,
     Spearman rho of (val_ppl, gap) over its checkpoints with tokens_seen > 0
     (at least 3); the models are the independent units (a model's
-    checkpoints are one run): mean of Fisher z = atanh(rho) with a 95 % t CI
-    over models (n - 1 df), value and interval back on the rho scale.
+    checkpoints are one run): value = mean rho over models, interval = its
+    95 % t CI over models (n - 1 df; rho itself, not Fisher z: a model with
+    rho = -1 over a few checkpoints would get an infinite z, and any clipping
+    of it would set the width), clipped to [-1, 1].
     Rule: supported when the CI lies below 0 (the gap is larger at lower
     ppl), contradicted when it lies above 0, else inconclusive with the
     smallest |rho| the models could detect at 80 % power. The min and max
@@ -42,7 +44,6 @@ FOLLOWS_PPL_SPECS = ("ppl", "ppl_size")
 RISE_MIN = 1.05
 GENERATED_AB = (1.0, -1.0)
 Z95 = 1.959963984540054
-RHO_CLIP = 0.999  # |rho| = 1 (a monotone series) would give an infinite Fisher z
 
 
 def wilson(k: int, n: int) -> tuple[float, float]:
@@ -100,15 +101,15 @@ def ppl_predicts(inp: ClaimInputs, claim: Claim) -> list[dict]:
                       "95 % Wilson CI")]
 
 
-def _fisher_ci(rho: np.ndarray) -> tuple[float, float, float, float]:
-    """Mean rho and 95 % t CI over models on the Fisher z scale, and the detectable |rho|."""
-    z = np.arctanh(np.clip(rho, -RHO_CLIP, RHO_CLIP))
-    n = z.size
-    se = z.std(ddof=1) / math.sqrt(n)
+def _rho_ci(rho: np.ndarray) -> tuple[float, float, float, float]:
+    """Mean rho, its 95 % t CI over models (clipped to [-1, 1]) and the detectable |mean rho|
+    at 80 % power, (t(0.975) + t(0.8)) x SE."""
+    n = rho.size
+    se = rho.std(ddof=1) / math.sqrt(n)
     half = st.t.ppf(1 - ALPHA / 2, n - 1) * se
     detect = (st.t.ppf(1 - ALPHA / 2, n - 1) + st.t.ppf(POWER, n - 1)) * se
-    return (float(np.tanh(z.mean())), float(np.tanh(z.mean() - half)),
-            float(np.tanh(z.mean() + half)), float(np.tanh(detect)))
+    mean = float(rho.mean())
+    return mean, max(-1.0, mean - half), min(1.0, mean + half), float(detect)
 
 
 def hallucination_gap_trend(inp: ClaimInputs, claim: Claim) -> list[dict]:
@@ -125,12 +126,12 @@ def hallucination_gap_trend(inp: ClaimInputs, claim: Claim) -> list[dict]:
     if rho.height < 2:
         return [claim.row(not_testable(f"{rho.height} model(s) with 3 checkpoints and a "
                                        "varying gap; the models are the units"), detail)]
-    mean, low, high, detect = _fisher_ci(rho["rho"].to_numpy())
+    mean, low, high, detect = _rho_ci(rho["rho"].to_numpy())
     detail += f"; range over models [{g(rho['rho'].min())}, {g(rho['rho'].max())}]"
     verdict = decide(high < 0, low > 0, f"the CI contains 0; {rho.height} models could "
                      f"detect only |rho| >= {g(detect)} at {POWER:.0%} power")
     return [claim.row(verdict, detail, mean, (low, high),
-                      f"95 % CI over {rho.height} models (t, Fisher z)")]
+                      f"95 % CI over {rho.height} models (t)")]
 
 
 def generated_set_rise(inp: ClaimInputs, claim: Claim) -> list[dict]:
@@ -163,7 +164,7 @@ PPL_PREDICTS = Claim(
     ppl_predicts)
 GAP_TREND = Claim(
     "c1", "The factual-minus-hallucinated gap grows as perplexity falls", "Xia et al. 2023",
-    "mean over models of Spearman rho(val_ppl, gap) (Fisher z)",
+    "mean over models of Spearman rho(val_ppl, gap)",
     "supported: 95 % CI over models below 0; contradicted: above 0; else inconclusive",
     hallucination_gap_trend)
 GENERATED_RISE = Claim(
