@@ -41,8 +41,7 @@ import numpy as np
 import polars as pl
 from scipy import stats as st
 
-from stats.outcomes import (ALPHA, CONTRADICTED, POWER, SUPPORTED, g, inconclusive,
-                            not_testable)
+from stats.outcomes import ALPHA, CONTRADICTED, POWER, SUPPORTED, g, inconclusive, not_testable
 
 DEFAULT_MARGIN_SPREAD = 0.1
 OUTCOME_COLUMNS = [("margin", pl.Float64), ("margin_source", pl.String),
@@ -152,7 +151,8 @@ def decision_interval(r: dict) -> tuple[float | None, float | None, str | None]:
 
 def with_decision_interval(test: pl.DataFrame) -> pl.DataFrame:
     """family_outcomes output + decision_low, decision_high, interval (decision_interval)."""
-    cols = list(zip(*(decision_interval(r) for r in test.iter_rows(named=True)))) or [[], [], []]
+    cols = list(zip(*(decision_interval(r) for r in test.iter_rows(named=True)), strict=True))
+    cols = cols or [[], [], []]
     return test.with_columns(pl.Series("decision_low", cols[0], pl.Float64),
                              pl.Series("decision_high", cols[1], pl.Float64),
                              pl.Series("interval", cols[2], pl.String))

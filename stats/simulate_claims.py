@@ -27,7 +27,7 @@ from stats.simulate import FIRST_STEP, LAST_STEP, TOKENS_PER_STEP, _ar1, simulat
 RHO, N_CHECKPOINTS = 0.8, 15
 STEPS = np.unique(np.round(np.geomspace(FIRST_STEP, LAST_STEP, N_CHECKPOINTS))).astype(np.int64)
 TOKENS = STEPS * TOKENS_PER_STEP
-MID_TOKENS = float(np.sqrt(float(TOKENS[0]) * float(TOKENS[-1])))  # a transition in the middle of training
+MID_TOKENS = float(np.sqrt(float(TOKENS[0]) * float(TOKENS[-1])))  # mid-training
 EMPTY = pl.DataFrame()
 
 

@@ -1,4 +1,4 @@
-"""stats.findings: each claim's outcome rule on synthetic frames whose truth is known (issues 19, 27)."""
+"""stats.findings: each claim's outcome rule on frames with a known truth (issues 19, 27)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,9 @@ import polars as pl
 import pytest
 
 from stats import findings as fnd
-from stats.claims import emergence as cem
 from stats.claims import xia
 from stats.equivalence import equivalence_outcome, family_outcomes
-from stats.outcomes import (CONTRADICTED, INCONCLUSIVE, NOT_TESTABLE, SUPPORTED, ClaimInputs,
-                            outcome)
+from stats.outcomes import CONTRADICTED, INCONCLUSIVE, NOT_TESTABLE, SUPPORTED, ClaimInputs, outcome
 from stats.summary import analyze, emergence_points
 
 EMPTY = pl.DataFrame()

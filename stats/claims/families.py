@@ -26,8 +26,19 @@ from __future__ import annotations
 import polars as pl
 
 from stats.equivalence import family_outcomes
-from stats.outcomes import (CONTRADICTED, INCONCLUSIVE, NOT_TESTABLE, POWER, SUPPORTED, Claim,
-                            ClaimInputs, g, inconclusive, not_testable, outcome)
+from stats.outcomes import (
+    CONTRADICTED,
+    INCONCLUSIVE,
+    NOT_TESTABLE,
+    POWER,
+    SUPPORTED,
+    Claim,
+    ClaimInputs,
+    g,
+    inconclusive,
+    not_testable,
+    outcome,
+)
 
 TOST_INTERVAL = "90 % CI (TOST vs +-margin)"
 
