@@ -19,8 +19,9 @@ The margin, per behavior, in this order (``margin_source`` says which):
 1. ``seed sd``: where the suite has seed runs, the seed-to-seed SD at matched
    ppl (stats.seeds: seed_sd_a/_b of the differences, root mean square over
    the families and ppls): a family difference within seed noise is no family effect;
-2. ``declared``: the margin the caller declares (`dynamics compare --margin`,
-   ``analyze(margin=...)``), in the behavior's value units;
+2. ``declared``: the margin the batch declares (``equivalence_margin`` in its
+   TOML, read from the store by stats.summary.declared_margin) or the caller
+   (`dynamics compare --margin`, ``analyze(margin=...)``), in value units;
 3. ``default``: DEFAULT_MARGIN_SPREAD x the behavior's spread (SD of its
    values over every checkpoint of both families).
 

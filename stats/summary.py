@@ -25,6 +25,7 @@ generated sets of the sequences table, validation ppl with rises flagged).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -166,6 +167,16 @@ def analyze(rows: pl.DataFrame, *, ppl: pl.DataFrame | None = None,
                     family_differences, fam.test, fam.notes)
 
 
+def declared_margin(store) -> float | None:
+    """The batch's equivalence_margin (``<store>/batch.toml``), or None (stats.equivalence)."""
+    import tomllib
+
+    path = Path(store.root) / "batch.toml"
+    if not path.exists():
+        return None
+    return tomllib.loads(path.read_text()).get("equivalence_margin")
+
+
 def analyze_store(store, *, family_differences: pl.DataFrame | None = None,
                   fraction: float = EMERGENCE_FRACTION) -> Analysis:
     """:func:`analyze` of a results store (needs its token-loss table; ValueError otherwise)."""
@@ -179,7 +190,7 @@ def analyze_store(store, *, family_differences: pl.DataFrame | None = None,
 
     out = analyze(table.rows, ppl=ppl, generated=generated,
                   family_differences=family_differences, fraction=fraction,
-                  seeds=seed_frame(store))
+                  seeds=seed_frame(store), margin=declared_margin(store))
     out.notes.extend(f"Behavior provider not available: {m}" for m in table.missing)
     return out
 

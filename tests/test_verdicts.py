@@ -249,3 +249,27 @@ def test_family_intercept_keeps_size_from_standing_in_for_family():
     fam = fits.coefficients.filter((pl.col("model_spec") == "ppl_size")
                                    & (pl.col("term") == "family[fb]"))
     assert fam["estimate"][0] == pytest.approx(0.15, abs=0.1)
+
+
+def test_family_margin_declared_by_the_batch_decides_no_difference(tmp_path):
+    """Issue 27: fb - fa = 0.5 exactly at fixed ppl. Against the default margin (a tenth of
+    the behavior's spread) that is a difference; the batch declares 1.0 (batch.toml
+    equivalence_margin): the 90 % CI lies inside +-1, so "no difference" is supported."""
+    from evals.config import ConfigError, load_batch
+    from reports.build import Context
+    from stats.summary import declared_margin
+    from tests.test_stats_behaviors import _two_family_store
+
+    store = _two_family_store(tmp_path / "store")
+    test = Context(store).analysis.family_test.filter(pl.col("behavior") == "logprob_factual")
+    assert test["margin_source"][0] == "default" and test["outcome"][0] == "contradicted"
+    (store.root / "batch.toml").write_text('suite = "x"\noutput = "."\nequivalence_margin = 1.0\n')
+    assert declared_margin(store) == 1.0
+    an = Context(store).analysis
+    test = an.family_test.filter(pl.col("behavior") == "logprob_factual").row(0, named=True)
+    assert (test["margin"], test["margin_source"], test["outcome"]) == (1.0, "declared",
+                                                                         "supported")
+    assert -1.0 < test["decision_low"] <= 0.5 <= test["decision_high"] < 1.0
+    assert test["interval"] == "90% CI (TOST)"
+    with pytest.raises(ConfigError, match=r"equivalence_margin = -1: give a positive number"):
+        load_batch({"suite": "pythia", "output": str(tmp_path / "o"), "equivalence_margin": -1})
