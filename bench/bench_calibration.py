@@ -143,7 +143,7 @@ SLOW_CLAIMS = {"b": 4}  # claim -> reps divisor (claim (b) fits a dozen behavior
 WRONG_MAX = 0.10
 
 
-def claims_table(reps: int, seed: int) -> bool:
+def claims_table(reps: int, seed: int, only: str | None = None) -> bool:
     """Print the outcome shares of every claim scenario; True when no wrong rate is > 10 %."""
     from stats.outcomes import CONTRADICTED, INCONCLUSIVE, NOT_TESTABLE, SUPPORTED
     from stats.simulate_claims import SCENARIOS, run_scenario
@@ -153,6 +153,8 @@ def claims_table(reps: int, seed: int) -> bool:
     print("|---|---|---|---|---|---|---|---|---|")
     ok = True
     for i, (key, name, truth, simulate) in enumerate(SCENARIOS):
+        if only is not None and key != only:
+            continue
         rng = np.random.default_rng([seed, i])
         n = max(reps // SLOW_CLAIMS.get(key, 1), 10)
         got = [run_scenario(key, simulate, rng) for _ in range(n)]
@@ -174,10 +176,11 @@ def main(argv=None) -> int:
                    help="only compare covariance choices (iid, CR1, CV3, jackknife)")
     p.add_argument("--claims", action="store_true",
                    help="only the calibration of every Findings claim rule")
+    p.add_argument("--only", default=None, help="with --claims: one claim's key (a, b, c1, ...)")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     if args.claims:
-        ok = claims_table(args.reps, args.seed)
+        ok = claims_table(args.reps, args.seed, args.only)
         print(f"\n{time.perf_counter() - t0:.0f} s")
         return 0 if ok else 1
     if args.compare_methods:

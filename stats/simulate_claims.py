@@ -166,6 +166,8 @@ SCENARIOS = (
     ("e", "no shift (margin 0.06)", "holds", partial(families, shift=0.0)),
     ("e", "shift = margin (0.06)", "fails", partial(families, shift=MARGIN)),
     ("e", "shift = 2 x margin", "fails", partial(families, shift=2 * MARGIN)),
+    ("b", "24 of 24 behaviors follow ppl", "holds",  # appended: earlier seeds stay put
+     partial(ppl_share, share=1.0, n_behaviors=24)),
 )
 
 

