@@ -301,10 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--at-ppl", default=None, help="comma-separated ppl values, e.g. 20,30 "
                    "(default: 5 values inside every model's ppl range)")
     c.add_argument("--behavior", default=None, help="one behavior name (default: all but val_loss)")
-    c.add_argument("--margin", type=float, default=None, help="equivalence margin in the "
-                   "behaviors' units for 'the families do not differ' (default: the seed SD at "
-                   "matched ppl where the suite has seeds, else the batch's equivalence_margin, else a "
-                   "tenth of the behavior's spread)")
+    c.add_argument("--margin", type=float, default=None, help="equivalence margin (behaviors' "
+                   "units) for 'the families do not differ'; the seed SD at matched ppl wins where "
+                   "the suite has seeds (default: the batch's equivalence_margin, else a tenth "
+                   "of the behavior's spread)")
     c.add_argument("--out", default=None, help="also write the differences to a .csv or "
                    ".parquet file (and the family test to <name>.family_test.<ext>)")
     c.set_defaults(func=cmd_compare)
