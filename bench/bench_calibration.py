@@ -13,6 +13,15 @@ examples per checkpoint, AR(1) noise of sd 0.3 on the logit scale) excludes 0.
 
 prints one table (rates with a binomial 95 % interval) and exits 1 if a
 target is missed (false positives <= 10 %, power >= 80 %, coverage >= 85 %).
+``--claims`` instead prints the calibration of every Findings claim rule
+(stats.simulate_claims.SCENARIOS: stores where the claim holds and where it
+does not): per scenario the share of each outcome; a wrong "supported" (claim
+fails) or a wrong "contradicted" (claim holds) must be <= 10 %; the
+"supported" share where it holds is the power. Claim (b) fits 12 behaviors
+per replicate and runs reps / 4 replicates. Exits 1 if a wrong rate is over 10 %.
+
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.bench_calibration --claims --reps 200
+
 ``--compare-methods`` instead prints the false-positive rate of each covariance
 choice (iid, statsmodels CR1 and CV3 with t(G-1), the jackknife used here) for
 3, 5 and 8 models: the simulation that chose the method.
@@ -66,7 +75,7 @@ def family_case(rng, per_family: int, shift: float) -> tuple[bool, bool]:
     diff = family_differences(rows, ("fa", "fb"), [DIFF_PPL], n_boot=1000,
                               seed=int(rng.integers(1 << 31))).row(0, named=True)
     covered = diff["ci_low"] is not None and diff["ci_low"] <= shift <= diff["ci_high"]
-    return bool(test["differs"]), covered
+    return bool(test["p_value"] is not None and test["p_value"] < 0.05), covered
 
 
 def method_rejects(rows: pl.DataFrame) -> dict[str, bool]:
@@ -130,14 +139,50 @@ def run(reps: int, seed: int) -> list[tuple[str, str, str, bool]]:
     return rows
 
 
+SLOW_CLAIMS = {"b": 4}  # claim -> reps divisor (claim (b) fits a dozen behaviors per replicate)
+WRONG_MAX = 0.10
+
+
+def claims_table(reps: int, seed: int, only: str | None = None) -> bool:
+    """Print the outcome shares of every claim scenario; True when no wrong rate is > 10 %."""
+    from stats.outcomes import CONTRADICTED, INCONCLUSIVE, NOT_TESTABLE, SUPPORTED
+    from stats.simulate_claims import SCENARIOS, run_scenario
+
+    words = (SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_TESTABLE)
+    print(f"| claim | simulated truth | claim | {' | '.join(words)} | wrong | wrong <= 10 % |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    ok = True
+    for i, (key, name, truth, simulate) in enumerate(SCENARIOS):
+        if only is not None and key != only:
+            continue
+        rng = np.random.default_rng([seed, i])
+        n = max(reps // SLOW_CLAIMS.get(key, 1), 10)
+        got = [run_scenario(key, simulate, rng) for _ in range(n)]
+        wrong_word = CONTRADICTED if truth == "holds" else SUPPORTED
+        wrong = [w == wrong_word for w in got]
+        ok &= float(np.mean(wrong)) <= WRONG_MAX
+        cells = " | ".join(_rate([w == word for w in got]) for word in words)
+        print(f"| ({key}) | {name} ({n} reps) | {truth} | {cells} | {wrong_word} "
+              f"{np.mean(wrong):.1%} | {'yes' if np.mean(wrong) <= WRONG_MAX else 'NO'} |",
+              flush=True)
+    return ok
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--reps", type=int, default=200, help="replicates per configuration")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--compare-methods", action="store_true",
                    help="only compare covariance choices (iid, CR1, CV3, jackknife)")
+    p.add_argument("--claims", action="store_true",
+                   help="only the calibration of every Findings claim rule")
+    p.add_argument("--only", default=None, help="with --claims: one claim's key (a, b, c1, ...)")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
+    if args.claims:
+        ok = claims_table(args.reps, args.seed, args.only)
+        print(f"\n{time.perf_counter() - t0:.0f} s")
+        return 0 if ok else 1
     if args.compare_methods:
         compare_methods(args.reps, args.seed)
         print(f"\n{time.perf_counter() - t0:.0f} s")

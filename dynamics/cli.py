@@ -147,7 +147,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for line in table.missing:
         print(f"behavior provider not available: {line}", file=sys.stderr)
     ppls = _floats(args.at_ppl, "--at-ppl") if args.at_ppl else None
-    result = compare(table.rows, families, ppls, behavior=args.behavior, seeds=seed_frame(store))
+    from stats.summary import declared_margin
+
+    margin = args.margin if args.margin is not None else declared_margin(store)
+    result = compare(table.rows, families, ppls, behavior=args.behavior, seeds=seed_frame(store),
+                     margin=margin)
     diffs, tests = result.differences, result.test
     print(comparison_text(diffs, tests))
     if args.out:
@@ -297,6 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--at-ppl", default=None, help="comma-separated ppl values, e.g. 20,30 "
                    "(default: 5 values inside every model's ppl range)")
     c.add_argument("--behavior", default=None, help="one behavior name (default: all but val_loss)")
+    c.add_argument("--margin", type=float, default=None, help="equivalence margin (behaviors' "
+                   "units) for 'the families do not differ'; the seed SD at matched ppl wins where "
+                   "the suite has seeds (default: the batch's equivalence_margin, else a tenth "
+                   "of the behavior's spread)")
     c.add_argument("--out", default=None, help="also write the differences to a .csv or "
                    ".parquet file (and the family test to <name>.family_test.<ext>)")
     c.set_defaults(func=cmd_compare)

@@ -62,6 +62,8 @@ class BatchConfig:
         generate: set name -> `[generate.<name>]` table (GenerateConfig): labeled sets
             generated from the mixture of two checkpoints before the sweep.
         base_dir: folder relative paths are resolved against (the TOML's folder).
+        equivalence_margin: the margin, in the behaviors' units, within which two families
+            "do not differ" (stats.equivalence; used where the suite has no seed runs).
     """
 
     suite: str
@@ -79,6 +81,7 @@ class BatchConfig:
     seed: int = 0
     generate: dict = field(default_factory=dict)
     base_dir: str = "."
+    equivalence_margin: float | None = None
 
     def resolve(self, value: str) -> str:
         p = Path(value).expanduser()
@@ -290,6 +293,10 @@ def _check_runtime(ok: dict) -> list[str]:
     from dynamics.loading import device_problem
 
     problems = []
+    margin = ok.get("equivalence_margin")
+    if margin is not None and not (isinstance(margin, (int, float)) and margin > 0):
+        problems.append(f"equivalence_margin = {margin!r}: give a positive number (the "
+                        "behaviors' units)")
     if "device" in ok and (problem := device_problem(ok["device"])):
         problems.append(problem)
     if ok.get("executor") == "ray":

@@ -91,8 +91,8 @@ def findings_section(ctx: Context) -> Section:
     sec = Section("Findings")
     if ctx.analysis is None:
         return _no_ppl(sec)
-    sec.notes.append("Each paper's claim, the statistic this run gives, and whether it supports "
-                     "it (verdict rules: stats/findings.py). The details follow below.")
+    sec.notes.append("Each claim's outcome (supported, contradicted, inconclusive: what the run "
+                     "could detect, not testable) and the interval its rule used, named.")
     sec.html.append(findings_html(ctx.analysis.findings))
     sec.files.append((FINDINGS_FILE, ctx.analysis.findings))
     return sec
@@ -188,10 +188,10 @@ def families_section(ctx: Context) -> Section:
     fa, fb = a.family_pair
     sec.charts.append(("family_differences", family_charts.family_difference_chart(
         diffs.filter(pl.col("behavior").is_in(shown)))))
-    sec.tables.append((f"Family at fixed ppl ({fb} term in value ~ log ppl + family; "
-                       "leave-one-model-out jackknife)", a.family_test))
-    sec.details.append((f"{fb} - {fa} at matched ppl (CI: bootstrap over models, t reference; "
-                        "none with fewer than 3 models per family)", diffs))
+    sec.tables.append((f"Family at fixed ppl ({fb} term in value ~ log ppl + family; outcome "
+                       "and decision interval as in the Findings)", a.family_test))
+    sec.details.append((f"{fb} - {fa} at matched ppl (95% CI, descriptive: bootstrap over "
+                        "models, t reference; none with fewer than 3 models per family)", diffs))
     return sec
 
 

@@ -22,7 +22,7 @@ import altair as alt
 import polars as pl
 import vl_convert as vlc
 
-from stats import findings
+from stats import outcomes
 
 BUNDLE_NAME = "vega-bundle.js"
 VL_VERSION = alt.SCHEMA_VERSION.lstrip("v").rsplit(".", 1)[0]  # "6.4" for altair's v6.4.1
@@ -41,7 +41,8 @@ table.findings .src,table.findings .detail{font-size:.8em;color:#555}
 table.findings th.claim{width:24%}table.findings th.vcol{width:16%}
 table.findings th.value{width:14%}table.findings td.claim{font-weight:500}
 .verdict{display:inline-block;padding:.15em .5em;border-radius:.8em;font-size:.85em}.v-supported{background:#d4edda;color:#155724}
-.v-not-supported{background:#f8d7da;color:#721c24}.v-untestable{background:#e9ecef;color:#444}
+.v-contradicted{background:#f8d7da;color:#721c24}.v-inconclusive{background:#fff3cd;color:#664d03}
+.v-untestable{background:#e9ecef;color:#444}
 details{margin:.5em 0}summary{cursor:pointer;color:#225}"""
 
 EMBED_JS = """
@@ -109,8 +110,8 @@ def frame_to_html(frame: pl.DataFrame, max_rows: int = 200) -> str:
     return f'<table class="frame">{more}<tr>{head}</tr>{"".join(rows)}</table>'
 
 
-VERDICT_CLASS = {findings.SUPPORTED: "v-supported", findings.NOT_SUPPORTED: "v-not-supported",
-                 findings.NOT_TESTABLE: "v-untestable"}
+VERDICT_CLASS = {outcomes.SUPPORTED: "v-supported", outcomes.CONTRADICTED: "v-contradicted",
+                 outcomes.INCONCLUSIVE: "v-inconclusive", outcomes.NOT_TESTABLE: "v-untestable"}
 
 
 def _interval(low, high) -> str:
@@ -120,17 +121,22 @@ def _interval(low, high) -> str:
 
 
 def findings_html(table: pl.DataFrame) -> str:
-    """The findings frame (stats.findings.FINDINGS_SCHEMA) as a readable table: claim and
-    source, a coloured verdict, the value with its interval and statistic, the detail."""
+    """The findings frame (stats.outcomes.FINDINGS_SCHEMA) as a readable table: claim and
+    source, a coloured verdict with its rule, the value with its interval, the interval's
+    kind (and margin) and the statistic, the detail."""
     rows = []
     for r in table.iter_rows(named=True):
         value = "" if r["value"] is None else f"<b>{_fmt(r['value'])}</b>"
         value += html.escape(_interval(r["ci_low"], r["ci_high"]))
-        badge = VERDICT_CLASS[findings.outcome(r["verdict"])]
+        if r.get("interval"):
+            margin = "" if r.get("margin") is None else f", margin ±{_fmt(r['margin'])}"
+            value += f'<div class="src">{html.escape(r["interval"] + margin)}</div>'
+        badge = VERDICT_CLASS[outcomes.outcome(r["verdict"])]
         rows.append(
             f'<tr><td class="claim">{html.escape(r["claim"])}<div class="src">'
             f'{html.escape(r["source"])}</div></td><td><span class="verdict {badge}">'
-            f'{html.escape(r["verdict"])}</span></td><td class="value">{value}<div class="src">'
+            f'{html.escape(r["verdict"])}</span><div class="src">{html.escape(r.get("rule") or "")}'
+            f'</div></td><td class="value">{value}<div class="src">'
             f'{html.escape(r["statistic"])}</div></td>'
             f'<td class="detail">{html.escape(r["detail"] or "")}</td></tr>')
     head = ('<tr><th class="claim">claim</th><th class="vcol">verdict</th>'

@@ -59,14 +59,16 @@ def comparison_text(diffs: pl.DataFrame, tests: pl.DataFrame) -> str:
     """The `dynamics compare` printout: differences at matched ppl, then the family test.
 
     ``diffs`` is :func:`stats.families.family_differences` output, ``tests`` is
-    :func:`stats.families.family_test` output (columns in that module's docstring).
+    :func:`stats.families.compare`'s test (family_test with the outcome columns of
+    :func:`stats.equivalence.family_outcomes`).
     """
     if diffs.is_empty():
         return "no behavior has both families at those perplexities (outside the models' ranges?)"
     a, b = diffs["family_a"][0], diffs["family_b"][0]
     parts = [
         f"Families at matched validation perplexity: diff = {b} - {a}; 95% CI from a "
-        "bootstrap over models (t reference); null with < 3 models per family.",
+        "bootstrap over models (t reference; descriptive: the outcomes below decide); null "
+        "with < 3 models per family.",
         text_table(diffs, {
             "behavior": lambda r: r["behavior"], "ppl": lambda r: f"{r['ppl']:.4g}",
             a: lambda r: f"{r['mean_a']:.3f}", b: lambda r: f"{r['mean_b']:.3f}",
@@ -78,13 +80,19 @@ def comparison_text(diffs: pl.DataFrame, tests: pl.DataFrame) -> str:
     ]
     if not tests.is_empty():
         parts += ["", f"Family at fixed ppl: value ~ log ppl + family ({b} term; logit units "
-                  "for accuracies), CI from a leave-one-model-out jackknife, t(models - 1).",
+                  "for accuracies), leave-one-model-out jackknife, t(models - 1). Outcome of "
+                  f"'{a} and {b} do not differ' (stats.equivalence): supported = 90% CI inside "
+                  "+-margin (TOST), contradicted = Bonferroni CI excludes 0, else inconclusive "
+                  "(with the smallest difference detectable at 80% power). The interval shown "
+                  "is the one the outcome used.",
                   text_table(tests, {
                       "behavior": lambda r: r["behavior"], "scale": lambda r: r["scale"],
                       "estimate": lambda r: signed(r["estimate"]),
-                      "95% CI": lambda r: interval(r["ci_low"], r["ci_high"]),
+                      "interval": lambda r: interval(r.get("decision_low"),
+                                                     r.get("decision_high")),
+                      "kind": lambda r: r.get("interval"),
+                      "margin": lambda r: None if r.get("margin") is None else
+                      f"+-{r['margin']:.3g} ({r['margin_source']})",
                       "p": lambda r: None if r["p_value"] is None else f"{r['p_value']:.3g}",
-                      "differs": lambda r: None if r["differs"] is None else
-                      ("yes" if r["differs"] else "no"),
-                      "evidence": lambda r: r["evidence"]})]
+                      "outcome": lambda r: r.get("outcome")})]
     return "\n".join(parts)

@@ -28,17 +28,19 @@ behavior, family_a, family_b, response (binomial|fractional|ols), scale ("value"
 or "logit": units of estimate), estimate (the family-b term in value ~ log ppl
 + family, over every checkpoint of both families), std_err, ci_low, ci_high,
 p_value (leave-one-model-out jackknife, t(G-1): :mod:`stats.inference`),
-n_models_a, n_models_b, differs (CI excludes 0; null when either family has
-fewer than 2 models or there are fewer than MIN_CLUSTERS models in all),
-evidence (which evidence decided, or why the behavior was not fitted: then
-every number is null), ppl_turns_up.
+n_models_a, n_models_b, evidence (which evidence there is, or why the behavior
+was not tested: too few models (fewer than 2 in a family or MIN_CLUSTERS in
+all; then p_value is null) or not fitted (every number null)), ppl_turns_up.
+Whether the families differ, do not differ or the run cannot tell is decided
+by :func:`stats.equivalence.family_outcomes` (the outcome columns :func:`compare` adds).
 
 :func:`matched_ppl_grid(rows, families, n=5)` -> a list of ppl values, log-spaced
 over the range every model of those families visits (empty when they do not
 overlap): the default ``ppls`` for the report.
 
-:func:`compare(rows, families, ppls=None, behavior=None, seeds=None)` ->
-:class:`Comparison` (pair, ppls, differences, test, notes): the one call behind
+:func:`compare(rows, families, ppls=None, behavior=None, seeds=None, margin=None)`
+-> :class:`Comparison` (pair, ppls, differences, test with each behavior's
+outcome, notes): the one call behind
 `dynamics compare` and the report's family section.
 
 Calibration (false positives, power, CI coverage): ``bench/bench_calibration.py``.
@@ -52,6 +54,7 @@ import numpy as np
 import polars as pl
 from scipy import stats as st
 
+from stats.equivalence import family_outcomes
 from stats.inference import LEVEL, MIN_CLUSTERS, response_kind, robust_fit
 from stats.matched import UnknownFamilyError, at_ppl, ppl_turns, ppl_turns_text
 
@@ -65,7 +68,7 @@ TEST_SCHEMA = [("behavior", pl.String), ("family_a", pl.String), ("family_b", pl
                ("response", pl.String), ("scale", pl.String), ("estimate", pl.Float64),
                ("std_err", pl.Float64), ("ci_low", pl.Float64), ("ci_high", pl.Float64),
                ("p_value", pl.Float64), ("n_models_a", pl.Int64), ("n_models_b", pl.Int64),
-               ("differs", pl.Boolean), ("evidence", pl.String), ("ppl_turns_up", pl.String)]
+               ("evidence", pl.String), ("ppl_turns_up", pl.String)]
 
 
 def select_pair(rows: pl.DataFrame, families, behavior: str | None = None) -> pl.DataFrame:
@@ -149,13 +152,13 @@ def _test_one(name: str, sub: pl.DataFrame, fams) -> tuple:
             (rob.estimate[i], rob.std_err[i], rob.ci_low[i], rob.ci_high[i], rob.p_value[i])]
     n = n_a + n_b
     if min(n_a, n_b) < MIN_MODELS_TEST or n < MIN_CLUSTERS or vals[2] is None:
-        differs, evidence = None, (f"too few models ({fams[0]}: {n_a}, {fams[1]}: {n_b}; "
-                                   f"need {MIN_CLUSTERS} in all, {MIN_MODELS_TEST} each)")
+        vals[4] = None  # no p value: the test is not made
+        evidence = (f"too few models ({fams[0]}: {n_a}, {fams[1]}: {n_b}; "
+                    f"need {MIN_CLUSTERS} in all, {MIN_MODELS_TEST} each)")
     else:
-        differs = not (vals[2] <= 0 <= vals[3])
         evidence = f"cluster-jackknife CI ({n} models)"
     return (name, *fams, response, "value" if response == "ols" else "logit", *vals, n_a, n_b,
-            differs, evidence, ppl_turns_text(ppl_turns(sub)))
+            evidence, ppl_turns_text(ppl_turns(sub)))
 
 
 def family_test(rows: pl.DataFrame, families, behaviors: list[str] | None = None
@@ -176,7 +179,7 @@ def family_test(rows: pl.DataFrame, families, behaviors: list[str] | None = None
             except (ValueError, np.linalg.LinAlgError) as err:
                 reason = f"not fitted: {type(err).__name__}: {err}"
         if reason is not None:
-            out.append((name, *fams, *[None] * 10, reason, None))
+            out.append((name, *fams, *[None] * 9, reason, None))
     return pl.DataFrame(out, orient="row", schema=TEST_SCHEMA)
 
 
@@ -206,8 +209,11 @@ class Comparison:
 
 
 def compare(rows: pl.DataFrame, families, ppls: list[float] | None = None,
-            behavior: str | None = None, seeds: pl.DataFrame | None = None) -> Comparison:
-    """Two families at matched ppl: differences, the family test and seed noise, in one call.
+            behavior: str | None = None, seeds: pl.DataFrame | None = None,
+            margin: float | None = None) -> Comparison:
+    """Two families at matched ppl: differences, the family test with each behavior's
+    outcome (stats.equivalence.family_outcomes; ``margin``: the declared equivalence
+    margin in value units) and seed noise, in one call.
 
     The one policy behind `dynamics compare` and the report's family section:
     val_loss (log val_ppl itself, equal at matched ppl by definition) is left
@@ -234,4 +240,5 @@ def compare(rows: pl.DataFrame, families, ppls: list[float] | None = None,
         notes.append("seed_sd_a/b: SD across seeds of one configuration at that ppl (seed "
                      "noise); a family difference within it is not evidence of a family effect.")
     test = family_test(sub, pair, None if behavior is None else [behavior])
+    test = family_outcomes(test, sub, diffs, margin)
     return Comparison(tuple(pair), ppls, diffs, test, notes)

@@ -25,6 +25,7 @@ generated sets of the sequences table, validation ppl with rises flagged).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -85,7 +86,8 @@ class FamilyFrames:
     notes: list[str] = field(default_factory=list)
 
 
-def family_frames(rows: pl.DataFrame, seeds: pl.DataFrame | None = None) -> FamilyFrames:
+def family_frames(rows: pl.DataFrame, seeds: pl.DataFrame | None = None,
+                  margin: float | None = None) -> FamilyFrames:
     """The first two families (sorted) at matched ppl (stats.families.compare)."""
     names = sorted(rows["family"].unique())
     if len(names) < 2:
@@ -95,7 +97,7 @@ def family_frames(rows: pl.DataFrame, seeds: pl.DataFrame | None = None) -> Fami
     if len(names) > 2:
         notes.append(f"Comparing {pair[1]} with {pair[0]}; for other pairs run "
                      "`dynamics compare RESULTS --families a,b`.")
-    result = families.compare(fitted_rows(rows), pair, seeds=seeds)
+    result = families.compare(fitted_rows(rows), pair, seeds=seeds, margin=margin)
     diffs = result.differences if result.ppls else None
     return FamilyFrames(pair, diffs, result.test, notes + result.notes)
 
@@ -133,7 +135,8 @@ def fit_all_curves(rows: pl.DataFrame, names: list[str]) -> pl.DataFrame:
 def analyze(rows: pl.DataFrame, *, ppl: pl.DataFrame | None = None,
             generated: pl.DataFrame | None = None,
             family_differences: pl.DataFrame | None = None,
-            fraction: float = EMERGENCE_FRACTION, seeds: pl.DataFrame | None = None) -> Analysis:
+            fraction: float = EMERGENCE_FRACTION, seeds: pl.DataFrame | None = None,
+            margin: float | None = None) -> Analysis:
     """Fits, curves, emergence points and findings of a behavior table.
 
     Args:
@@ -144,6 +147,7 @@ def analyze(rows: pl.DataFrame, *, ppl: pl.DataFrame | None = None,
             computed here (:func:`family_frames`) when the rows hold two families.
         fraction: the emergence threshold as a fraction of the final value.
         seeds: stats.seeds.seed_frame of the store (seed noise beside family differences).
+        margin: the declared equivalence margin of claim (e) (stats.equivalence).
     """
     notes = []
     fits = regression.fit_behaviors(fitted_rows(rows))
@@ -153,7 +157,7 @@ def analyze(rows: pl.DataFrame, *, ppl: pl.DataFrame | None = None,
     points = emergence_points(rows, fraction)
     if ppl is not None and "ppl_rises" not in ppl.columns:
         ppl = flag_ppl_rises(ppl)
-    fam = family_frames(rows, seeds)
+    fam = family_frames(rows, seeds, margin)
     if family_differences is None:
         family_differences = fam.differences
     table = findings.findings(rows=rows, emergence=points, verdicts=fits.verdicts,
@@ -161,6 +165,16 @@ def analyze(rows: pl.DataFrame, *, ppl: pl.DataFrame | None = None,
                               family_test=fam.test)
     return Analysis(rows, fits, curves, points, table, ppl, generated, notes, fam.pair,
                     family_differences, fam.test, fam.notes)
+
+
+def declared_margin(store) -> float | None:
+    """The batch's equivalence_margin (``<store>/batch.toml``), or None (stats.equivalence)."""
+    import tomllib
+
+    path = Path(store.root) / "batch.toml"
+    if not path.exists():
+        return None
+    return tomllib.loads(path.read_text()).get("equivalence_margin")
 
 
 def analyze_store(store, *, family_differences: pl.DataFrame | None = None,
@@ -176,7 +190,7 @@ def analyze_store(store, *, family_differences: pl.DataFrame | None = None,
 
     out = analyze(table.rows, ppl=ppl, generated=generated,
                   family_differences=family_differences, fraction=fraction,
-                  seeds=seed_frame(store))
+                  seeds=seed_frame(store), margin=declared_margin(store))
     out.notes.extend(f"Behavior provider not available: {m}" for m in table.missing)
     return out
 

@@ -1,4 +1,4 @@
-"""stats.findings: each claim's verdict rule on synthetic frames whose truth is known (issue 19)."""
+"""stats.findings: each claim's outcome rule on frames with a known truth (issues 19, 27)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,19 @@ import polars as pl
 import pytest
 
 from stats import findings as fnd
+from stats.claims import xia
+from stats.equivalence import equivalence_outcome, family_outcomes
+from stats.outcomes import CONTRADICTED, INCONCLUSIVE, NOT_TESTABLE, SUPPORTED, ClaimInputs, outcome
 from stats.summary import analyze, emergence_points
+
+EMPTY = pl.DataFrame()
+
+
+def one(key: str, **inputs) -> dict:
+    """The single row of claim ``key`` from ClaimInputs fields."""
+    inputs.setdefault("emergence", EMPTY)
+    (row,) = fnd.evaluate(key, ClaimInputs(**inputs))
+    return row
 
 STEPS = (0, 1, 2, 4, 8, 16, 32)
 TOKENS_PER_STEP = 1000
@@ -38,7 +50,7 @@ def jump_at(step: int) -> list[float]:
 def induction(jumps: dict[tuple[str, int], int]) -> list[dict]:
     rows = rows_for({m: jump_at(s) for m, s in jumps.items()}, evaluator="circuits",
                     kind="head_score", task="induction")
-    return fnd.induction_emergence(emergence_points(rows), rows)
+    return fnd.evaluate("a", ClaimInputs(rows, emergence_points(rows)))
 
 
 # -- (a) --------------------------------------------------------------------------------
@@ -46,16 +58,20 @@ def induction(jumps: dict[tuple[str, int], int]) -> list[dict]:
 
 def test_induction_at_matched_tokens_is_supported_with_the_spacing_interval():
     (row,) = induction({("s", 10): 4, ("m", 30): 4, ("l", 90): 4})
-    assert row["verdict"] == fnd.SUPPORTED
+    assert row["verdict"] == SUPPORTED
     assert row["value"] == 1.0
     # each emerged after step 2 (2000 tokens) and by step 4 (4000): ratio within [1, 2]
     assert row["ci_low"] == 1.0 and row["ci_high"] == pytest.approx(2.0)
+    assert row["interval"] == "bounds from checkpoint spacing"
     assert "s: step 4" in row["detail"] and "l: step 4" in row["detail"]
 
 
-def test_induction_spread_over_sizes_is_not_supported():
+def test_induction_spread_over_sizes_is_contradicted_and_coarse_spacing_inconclusive():
+    (row,) = induction({("s", 10): 4, ("m", 30): 8, ("l", 90): 8})
+    # after steps 2 and 4, by steps 4 and 8: the ratio 2 lies in [1, 4]: spacing cannot tell
+    assert row["verdict"].startswith("inconclusive: the ratio lies in [1, 4]")
     (row,) = induction({("s", 10): 2, ("m", 30): 8, ("l", 90): 32})
-    assert row["verdict"] == fnd.NOT_SUPPORTED
+    assert row["verdict"] == CONTRADICTED
     assert row["value"] == pytest.approx(32 / 2)
     # after steps 1 and 16, by steps 2 and 32: lower bound 16/2 = 8, upper 32/1
     assert row["ci_low"] == pytest.approx(8.0) and row["ci_high"] == pytest.approx(32.0)
@@ -63,7 +79,7 @@ def test_induction_spread_over_sizes_is_not_supported():
 
 def test_induction_without_head_scores_or_with_one_forming_model_is_not_testable():
     rows = rows_for({("s", 10): jump_at(4)}, evaluator="bigbench-mc", kind="accuracy", task="t")
-    (row,) = fnd.induction_emergence(emergence_points(rows), rows)
+    (row,) = fnd.evaluate("a", ClaimInputs(rows, emergence_points(rows)))
     assert row["verdict"].startswith("not testable: no induction head scores")
     (row,) = induction({("s", 10): 4})
     assert row["verdict"] == "not testable: the head forms in 1 model(s)"
@@ -77,8 +93,8 @@ def test_models_whose_head_does_not_form_are_left_out():
                                task="induction"),
                       rows_for({("m", 30): jump_at(8), ("l", 90): jump_at(8)},
                                evaluator="circuits", kind="head_score", task="induction")])
-    (row,) = fnd.induction_emergence(emergence_points(rows), rows)
-    assert row["verdict"] == fnd.SUPPORTED and row["value"] == 1.0
+    (row,) = fnd.evaluate("a", ClaimInputs(rows, emergence_points(rows)))
+    assert row["verdict"] == SUPPORTED and row["value"] == 1.0
     assert "no head formed (final < 2 x initial or < 0.3): s (0.06 -> 0.09)" in row["detail"]
     assert "s: step" not in row["detail"]
 
@@ -91,8 +107,8 @@ def test_a_head_that_grows_but_stays_weak_is_not_formed():
                                task="induction"),
                       rows_for({("m", 30): jump_at(8), ("l", 90): jump_at(8)},
                                evaluator="circuits", kind="head_score", task="induction")])
-    (row,) = fnd.induction_emergence(emergence_points(rows), rows)
-    assert row["verdict"] == fnd.SUPPORTED and row["value"] == 1.0
+    (row,) = fnd.evaluate("a", ClaimInputs(rows, emergence_points(rows)))
+    assert row["verdict"] == SUPPORTED and row["value"] == 1.0
     assert "w (0.02 -> 0.12)" in row["detail"] and "w: step" not in row["detail"]
 
 
@@ -106,25 +122,40 @@ def verdicts(specs: list[tuple[str, bool]], evidence: list[str] | None = None) -
 
 
 def test_ppl_predicts_supported_when_a_clear_majority_follows_ppl():
-    row = fnd.ppl_predicts(verdicts([("ppl", False)] * 8 + [("ppl_size", False)]
-                                    + [("flops", False)]))
+    row = one("b", rows=EMPTY, verdicts=verdicts([("ppl", False)] * 8 + [("ppl_size", False)]
+                                                 + [("flops", False)]))
     assert row["value"] == pytest.approx(0.9)
-    low, high = fnd.wilson(9, 10)
+    assert row["interval"] == "95 % Wilson CI"
+    low, high = xia.wilson(9, 10)
     assert (row["ci_low"], row["ci_high"]) == (low, high)
     assert low == pytest.approx(0.5958, abs=1e-4) and high == pytest.approx(0.9821, abs=1e-4)
-    assert row["verdict"] == fnd.SUPPORTED
+    assert row["verdict"] == SUPPORTED
     assert "9 of 10 behaviors follow ppl; best fit: ppl 8, flops 1, ppl_size 1" in row["detail"]
 
 
-def test_ppl_predicts_not_supported_when_size_adds_or_size_wins():
+def test_ppl_predicts_contradicted_when_size_adds_or_size_wins_else_inconclusive():
     # best spec on ppl, but size adds at fixed ppl: does not follow ppl
-    row = fnd.ppl_predicts(verdicts([("ppl", True)] * 5 + [("size_tokens", False)] * 3
-                                    + [("ppl", False)] * 2, evidence=["a"] * 6 + ["b"] * 4))
+    specs = [("ppl", True)] * 5 + [("size_tokens", False)] * 3 + [("ppl", False)] * 2
+    row = one("b", rows=EMPTY, verdicts=verdicts(specs, evidence=["a"] * 6 + ["b"] * 4))
     assert row["value"] == pytest.approx(0.2)
-    assert row["verdict"] == fnd.NOT_SUPPORTED
+    # 2 of 10: Wilson [0.057, 0.510] contains 0.5: not shown to be a minority
+    assert row["ci_high"] == pytest.approx(0.5098, abs=1e-4)
+    assert row["verdict"].startswith("inconclusive: the CI contains 0.5; with 10 behaviors")
     assert "evidence: a: 6, b: 4" in row["detail"]
     assert "size adds at fixed ppl: 5" in row["detail"]
-    assert fnd.ppl_predicts(None)["verdict"] == "not testable: no fitted behaviors"
+    row = one("b", rows=EMPTY, verdicts=verdicts(specs + [("size", False)] * 4))  # 2 of 14
+    assert row["ci_high"] < 0.5 and row["verdict"] == CONTRADICTED
+    assert one("b", rows=EMPTY, verdicts=None)["verdict"] == "not testable: no fitted behaviors"
+
+
+def test_share_mde_is_the_share_that_passes_with_80_percent_power():
+    from scipy.stats import binom
+
+    n = 10  # Wilson ci_low > 0.5 needs 9 of 10 (8 of 10 gives 0.490)
+    assert xia.wilson(8, 10)[0] < 0.5 < xia.wilson(9, 10)[0]
+    p = xia.share_mde(n)
+    assert binom.sf(8, n, p) >= 0.8 > binom.sf(8, n, p - 0.002)
+    assert xia.share_mde(3) is None  # 3 of 3: Wilson ci_low 0.44
 
 
 # -- (c) --------------------------------------------------------------------------------
@@ -138,14 +169,31 @@ def gap_rows(sign: float) -> pl.DataFrame:
 
 
 def test_gap_growing_as_ppl_falls_is_supported():
-    row = fnd.hallucination_gap_trend(gap_rows(+1.0))
-    assert row["verdict"] == fnd.SUPPORTED and row["value"] == pytest.approx(-1.0)
+    row = one("c1", rows=gap_rows(+1.0))
+    assert row["verdict"] == SUPPORTED and row["value"] == pytest.approx(-1.0)
     assert "s: rho -1 over 6 checkpoints" in row["detail"]  # step 0 left out
+    assert row["interval"] == "95 % CI over 2 models (t)"
+    assert "range over models [-1, -1]" in row["detail"]
 
 
-def test_gap_shrinking_as_ppl_falls_is_not_supported():
-    row = fnd.hallucination_gap_trend(gap_rows(-1.0))
-    assert row["verdict"] == fnd.NOT_SUPPORTED and row["value"] == pytest.approx(1.0)
+def test_gap_shrinking_as_ppl_falls_is_contradicted():
+    row = one("c1", rows=gap_rows(-1.0))
+    assert row["verdict"] == CONTRADICTED and row["value"] == pytest.approx(1.0)
+
+
+def test_gap_trend_ci_is_a_t_interval_over_models():
+    # three models with rho -0.8, -0.4, +0.2: mean -1/3, sd 0.503, t(2) CI by hand
+    import numpy as np
+
+    mean, low, high, detect = xia._rho_ci(np.array([-0.8, -0.4, 0.2]))
+    se = 0.503322 / np.sqrt(3)
+    assert mean == pytest.approx(-1 / 3)
+    assert -1 / 3 - 4.302653 * se < -1 and low == -1.0  # clipped to [-1, 1]
+    assert high == pytest.approx(-1 / 3 + 4.302653 * se, abs=1e-5)
+    assert low < 0 < high  # contains 0: inconclusive
+    assert detect == pytest.approx((4.302653 + 1.060660) * se, abs=1e-5)
+    # every model at rho -1: the CI is the point -1, not widened by a clipped Fisher z
+    assert xia._rho_ci(np.array([-1.0, -1.0, -0.8]))[2] < 0
 
 
 def generated(series: dict[tuple[str, int], list[float]], a=1.0, b=-1.0) -> pl.DataFrame:
@@ -157,17 +205,21 @@ def generated(series: dict[tuple[str, int], list[float]], a=1.0, b=-1.0) -> pl.D
 def test_larger_model_raising_the_generated_set_ppl_late_is_supported():
     falls = [50, 40, 30, 25, 22, 21, 20]
     dips = [50, 40, 30, 25, 20, 22, 26]  # lowest at step 8, final 26: x1.3
-    row = fnd.generated_set_rise(generated({("s", 10): falls, ("l", 90): dips}))
-    assert row["verdict"] == fnd.SUPPORTED and row["value"] == pytest.approx(1.3)
+    row = one("c2", rows=EMPTY, generated=generated({("s", 10): falls, ("l", 90): dips}))
+    assert row["verdict"] == SUPPORTED and row["value"] == pytest.approx(1.3)
     assert "l: x1.3 (lowest at step 8, final step 32)" in row["detail"]
 
 
-def test_generated_set_ppl_that_keeps_falling_is_not_supported():
+def test_generated_set_ppl_that_keeps_falling_is_contradicted():
     falls = [50, 40, 30, 25, 22, 21, 20]
-    row = fnd.generated_set_rise(generated({("s", 10): falls, ("l", 90): falls}))
-    assert row["verdict"] == fnd.NOT_SUPPORTED and row["value"] == pytest.approx(1.0)
+    dips = [50, 40, 30, 25, 20, 22, 26]
+    row = one("c2", rows=EMPTY, generated=generated({("s", 10): falls, ("l", 90): falls}))
+    assert row["verdict"] == CONTRADICTED and row["value"] == pytest.approx(1.0)
+    both = one("c2", rows=EMPTY, generated=generated({("s", 10): dips, ("l", 90): dips}))
+    assert both["verdict"].startswith("inconclusive: the smallest model rises as much")
     # the other (a, b) sets do not count
-    other = fnd.generated_set_rise(generated({("s", 10): falls, ("l", 90): falls}, a=-1, b=1))
+    other = one("c2", rows=EMPTY,
+                generated=generated({("s", 10): falls, ("l", 90): falls}, a=-1, b=1))
     assert other["verdict"] == "not testable: no a=1, b=-1 generated set"
 
 
@@ -183,22 +235,25 @@ def order_rows(bigram_step: int, recall_step: int, kinds=("bigram_accuracy",
 
 
 def test_bigram_before_recall_is_supported():
-    row = fnd.learning_order(order_rows(2, 8))
-    assert row["verdict"] == fnd.SUPPORTED and row["value"] == 1.0
+    row = one("d", rows=order_rows(2, 8))
+    assert row["verdict"] == SUPPORTED and row["value"] == 1.0
     assert "s: step 2 vs 8" in row["detail"]
 
 
-def test_recall_before_bigram_is_not_supported():
-    row = fnd.learning_order(order_rows(8, 2))
-    assert row["verdict"] == fnd.NOT_SUPPORTED and row["value"] == 0.0
+def test_recall_before_bigram_is_contradicted_and_together_inconclusive():
+    row = one("d", rows=order_rows(8, 2))
+    assert row["verdict"] == CONTRADICTED and row["value"] == 0.0
+    row = one("d", rows=order_rows(4, 4))
+    assert row["verdict"] == ("inconclusive: bigram first in 0, recall first in 0, same "
+                              "checkpoint in 2 of 2 models")
 
 
 def test_learning_order_on_falling_losses_and_without_results():
     losses = order_rows(1, 16, ("bigram_loss", "recall_loss")).with_columns(
         (1.0 - pl.col("value")).alias("value"))  # losses fall where accuracies rise
-    row = fnd.learning_order(losses)
-    assert row["verdict"] == fnd.SUPPORTED and "step 1 vs 16" in row["detail"]
-    none = fnd.learning_order(order_rows(1, 2).with_columns(pl.lit("x").alias("evaluator")))
+    row = one("d", rows=losses)
+    assert row["verdict"] == SUPPORTED and "step 1 vs 16" in row["detail"]
+    none = one("d", rows=order_rows(1, 2).with_columns(pl.lit("x").alias("evaluator")))
     assert none["verdict"] == "not testable: no recall-bigram results"
 
 
@@ -218,50 +273,105 @@ def test_crossing_points_worked_example_both_directions_and_no_change():
 # -- (e) --------------------------------------------------------------------------------
 
 
-def diffs(p_values: list[float] | None, cis: list[tuple[float, float]]) -> pl.DataFrame:
-    frame = pl.DataFrame({"behavior": [f"b{i}" for i in range(len(cis))],
-                          "ppl": [20.0] * len(cis), "family_a": "fa", "family_b": "fb",
-                          "diff": [(lo + hi) / 2.0 for lo, hi in cis],
-                          "ci_low": [float(lo) for lo, _ in cis],
-                          "ci_high": [float(hi) for _, hi in cis]})
-    return frame.with_columns(pl.Series("p_value", p_values)) if p_values else frame
+def family_test_frame(estimates, std_errs, n_models=(4, 4), scale="value") -> pl.DataFrame:
+    """A stats.families.family_test frame: jackknife SEs, t on G - 1 = 7 df, p from them."""
+    from scipy import stats as st
+
+    df = sum(n_models) - 1
+    p = [float(2 * st.t.sf(abs(e / s), df)) for e, s in zip(estimates, std_errs, strict=True)]
+    return pl.DataFrame({"behavior": [f"b{i}" for i in range(len(estimates))],
+                         "family_a": "fa", "family_b": "fb", "response": "ols", "scale": scale,
+                         "estimate": [float(e) for e in estimates],
+                         "std_err": [float(x) for x in std_errs], "ci_low": 0.0, "ci_high": 0.0,
+                         "p_value": p, "n_models_a": n_models[0], "n_models_b": n_models[1],
+                         "evidence": "cluster-jackknife CI (8 models)", "ppl_turns_up": None})
 
 
-def test_families_that_match_are_supported_and_a_difference_is_not():
-    same = fnd.families_match(diffs([0.4, 0.9, 0.02], [(-1, 1), (-0.5, 0.7), (-0.1, 2)]), 2)
-    assert same["verdict"] == fnd.SUPPORTED and same["value"] == 0  # 0.02 > 0.05 / 3
-    assert (same["ci_low"], same["ci_high"]) == (-0.1, 2)  # the largest |diff| row
-    differ = fnd.families_match(diffs([0.4, 0.9, 0.001], [(-1, 1), (-0.5, 0.7), (1, 3)]), 2)
-    assert differ["verdict"] == fnd.NOT_SUPPORTED and differ["value"] == 1
-    assert "differing: b2" in differ["detail"]
+def two_family_rows() -> pl.DataFrame:
+    return pl.DataFrame({"family": ["fa", "fb"], "behavior": ["b0", "b0"], "value": [0.0, 1.0]})
 
 
-def test_families_with_cis_only_and_without_a_frame():
-    cis = [(-1.0, 1.0)] * 19 + [(0.5, 1.5)]  # 1 of 20 excludes 0: what 95 % CIs give by chance
-    assert fnd.families_match(diffs(None, cis), 2)["verdict"] == fnd.SUPPORTED
-    cis = [(-1.0, 1.0)] * 18 + [(0.5, 1.5)] * 2
-    assert fnd.families_match(diffs(None, cis), 2)["verdict"] == fnd.NOT_SUPPORTED
-    assert fnd.families_match(None, 1)["verdict"] == "not testable: one family"
-    assert (fnd.families_match(None, 2)["verdict"]
-            == "not testable: family differences not computed")
+def test_equivalence_outcome_worked_example():
+    # stats.equivalence docstring: 0.02 +- t(0.95, 7) x 0.01 = [0.001, 0.039] inside +-0.05
+    got = equivalence_outcome(0.02, 0.01, 7, 0.05)
+    assert (got["tost_low"], got["tost_high"]) == pytest.approx((0.00105, 0.03895), abs=1e-5)
+    assert got["outcome"] == SUPPORTED
+    # the same estimate with a margin of 0.03: the 90 % CI reaches past it, and 0 is inside
+    # the 95 % CI (p = 0.085): inconclusive, with the detectable difference (t.975 + t.8) SE
+    got = equivalence_outcome(0.02, 0.01, 7, 0.03)
+    assert got["outcome"].startswith("inconclusive: 90 % CI [0.00105, 0.0389] not inside +-0.03")
+    assert got["mde"] == pytest.approx((2.3646 + 0.8960) * 0.01, abs=1e-4)
+    assert "could detect only differences >= 0.0326 at 80% power" in got["outcome"]
+    # 0.05 +- 2.365 x 0.01 excludes 0 and the 90 % CI crosses the margin: contradicted
+    assert equivalence_outcome(0.05, 0.01, 7, 0.03)["outcome"] == CONTRADICTED
+    # Bonferroni over 10 behaviors: t(1 - 0.0025, 7) = 4.03: 0.035 / 0.01 no longer differs
+    assert equivalence_outcome(0.035, 0.01, 7, 0.03)["outcome"] == CONTRADICTED
+    assert outcome(equivalence_outcome(0.035, 0.01, 7, 0.03, m=10)["outcome"]) == INCONCLUSIVE
 
 
-def test_families_decided_by_the_family_test_with_bonferroni():
-    test = pl.DataFrame({"behavior": ["b0", "b1", "b2"], "p_value": [0.5, 0.02, 0.001],
-                         "estimate": [0.1, 0.3, 1.5], "ci_low": [-1.0, 0.1, 1.2],
-                         "ci_high": [1.2, 0.5, 1.8], "scale": "value", "family_a": "fa",
-                         "family_b": "fb", "evidence": ["jackknife"] * 3})
-    got = fnd.families_match(diffs(None, [(-1, 1), (-0.5, 0.7), (1, 3)]), 2, test)
-    # 0.02 > 0.05 / 3 is not a difference after Bonferroni; 0.001 is
-    assert got["verdict"] == fnd.NOT_SUPPORTED and "1 of 3 behaviors differ" in got["detail"]
-    assert ": b2;" in got["detail"] and "fb - fa = 2" in got["detail"]  # largest at matched ppl
-    # the statistic: the smallest-p behavior's family term with its CI
-    assert (got["value"], got["ci_low"], got["ci_high"]) == (1.5, 1.2, 1.8)
-    none = fnd.families_match(None, 2, test.with_columns(pl.lit(0.3).alias("p_value")))
-    assert none["verdict"] == fnd.SUPPORTED and "0 of 3 behaviors differ" in none["detail"]
-    untested = test.with_columns(pl.lit(None, pl.Float64).alias("p_value"),
-                                 pl.lit("too few models (2)").alias("evidence"))
-    assert fnd.families_match(None, 2, untested)["verdict"] == "not testable: too few models (2)"
+def test_families_supported_only_when_every_90_percent_ci_lies_inside_the_margin():
+    test = family_outcomes(family_test_frame([0.01, -0.02, 0.0], [0.01, 0.01, 0.005]),
+                           two_family_rows(), declared=0.05)
+    row = one("e", rows=two_family_rows(), family_test=test)
+    assert row["verdict"] == SUPPORTED and row["interval"] == "90 % CI (TOST vs +-margin)"
+    # the deciding behavior is b1, whose CI comes closest to the margin: -0.02 +- 1.895 x 0.01
+    assert row["value"] == -0.02 and row["margin"] == 0.05
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((-0.03895, -0.00105), abs=1e-5)
+    assert -row["margin"] < row["ci_low"] and row["ci_high"] < row["margin"]
+    assert "of 3 behaviors: 3 within their margin, 0 differ" in row["detail"]
+
+
+def test_not_significant_is_not_no_difference():
+    # issue 27: estimate 0.92, CI wide, nothing significant after Bonferroni: inconclusive
+    test = family_outcomes(family_test_frame([0.92, 0.1], [0.4, 0.05]), two_family_rows(),
+                           declared=0.2)
+    row = one("e", rows=two_family_rows(), family_test=test)
+    assert outcome(row["verdict"]) == INCONCLUSIVE
+    assert "b0: 90 % CI [0.162, 1.68] vs +-0.2 (declared)" in row["verdict"]
+    assert "could detect only differences >=" in row["verdict"]
+    assert row["value"] == 0.92 and row["interval"] == "90 % CI (TOST vs +-margin)"
+
+
+def test_families_contradicted_by_a_bonferroni_difference_and_not_testable_cases():
+    test = family_outcomes(family_test_frame([0.5, 0.01, 0.0], [0.05, 0.01, 0.01]),
+                           two_family_rows(), declared=0.05)
+    row = one("e", rows=two_family_rows(), family_test=test)
+    assert row["verdict"] == CONTRADICTED and row["value"] == 0.5
+    assert row["interval"] == "98.33 % CI (Bonferroni, 3 behaviors)"
+    from scipy import stats as st
+
+    half = st.t.ppf(1 - 0.05 / 6, 7) * 0.05
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((0.5 - half, 0.5 + half))
+    assert "contradicted: b0" in row["detail"]
+    one_family = pl.DataFrame({"family": ["fa"], "behavior": ["b0"], "value": [0.0]})
+    assert one("e", rows=one_family)["verdict"] == "not testable: one family"
+    assert one("e", rows=two_family_rows())["verdict"] == "not testable: family test not computed"
+    untested = family_test_frame([0.5], [0.05]).with_columns(
+        pl.lit(None, pl.Float64).alias("p_value"), pl.lit("too few models (2)").alias("evidence"))
+    got = one("e", rows=two_family_rows(), family_test=untested)
+    assert got["verdict"] == "not testable: too few models (2)"
+
+
+def test_margin_sources_seed_sd_then_declared_then_default_and_logit_units():
+    from stats.equivalence import DEFAULT_MARGIN_SPREAD, behavior_margins
+
+    rows = pl.DataFrame({"family": ["fa", "fb"] * 2, "behavior": ["b0"] * 2 + ["b1"] * 2,
+                         "value": [0.2, 0.4, 0.6, 0.8]})
+    test = family_test_frame([0.0, 0.0], [0.01, 0.01]).with_columns(
+        pl.Series("scale", ["value", "logit"]))
+    default = behavior_margins(test, rows)
+    assert default["b0"] == (pytest.approx(DEFAULT_MARGIN_SPREAD * 0.141421, rel=1e-4),
+                             "default")
+    declared = behavior_margins(test, rows, declared=0.05)
+    assert declared["b0"] == (0.05, "declared")
+    assert declared["b1"] == (pytest.approx(0.05 / (0.7 * 0.3)), "declared")  # logit units
+    seeds = pl.DataFrame({"behavior": ["b0", "b0"], "seed_sd_a": [0.03, None],
+                          "seed_sd_b": [0.04, 0.05]})
+    got = behavior_margins(test, rows, seeds, declared=0.05)
+    assert got["b0"] == (pytest.approx(((0.03**2 + 0.04**2 + 0.05**2) / 3) ** 0.5), "seed sd")
+    assert got["b1"][1] == "declared"
+    with pytest.raises(ValueError, match="margin -1"):
+        behavior_margins(test, rows, declared=-1)
 
 
 # -- all together ---------------------------------------------------------------------------
@@ -280,8 +390,9 @@ def test_analyze_gives_one_finding_per_claim_and_a_summary_line_each():
     an = analyze(pl.concat([heads, loss]))
     table = an.findings
     assert table.columns == list(fnd.FINDINGS_SCHEMA)
+    assert table["rule"].null_count() == 0
     assert table.height == 6  # (a) one head kind, (b), (c1), (c2), (d), (e)
-    assert table["verdict"][0] == fnd.SUPPORTED
+    assert table["verdict"][0] == SUPPORTED
     assert set(an.emergence["kind"]) == {"head_score"}  # val_loss is not a rising kind
     assert "val_loss" not in set(an.fits.verdicts["behavior"])  # nor fitted
     text = fnd.summary_text(table)
@@ -291,8 +402,20 @@ def test_analyze_gives_one_finding_per_claim_and_a_summary_line_each():
 
 
 def test_outcome_strips_the_reason_and_refuses_other_words():
-    assert fnd.outcome("not testable: one family") == fnd.NOT_TESTABLE
-    assert fnd.outcome(fnd.NOT_SUPPORTED) == fnd.NOT_SUPPORTED
-    assert fnd.outcome(fnd.SUPPORTED) == fnd.SUPPORTED
+    assert outcome("not testable: one family") == NOT_TESTABLE
+    assert outcome("inconclusive: too few models") == INCONCLUSIVE
+    assert outcome(CONTRADICTED) == CONTRADICTED
+    assert outcome(SUPPORTED) == SUPPORTED
     with pytest.raises(ValueError, match="none of"):
-        fnd.outcome("maybe")
+        outcome("not supported by this run")
+    with pytest.raises(ValueError, match="takes no reason"):
+        outcome("supported: mostly")
+
+
+def test_an_interval_needs_its_kind_and_every_claim_is_one_entry():
+    with pytest.raises(ValueError, match="needs its kind"):
+        fnd.CLAIMS[0].row(SUPPORTED, value=1.0, ci=(0.0, 2.0))
+    assert [c.key for c in fnd.CLAIMS] == ["a", "b", "c1", "c2", "d", "e"]
+    assert all(c.rule and c.statistic and c.citation for c in fnd.CLAIMS)
+    with pytest.raises(KeyError, match="claims: "):
+        fnd.claim("z")

@@ -13,8 +13,10 @@ import pytest
 from scipy.stats import spearmanr
 
 from evals.store import Store
-from stats import findings as fnd
+from stats.claims import emergence as cem
+from stats.claims import xia
 from stats.hallucination import pair_differences
+from stats.outcomes import CONTRADICTED, INCONCLUSIVE, SUPPORTED, outcome
 from stats.perplexity import validation_ppl
 from stats.summary import analyze_store
 
@@ -56,7 +58,7 @@ def test_induction_emergence_lies_where_the_head_score_crosses_the_threshold(dem
             best = (comps.filter((pl.col("model") == model) & (pl.col("kind") == kind))
                     .group_by("step", "tokens_seen").agg(pl.col("score").max()).sort("step"))
             score, steps = best["score"].to_numpy(), best["step"].to_list()
-            if score[-1] < max(fnd.FORMED_RATIO * score[0], fnd.FORMED_MIN):
+            if score[-1] < max(cem.FORMED_RATIO * score[0], cem.FORMED_MIN):
                 assert f"{model} (" in row["detail"]  # listed as not forming the head
                 continue
             threshold = score[0] + 0.5 * (score[-1] - score[0])
@@ -70,7 +72,11 @@ def test_induction_emergence_lies_where_the_head_score_crosses_the_threshold(dem
         for model, step in formed:
             assert f"{model}: step {step}," in row["detail"]
         assert row["value"] == pytest.approx(max(tokens) / min(tokens))
-        assert (row["verdict"] == fnd.SUPPORTED) == (row["value"] <= fnd.TOKEN_SPREAD_MAX)
+        assert row["ci_low"] <= row["value"] and row["interval"] == cem.SPACING
+        if row["verdict"] == SUPPORTED:
+            assert row["ci_high"] is not None and row["ci_high"] <= cem.TOKEN_SPREAD_MAX
+        if row["verdict"] == CONTRADICTED:
+            assert row["ci_low"] > cem.TOKEN_SPREAD_MAX
 
 
 def test_share_following_ppl_equals_the_count_in_the_verdict_table(analysis):
@@ -81,7 +87,8 @@ def test_share_following_ppl_equals_the_count_in_the_verdict_table(analysis):
     assert row["value"] == pytest.approx(follow / len(verdicts))
     assert f"{follow} of {len(verdicts)} behaviors follow ppl" in row["detail"]
     assert row["ci_low"] <= row["value"] <= row["ci_high"]
-    assert (row["verdict"] == fnd.SUPPORTED) == (row["ci_low"] > 0.5)
+    assert (row["verdict"] == SUPPORTED) == (row["ci_low"] > 0.5)
+    assert (row["verdict"] == CONTRADICTED) == (row["ci_high"] < 0.5)
 
 
 def test_hallucination_gap_trend_from_the_sequences_table(demo_store, analysis):
@@ -92,10 +99,17 @@ def test_hallucination_gap_trend_from_the_sequences_table(demo_store, analysis):
            .join(ppl.select("model", "step", "val_ppl"), on=["model", "step"]))
     rhos = [spearmanr(g["val_ppl"], g["diff"]).statistic
             for _, g in gap.group_by("model")]
-    assert row["value"] == pytest.approx(float(np.median(rhos)))
-    assert (row["ci_low"], row["ci_high"]) == pytest.approx((min(rhos), max(rhos)))
-    ok = np.median(rhos) <= fnd.GAP_RHO_MAX and all(r < 0 for r in rhos)
-    assert (row["verdict"] == fnd.SUPPORTED) == ok
+    from scipy import stats as st
+
+    # the mean over models and its t CI (models are the units), by another route
+    assert row["value"] == pytest.approx(float(np.mean(rhos)))
+    half = st.t.ppf(0.975, len(rhos) - 1) * np.std(rhos, ddof=1) / np.sqrt(len(rhos))
+    assert row["ci_low"] == pytest.approx(max(-1.0, np.mean(rhos) - half))
+    assert row["ci_high"] == pytest.approx(min(1.0, np.mean(rhos) + half))
+    assert row["interval"] == f"95 % CI over {len(rhos)} models (t)"
+    assert f"range over models [{min(rhos):.3g}, {max(rhos):.3g}]" in row["detail"]
+    assert (row["verdict"] == SUPPORTED) == (row["ci_high"] < 0)
+    assert (row["verdict"] == CONTRADICTED) == (row["ci_low"] > 0)
 
 
 def test_generated_set_rise_from_the_sequences_table(demo_store, analysis):
@@ -110,8 +124,9 @@ def test_generated_set_rise_from_the_sequences_table(demo_store, analysis):
         rise[params] = set_ppl[-1] / set_ppl.min()
     sizes = sorted(rise)
     assert row["value"] == pytest.approx(rise[sizes[-1]])
-    ok = rise[sizes[-1]] >= fnd.RISE_MIN and rise[sizes[-1]] > rise[sizes[0]]
-    assert (row["verdict"] == fnd.SUPPORTED) == ok
+    ok = rise[sizes[-1]] >= xia.RISE_MIN and rise[sizes[-1]] > rise[sizes[0]]
+    assert (row["verdict"] == SUPPORTED) == ok
+    assert (row["verdict"] == CONTRADICTED) == (rise[sizes[-1]] < xia.RISE_MIN)
 
 
 def test_learning_order_and_family_findings_say_what_the_store_lacks(demo_store, analysis):
@@ -119,13 +134,35 @@ def test_learning_order_and_family_findings_say_what_the_store_lacks(demo_store,
     if "recall-bigram" not in demo_store.tables():
         assert order["verdict"] == "not testable: no recall-bigram results"
     else:
-        assert order["verdict"] in (fnd.SUPPORTED, fnd.NOT_SUPPORTED)
+        assert outcome(order["verdict"]) in (SUPPORTED, CONTRADICTED, INCONCLUSIVE)
     (fam,) = _finding(analysis, "At matched perplexity")
     n_families = demo_store.read("token-loss")["family"].n_unique()
     if n_families == 1:
         assert fam["verdict"] == "not testable: one family"
     else:
         assert fam["verdict"] != "not testable: one family"
+        assert_family_claim_matches_its_interval(fam, analysis.family_test)
+
+
+def assert_family_claim_matches_its_interval(fam: dict, test: pl.DataFrame) -> None:
+    """Issue 27: the outcome of "families do not differ" and the printed interval agree: a
+    supported claim has its whole 90 % TOST interval inside +-margin (and so has every
+    behavior), a contradicted one a Bonferroni interval that excludes 0, an inconclusive one a
+    TOST interval that is not inside its margin."""
+    word = outcome(fam["verdict"])
+    if word == SUPPORTED:
+        assert fam["interval"] == "90 % CI (TOST vs +-margin)"
+        assert -fam["margin"] < fam["ci_low"] <= fam["value"] <= fam["ci_high"] < fam["margin"]
+        tested = test.drop_nulls("tost_low")
+        assert (tested["tost_low"] > -tested["margin"]).all()
+        assert (tested["tost_high"] < tested["margin"]).all()
+    elif word == CONTRADICTED:
+        assert "Bonferroni" in fam["interval"]
+        assert fam["ci_low"] > 0 or fam["ci_high"] < 0
+    elif word == INCONCLUSIVE:
+        assert fam["interval"] == "90 % CI (TOST vs +-margin)"
+        assert not (-fam["margin"] < fam["ci_low"] and fam["ci_high"] < fam["margin"])
+        assert "could detect only differences >=" in fam["verdict"]
 
 
 def test_compare_verb_on_the_demo_store_prints_the_differences(demo_store, capsys):

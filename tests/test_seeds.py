@@ -129,3 +129,22 @@ def test_seed_noise_beside_stats_families_differences():
     want = math.sqrt(np.mean([np.var(o, ddof=1) for o in off.values()]))
     assert out["seed_sd_a"] == pytest.approx(want, rel=1e-9) and out["seed_df_a"] == 9
     assert out["seed_sd_b"] is None
+
+
+def test_seed_sd_is_the_equivalence_margin_where_the_suite_has_seeds():
+    """Issue 27: "the families do not differ" is tested against the seed-to-seed SD at matched
+    ppl (stats.equivalence); here one ppl, so the margin is pythia's pooled seed SD there."""
+    from stats.families import compare
+
+    rng = np.random.default_rng(2)
+    a, seeds_a, off = simulate("pythia", {"p-70m": 70, "p-160m": 160, "p-410m": 410}, 4, 0.05,
+                               rng)
+    b, _, _ = simulate("olmo", {"o-1b": 1000, "o-7b": 7000, "o-3b": 3000}, 1, 0.0, rng,
+                       shift=0.3)
+    rows = pl.concat([a, b]).with_columns(pl.lit("acc").alias("kind"))
+    seed_map = pl.DataFrame(seeds_a, orient="row", schema=["model", "seed_group", "seed"])
+    got = compare(rows, ["pythia", "olmo"], [25.0], seeds=seed_map, margin=5.0)
+    t = got.test.row(0, named=True)
+    want = math.sqrt(np.mean([np.var(o, ddof=1) for o in off.values()]))
+    assert t["margin_source"] == "seed sd" and t["margin"] == pytest.approx(want, rel=1e-9)
+    assert t["outcome"] == "contradicted" and t["decision_low"] > want  # 0.3 >> seed noise

@@ -190,7 +190,16 @@ def test_compare_verb_prints_and_writes_the_differences(tmp_path, capsys):
     assert written["diff"].to_list() == pytest.approx([0.5, 0.5])
     test = pl.read_csv(tmp_path / "diff.family_test.csv").filter(
         pl.col("behavior") == "logprob_factual")
-    assert test["estimate"][0] == pytest.approx(0.5) and test["differs"][0] is True
+    assert test["estimate"][0] == pytest.approx(0.5) and test["outcome"][0] == "contradicted"
+    # the printed family-test row: estimate, the Bonferroni interval it used, its kind, outcome
+    assert rows[2][2] == "+0.500" and rows[2][-1] == "contradicted"
+    assert "% CI (Bonferroni)" in " ".join(rows[2])
+    # issue 27: a declared margin of 1 makes the same 0.5 "no difference" (90 % CI inside +-1)
+    assert main(["compare", str(tmp_path / "store"), "--families", "fa,fb", "--behavior",
+                 "logprob_factual", "--margin", "1"]) == 0
+    row = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("logprob_factual")
+           and "TOST" in ln]
+    assert len(row) == 1 and row[0].endswith("supported") and "+-1 (declared)" in row[0]
     assert main(["compare", str(tmp_path / "store"), "--families", "fa,nope"]) == 2
     assert "available: ['fa', 'fb']" in capsys.readouterr().err
 

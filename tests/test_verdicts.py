@@ -118,16 +118,16 @@ def test_family_difference_coverage_over_replicates():
 def test_family_test_detects_shift_at_fixed_ppl_not_ppl_offset():
     # family b has worse ppl at equal size: the raw means differ, at fixed ppl they do not
     null = family_test(_two(1, 0.0), ("fa", "fb")).row(0, named=True)
-    assert null["differs"] is False and null["evidence"] == "cluster-jackknife CI (10 models)"
+    assert null["p_value"] > 0.05 and null["evidence"] == "cluster-jackknife CI (10 models)"
     shift = family_test(_two(1, 0.08), ("fa", "fb")).row(0, named=True)
-    assert shift["differs"] is True and shift["ci_low"] < 0.08 < shift["ci_high"]
+    assert shift["p_value"] < 0.05 and shift["ci_low"] < 0.08 < shift["ci_high"]
     assert shift["scale"] == "value" and shift["response"] == "ols"
 
 
 def test_too_few_models_are_said_not_hidden():
     rows = _two(2, 0.06, per_family=2)
     t = family_test(rows, ("fa", "fb")).row(0, named=True)
-    assert t["differs"] is None and t["evidence"].startswith("too few models (fa: 2, fb: 2")
+    assert t["p_value"] is None and t["evidence"].startswith("too few models (fa: 2, fb: 2")
     d = family_differences(rows, ("fa", "fb"), [20.0]).row(0, named=True)
     assert d["ci_low"] is None and d["note"].startswith("too few models for a CI (fa: 2, fb: 2")
     assert d["diff"] is not None
@@ -220,12 +220,15 @@ def test_report_families_section_draws_the_stats_frames(tmp_path):
     assert all(r["ci_low"] < 0.5 < r["ci_high"] for r in factual)
     tables = {title.split(" (")[0].split(" in ")[0]: t for title, t in [*sec.tables, *sec.details]}
     test = tables["Family at fixed ppl"].filter(pl.col("behavior") == "logprob_factual")
-    assert test["estimate"][0] == pytest.approx(0.5) and test["differs"][0] is True
+    assert test["estimate"][0] == pytest.approx(0.5) and test["outcome"][0] == "contradicted"
+    # the interval shown is the one the outcome used: the Bonferroni CI, named
+    assert test["interval"][0].endswith("% CI (Bonferroni)")
+    assert test["decision_low"][0] == test["adj_low"][0] and test["decision_low"][0] > 0
     assert "val_loss" not in set(tables["fb - fa at matched ppl"]["behavior"])
     assert "val_loss" not in set(test["behavior"])
     # the findings' claim (e) decides on the same family test (stats.summary.family_frames)
     claim = Context(store).analysis.findings.filter(pl.col("claim").str.starts_with("At matched"))
-    assert claim["verdict"][0] == "not supported by this run"
+    assert claim["verdict"][0] == "contradicted"
     assert claim["value"][0] == pytest.approx(0.5)  # logprob_factual's family term
     assert "logprob_factual" in claim["detail"][0] and "fb - fa = 0.5" in claim["detail"][0]
     one = Store(tmp_path / "one")
@@ -246,3 +249,27 @@ def test_family_intercept_keeps_size_from_standing_in_for_family():
     fam = fits.coefficients.filter((pl.col("model_spec") == "ppl_size")
                                    & (pl.col("term") == "family[fb]"))
     assert fam["estimate"][0] == pytest.approx(0.15, abs=0.1)
+
+
+def test_family_margin_declared_by_the_batch_decides_no_difference(tmp_path):
+    """Issue 27: fb - fa = 0.5 exactly at fixed ppl. Against the default margin (a tenth of
+    the behavior's spread) that is a difference; the batch declares 1.0 (batch.toml
+    equivalence_margin): the 90 % CI lies inside +-1, so "no difference" is supported."""
+    from evals.config import ConfigError, load_batch
+    from reports.build import Context
+    from stats.summary import declared_margin
+    from tests.test_stats_behaviors import _two_family_store
+
+    store = _two_family_store(tmp_path / "store")
+    test = Context(store).analysis.family_test.filter(pl.col("behavior") == "logprob_factual")
+    assert test["margin_source"][0] == "default" and test["outcome"][0] == "contradicted"
+    (store.root / "batch.toml").write_text('suite = "x"\noutput = "."\nequivalence_margin = 1.0\n')
+    assert declared_margin(store) == 1.0
+    an = Context(store).analysis
+    test = an.family_test.filter(pl.col("behavior") == "logprob_factual").row(0, named=True)
+    assert (test["margin"], test["margin_source"], test["outcome"]) == (1.0, "declared",
+                                                                         "supported")
+    assert -1.0 < test["decision_low"] <= 0.5 <= test["decision_high"] < 1.0
+    assert test["interval"] == "90% CI (TOST)"
+    with pytest.raises(ConfigError, match=r"equivalence_margin = -1: give a positive number"):
+        load_batch({"suite": "pythia", "output": str(tmp_path / "o"), "equivalence_margin": -1})

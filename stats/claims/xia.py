@@ -1,0 +1,175 @@
+"""Claims of Xia et al. 2023: (b) ppl predicts behaviors, (c1) the hallucination gap, (c2) the
+late rise of a generated set's ppl.
+
+(b) Behaviors are predicted by perplexity rather than by size or compute. A
+    fitted behavior follows ppl when its best_spec (lowest AIC) is "ppl" or
+    "ppl_size" and size_adds is False (the CI of log(params) at fixed ppl
+    covers 0). value = share of fitted behaviors that follow ppl, interval =
+    its 95 % Wilson CI (behaviors treated as independent, an approximation).
+    Rule: supported when ci_low > 0.5 (a majority), contradicted when
+    ci_high < 0.5, else inconclusive with the smallest true share n behaviors
+    would show above 0.5 with 80 % power (:func:`share_mde`).
+(c1) The factual-minus-hallucinated gap grows as ppl falls. Per model,
+    Spearman rho of (val_ppl, gap) over its checkpoints with tokens_seen > 0
+    (at least 3); the models are the independent units (a model's
+    checkpoints are one run): value = mean rho over models, interval = its
+    95 % t CI over models (n - 1 df; rho itself, not Fisher z: a model with
+    rho = -1 over a few checkpoints would get an infinite z, and any clipping
+    of it would set the width), clipped to [-1, 1].
+    Rule: supported when the CI lies below 0 (the gap is larger at lower
+    ppl), contradicted when it lies above 0, else inconclusive with the
+    smallest |rho| the models could detect at 80 % power. The min and max
+    over models are in the detail, as a range.
+(c2) Larger models raise the ppl of the a=1, b=-1 generated set late in
+    training (finding 2). Per model, rise = set ppl at the final checkpoint /
+    its minimum over checkpoints. value = the largest model's rise. Rule:
+    supported when it is >= RISE_MIN and larger than the smallest model's
+    rise; contradicted when it is < RISE_MIN (the largest model's set ppl
+    does not rise); inconclusive when the smallest model rises as much (the
+    rise is not tied to size). No interval (one store, no noise estimate);
+    calibrated by simulation (bench/bench_calibration.py --claims).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import polars as pl
+from scipy import stats as st
+
+from stats.outcomes import ALPHA, POWER, Claim, ClaimInputs, decide, g, not_testable
+
+FOLLOWS_PPL_SPECS = ("ppl", "ppl_size")
+RISE_MIN = 1.05
+GENERATED_AB = (1.0, -1.0)
+Z95 = 1.959963984540054
+
+
+def wilson(k: int, n: int) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion k / n (n > 0)."""
+    p, z2 = k / n, Z95 ** 2
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = Z95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return centre - half, centre + half
+
+
+def share_mde(n: int, power: float = POWER) -> float | None:
+    """Smallest true share p whose Wilson ci_low exceeds 0.5 with ``power`` (n behaviors);
+    None when even p = 1 does not (n too small: 3 of 3 gives ci_low 0.44)."""
+    ks = np.arange(n + 1)
+    passing = np.array([wilson(int(k), n)[0] > 0.5 for k in ks])
+    for p in np.linspace(0.5, 1.0, 501):
+        if st.binom.pmf(ks, n, p)[passing].sum() >= power:
+            return float(p)
+    return None
+
+
+def follows_ppl() -> pl.Expr:
+    """Boolean expression over a verdicts frame: the behavior follows ppl (rule (b))."""
+    return pl.col("best_spec").is_in(FOLLOWS_PPL_SPECS) & ~pl.col("size_adds")
+
+
+def _ppl_detail(verdicts: pl.DataFrame, follow: pl.DataFrame) -> str:
+    best = verdicts.group_by("best_spec").len().sort("len", "best_spec", descending=[True, False])
+    detail = (f"{follow.height} of {verdicts.height} behaviors follow ppl; best fit: "
+              + ", ".join(f"{spec} {c}" for spec, c in best.iter_rows())
+              + f"; size adds at fixed ppl: {verdicts['size_adds'].sum()}")
+    if follow.height:
+        names = sorted({b.split(" | ")[0] for b in follow["behavior"]})  # generated sets: a, b
+        detail += "; following ppl: " + ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
+    if "evidence" in verdicts.columns:
+        counts = verdicts.group_by("evidence").len().sort("evidence")
+        detail += "; evidence: " + ", ".join(f"{e}: {c}" for e, c in counts.iter_rows())
+    return detail
+
+
+def ppl_predicts(inp: ClaimInputs, claim: Claim) -> list[dict]:
+    """Claim (b) (module docstring)."""
+    verdicts = inp.verdicts
+    if verdicts is None or verdicts.is_empty():
+        return [claim.row(not_testable("no fitted behaviors"))]
+    follow = verdicts.filter(follows_ppl())
+    k, n = follow.height, verdicts.height
+    low, high = wilson(k, n)
+    detect = share_mde(n)
+    why = (f"with {n} behaviors a share could be shown above 0.5 only if it is >= "
+           f"{g(detect)} at {POWER:.0%} power" if detect is not None else
+           f"{n} behaviors cannot show a share above 0.5 even if all follow ppl")
+    verdict = decide(low > 0.5, high < 0.5, f"the CI contains 0.5; {why}")
+    return [claim.row(verdict, _ppl_detail(verdicts, follow), k / n, (low, high),
+                      "95 % Wilson CI")]
+
+
+def _rho_ci(rho: np.ndarray) -> tuple[float, float, float, float]:
+    """Mean rho, its 95 % t CI over models (clipped to [-1, 1]) and the detectable |mean rho|
+    at 80 % power, (t(0.975) + t(0.8)) x SE."""
+    n = rho.size
+    se = rho.std(ddof=1) / math.sqrt(n)
+    half = st.t.ppf(1 - ALPHA / 2, n - 1) * se
+    detect = (st.t.ppf(1 - ALPHA / 2, n - 1) + st.t.ppf(POWER, n - 1)) * se
+    mean = float(rho.mean())
+    return mean, max(-1.0, mean - half), min(1.0, mean + half), float(detect)
+
+
+def hallucination_gap_trend(inp: ClaimInputs, claim: Claim) -> list[dict]:
+    """Claim (c1) from the behavior rows of kind "hallucination_gap" (module docstring)."""
+    gap = inp.rows.filter((pl.col("kind") == "hallucination_gap") & (pl.col("tokens_seen") > 0))
+    if gap.is_empty():
+        return [claim.row(not_testable("no factual and hallucinated sets"))]
+    rho = (gap.group_by("params", "model").agg(
+        pl.corr("val_ppl", "value", method="spearman").alias("rho"), pl.len().alias("n"))
+        .filter(pl.col("n") >= 3).with_columns(pl.col("rho").fill_nan(None))
+        .sort("params", "model"))
+    detail = "; ".join(f"{m}: rho {g(r)} over {n} checkpoints" for _, m, r, n in rho.iter_rows())
+    rho = rho.drop_nulls("rho")
+    if rho.height < 2:
+        return [claim.row(not_testable(f"{rho.height} model(s) with 3 checkpoints and a "
+                                       "varying gap; the models are the units"), detail)]
+    mean, low, high, detect = _rho_ci(rho["rho"].to_numpy())
+    detail += f"; range over models [{g(rho['rho'].min())}, {g(rho['rho'].max())}]"
+    verdict = decide(high < 0, low > 0, f"the CI contains 0; {rho.height} models could "
+                     f"detect only |rho| >= {g(detect)} at {POWER:.0%} power")
+    return [claim.row(verdict, detail, mean, (low, high),
+                      f"95 % CI over {rho.height} models (t)")]
+
+
+def generated_set_rise(inp: ClaimInputs, claim: Claim) -> list[dict]:
+    """Claim (c2) from stats.hallucination.generated_set_ppl output (module docstring)."""
+    a, b = GENERATED_AB
+    gen = inp.generated
+    sub = (None if gen is None or gen.is_empty()
+           else gen.filter((pl.col("a") == a) & (pl.col("b") == b)))
+    if sub is None or sub.is_empty():
+        return [claim.row(not_testable(f"no a={a:g}, b={b:g} generated set"))]
+    rise = (sub.sort("step").group_by("params", "model").agg(
+        (pl.col("ppl").last() / pl.col("ppl").min()).alias("rise"),
+        pl.col("step").get(pl.col("ppl").arg_min()).alias("min_step"),
+        pl.col("step").last().alias("last_step")).sort("params", "model"))
+    if rise.height < 2:
+        return [claim.row(not_testable("one model"))]
+    detail = "; ".join(f"{m}: x{g(r)} (lowest at step {s0}, final step {s1})"
+                       for _, m, r, s0, s1 in rise.iter_rows())
+    largest, smallest = rise["rise"][-1], rise["rise"][0]
+    verdict = decide(largest >= RISE_MIN and largest > smallest, largest < RISE_MIN,
+                     f"the smallest model rises as much (x{g(smallest)} vs x{g(largest)})")
+    return [claim.row(verdict, detail, largest)]
+
+
+PPL_PREDICTS = Claim(
+    "b", "Behaviors are predicted by perplexity rather than by size or compute",
+    "Xia et al. 2023",
+    "share of fitted behaviors whose best fit is on ppl and where size adds nothing at fixed ppl",
+    "supported: 95 % Wilson CI above 0.5; contradicted: below 0.5; else inconclusive",
+    ppl_predicts)
+GAP_TREND = Claim(
+    "c1", "The factual-minus-hallucinated gap grows as perplexity falls", "Xia et al. 2023",
+    "mean over models of Spearman rho(val_ppl, gap)",
+    "supported: 95 % CI over models below 0; contradicted: above 0; else inconclusive",
+    hallucination_gap_trend)
+GENERATED_RISE = Claim(
+    "c2", f"Larger models raise the perplexity of the a={GENERATED_AB[0]:g}, "
+    f"b={GENERATED_AB[1]:g} generated set late in training", "Xia et al. 2023",
+    "largest model's set ppl at its final checkpoint / its minimum over training",
+    f"supported: largest model's rise >= {RISE_MIN:g} and above the smallest's; "
+    f"contradicted: < {RISE_MIN:g}; else inconclusive", generated_set_rise)
