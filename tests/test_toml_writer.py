@@ -53,7 +53,7 @@ def _every_section(tmp_path):
         "suite": "pythia", "output": "out/run 1", "models": ["pythia-70m", "pythia-1.4b"],
         "steps": [0, 512, 143000], "device": "cuda:1", "dtype": "bfloat16",
         "executor": "ray" if HAS_RAY else "local", "prefetch": False, "disk_budget_gb": 2.5,
-        "allow_pickle": True, "trust_remote_code": True, "seed": 7,
+        "allow_pickle": True, "trust_remote_code": True, "seed": 7, "equivalence_margin": 0.05,
         "evaluators": {
             "token-loss": {"dataset": str(data / 'val "ü".jsonl'), "max_tokens": 5000,
                            "context": 128, "split": "train"},
