@@ -26,14 +26,8 @@ import logging
 
 from dynamics.checkpoints import CheckpointRef
 from dynamics.hub_refs import OLMO_REVISION, branch_names, parse_revisions
-from dynamics.suites import (
-    PYTHIA_PARAMS,
-    PYTHIA_TOKENS_PER_STEP,
-    LazyModels,
-    Seed,
-    Suite,
-    pythia_steps,
-)
+from dynamics.suite_types import LazyModels, Seed, Suite
+from dynamics.suites_core import PYTHIA_PARAMS, PYTHIA_TOKENS_PER_STEP, pythia_steps
 
 log = logging.getLogger(__name__)
 
