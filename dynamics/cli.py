@@ -226,7 +226,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from dynamics.toy.train import build_toy_suite
     from evals.base import EVALUATORS
     from evals.config import load_batch_file
-    from evals.sweep import run_batch
+    from evals.execute import run_batch
 
     t0 = time.perf_counter()
     out = Path(args.out)

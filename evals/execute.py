@@ -1,5 +1,9 @@
 """The one execution path: `execute(cfg)` for `dynamics run`, `run_batch` and `run_batch_ray`.
 
+The top of the evals package: it imports the schedulers (evals.sweep's local
+loop, evals.ray_executor) and nothing in evals imports it, so `run_batch` and
+`run_batch_ray` (thin wrappers of `execute`) live here, not beside the loops.
+
     with store.lock():                       # a second run on the output is refused
         store.clean_temp()                   # leftovers of a killed run
         store.write_config(batch_to_toml(cfg))   # batch.toml: the batch as given, once, here
@@ -18,6 +22,7 @@ Ray run writes the same store as a local run.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 
@@ -86,3 +91,23 @@ def generate_sets(cfg: BatchConfig, generator: Callable | None = None) -> BatchC
     with store.lock():
         store.clean_temp()
         return prepare_generated(cfg, generator)
+
+
+def run_batch(
+    cfg: BatchConfig,
+    *,
+    retry_failed: bool = False,
+    progress: bool = True,
+    loader: Callable = load_checkpoint,
+    evaluators: list[Evaluator] | None = None,
+) -> SweepResult:
+    """Run a batch with the local scheduler: `execute(cfg)` with executor = "local"."""
+    return execute(dataclasses.replace(cfg, executor="local"), retry_failed=retry_failed,
+                   progress=progress, loader=loader, evaluators=evaluators)
+
+
+def run_batch_ray(cfg: BatchConfig, *, retry_failed: bool = False, progress: bool = True,
+                  loader: Callable = load_checkpoint) -> SweepResult:
+    """Run a batch on Ray: `execute(cfg)` with executor = "ray" (same store as `run_batch`)."""
+    return execute(dataclasses.replace(cfg, executor="ray"), retry_failed=retry_failed,
+                   progress=progress, loader=loader)

@@ -6,8 +6,10 @@
                 store.write(table, with_keys(frame, ckpt))
 
 `evals.execute.execute(cfg)` is the one execution path (lock, generated sets,
-plan, schedule); the local loop here (`run_local`) and the Ray scheduler
-(evals.ray_executor) both hand each streamed checkpoint to `run_checkpoint`.
+plan, schedule; `run_batch` there runs it with this module's local loop); the
+local loop here (`run_local`) and the Ray scheduler (evals.ray_executor) both
+hand each streamed checkpoint to `run_checkpoint`. This module imports neither
+of them (no import circle: evals.execute -> evals.ray_executor -> evals.sweep).
 
 Resume is free: a (checkpoint, evaluator) unit whose tables all exist in the
 store is skipped, and a checkpoint with nothing pending is never loaded. A
@@ -18,7 +20,6 @@ skips recorded failures unless `retry_failed=True`.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -173,17 +174,3 @@ def run_local(cfg: BatchConfig, todo, result: SweepResult, *, progress: bool = T
     finally:
         bar.close()
 
-
-def run_batch(
-    cfg: BatchConfig,
-    *,
-    retry_failed: bool = False,
-    progress: bool = True,
-    loader: Callable = load_checkpoint,
-    evaluators: list[Evaluator] | None = None,
-) -> SweepResult:
-    """Run a batch with the local scheduler: `execute(cfg)` with executor = "local"."""
-    from evals.execute import execute
-
-    return execute(dataclasses.replace(cfg, executor="local"), retry_failed=retry_failed,
-                   progress=progress, loader=loader, evaluators=evaluators)

@@ -46,7 +46,7 @@ def _same(a: dict, b: dict) -> None:
 
 def test_cli_run_and_python_api_write_the_same_store(tmp_path, suite):
     from dynamics import cli
-    from evals.sweep import run_batch
+    from evals.execute import run_batch
 
     batch = tmp_path / "b.toml"
     values = _values(suite, tmp_path / "cli")
@@ -119,7 +119,7 @@ class CheckingLoader:
 @pytest.mark.parametrize("prefetch", [True, False])
 def test_local_run_stays_under_budget_and_breaks_no_revision(tmp_path, suite, monkeypatch,
                                                             prefetch):
-    from evals.sweep import run_batch
+    from evals.execute import run_batch
 
     cfg = _hub_batch(suite, tmp_path, monkeypatch, 0.0, prefetch=prefetch)
     one, two = _one_revision_bytes(suite, tmp_path)

@@ -10,9 +10,9 @@ import pytest
 import evals.mixture
 from evals.base import ConfigError
 from evals.config import load_batch, load_batch_file
+from evals.execute import run_batch
 from evals.generated import GeneratedSetError, generated_path, prepare_generated
 from evals.store import Store
-from evals.sweep import run_batch
 from tests.helpers import make_tiny_suite, write_val
 
 GEN = {"small": "tiny-neox-0", "large": "tiny-neox-1", "grid": [[1, -1], [-1, 1], [1, 0]],

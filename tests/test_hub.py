@@ -14,8 +14,8 @@ import dynamics.suites
 from dynamics.cache import registered, usage
 from dynamics.loading import load_checkpoint
 from evals.config import load_batch
+from evals.execute import run_batch
 from evals.store import Store
-from evals.sweep import run_batch
 from tests.helpers import hub_suite, make_tiny_suite, write_val
 from tests.hub_server import TinyHub
 

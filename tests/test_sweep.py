@@ -10,8 +10,8 @@ from dynamics.loading import load_checkpoint
 from dynamics.suites import get_suite
 from evals.base import ConfigError
 from evals.config import load_batch
+from evals.execute import run_batch
 from evals.store import Store
-from evals.sweep import run_batch
 from stats.perplexity import validation_ppl
 from tests.helpers import make_tiny_suite, write_val
 
