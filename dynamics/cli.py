@@ -77,12 +77,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = load_batch_file(args.batch, args.overrides)
     result = run(cfg, retry_failed=args.retry_failed, progress=not args.quiet)
-    print(result.summary())
-    for label, what, err in result.failed:
-        text = err if args.verbose else (err.splitlines() or [""])[0]
-        print(f"  FAILED {label} [{what}]: {text}")
+    _print_result(result, verbose=args.verbose)
     print(f"results: {cfg.output_dir}")
-    return 1 if result.failed else 0
+    return 1 if result.has_failures else 0
+
+
+def _print_result(result, verbose: bool = False) -> None:
+    """The summary, then one line per failed unit: this run's, and earlier ones not retried."""
+    print(result.summary())
+    for tag, rows in (("FAILED", result.failed), ("FAILED EARLIER", result.not_retried)):
+        for label, what, err in rows:
+            text = err if verbose else (err.splitlines() or [""])[0]
+            print(f"  {tag} {label} [{what}]: {text}")
+    if result.not_retried:
+        print(f"  {len(result.not_retried)} unit(s) failed in an earlier run and were not "
+              "rerun; `dynamics run <batch> --retry-failed` retries them")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -245,9 +254,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"generated sets ({', '.join(cfg.generate)}): {cfg.output_dir / 'generated'} "
               f"({time.perf_counter() - t_gen:.0f} s)")
     result = run_batch(cfg, progress=not args.quiet)
-    print(result.summary())
-    for label, what, err in result.failed:
-        print(f"  FAILED {label} [{what}]: {err.splitlines()[0] if err else ''}")
+    _print_result(result)
     print(f"results: {cfg.output_dir} ({time.perf_counter() - t0:.0f} s so far)")
     if importlib.util.find_spec("reports.build") is None:
         print("report: skipped (reports.build is not installed yet)")
@@ -258,7 +265,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(findings_summary(index.parent))
         print(f"report: {index}")
     print(f"demo done in {time.perf_counter() - t0:.0f} s")
-    return 1 if result.failed else 0
+    return 1 if result.has_failures else 0
 
 
 def build_parser() -> argparse.ArgumentParser:

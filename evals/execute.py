@@ -104,8 +104,7 @@ def execute(
         cfg = prepare_generated(cfg, run.generate, generator=generator, loader=loader)
         store.record_seeds(run.seed_runs())
         evals = evaluators if evaluators is not None else build_evaluators(cfg)
-        todo, skipped = plan(store, run.refs, evals, retry_failed)
-        result = SweepResult(skipped=skipped)
+        todo, result = plan(store, run.refs, evals, retry_failed)
         if todo:
             scheduler(cfg, todo, result, progress=progress, loader=loader,
                       rebuild=evaluators is None)

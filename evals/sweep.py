@@ -15,7 +15,8 @@ Resume is free: a (checkpoint, evaluator) unit whose tables all exist in the
 store is skipped, and a checkpoint with nothing pending is never loaded. A
 unit that fails (load error, evaluator exception, non-finite values) is
 recorded in the store with its error text and the batch goes on; a later run
-skips recorded failures unless `retry_failed=True`.
+does not rerun recorded failures unless `retry_failed=True`, and reports them
+(`SweepResult.not_retried`): a failure is never counted as stored.
 """
 
 from __future__ import annotations
@@ -50,12 +51,23 @@ class CheckpointOutcome:
 
 @dataclass
 class SweepResult:
-    """What a sweep did: units written, skipped (already stored), and failed."""
+    """What a sweep did: units written, skipped (already stored), and failed.
+
+    `not_retried` holds the failures an earlier run recorded that this run left
+    alone (no `retry_failed`): they are not stored results, so a batch with any
+    is not done (`dynamics run` exits 1 and names them; issue 28).
+    """
 
     written: list[tuple[str, str]] = field(default_factory=list)  # (checkpoint label, evaluator)
     skipped: int = 0
     failed: list[tuple[str, str, str]] = field(default_factory=list)  # (label, what, error)
     seconds: float = 0.0
+    not_retried: list[tuple[str, str, str]] = field(default_factory=list)  # (label, what, error)
+
+    @property
+    def has_failures(self) -> bool:
+        """A unit failed in this run, or failed before and was not retried."""
+        return bool(self.failed or self.not_retried)
 
     def add(self, out: CheckpointOutcome) -> None:
         """Merge one checkpoint's outcome (and log its failures)."""
@@ -65,9 +77,11 @@ class SweepResult:
             log.warning("%s failed on %s: %s", what, out.label, err)
 
     def summary(self) -> str:
+        earlier = (f", {len(self.not_retried)} failed in an earlier run and not retried"
+                   if self.not_retried else "")
         return (
             f"{len(self.written)} evaluator x checkpoint units written, {self.skipped} already "
-            f"stored, {len(self.failed)} failed ({self.seconds:.1f}s)"
+            f"stored, {len(self.failed)} failed{earlier} ({self.seconds:.1f}s)"
         )
 
 
@@ -89,21 +103,27 @@ def is_done(store: Store, ev: Evaluator, ref: CheckpointRef) -> bool:
 
 def plan(
     store: Store, refs: list[CheckpointRef], evals: list[Evaluator], retry_failed: bool
-) -> tuple[list[tuple[CheckpointRef, list[Evaluator]]], int]:
-    """Pending evaluators per checkpoint, and the number of units already done."""
-    todo, skipped = [], 0
+) -> tuple[list[tuple[CheckpointRef, list[Evaluator]]], SweepResult]:
+    """Pending evaluators per checkpoint, and the result so far: units already stored
+    (`skipped`) and failures recorded earlier that this run does not retry (`not_retried`)."""
+    todo, result = [], SweepResult()
     for ref in refs:
-        if store.has_failure(LOAD, ref.key) and not retry_failed:
+        load_error = None if retry_failed else store.failure_error(LOAD, ref.key)
+        if load_error is not None:
+            result.not_retried.append((ref.label, LOAD, load_error))
             continue
         pending = []
         for ev in evals:
+            error = None if retry_failed else store.failure_error(ev.name, ref.key)
             if is_done(store, ev, ref):
-                skipped += 1
-            elif retry_failed or not store.has_failure(ev.name, ref.key):
+                result.skipped += 1
+            elif error is None:
                 pending.append(ev)
+            else:
+                result.not_retried.append((ref.label, ev.name, error))
         if pending:
             todo.append((ref, pending))
-    return todo, skipped
+    return todo, result
 
 
 def _check_finite(frame: pl.DataFrame, where: str) -> None:

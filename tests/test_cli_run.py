@@ -92,6 +92,15 @@ def test_run_exits_1_when_a_unit_fails(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "1 failed" in out and "FAILED tiny-neox/tiny-neox-0@step1 [load]: Checkpoint" in out
     assert [p.name for p in Store(tmp_path / "out").parts("token-loss")] == ["step=0.parquet"]
+    # issue 28: a rerun does not count the recorded failure as done: exit 1, named, with the fix
+    assert main(["run", str(batch), "-q"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("0 evaluator x checkpoint units written, 1 already stored, 0 failed, "
+                          "1 failed in an earlier run and not retried")
+    assert "FAILED EARLIER tiny-neox/tiny-neox-0@step1 [load]: CheckpointUnavailableError" in out
+    assert "--retry-failed" in out
+    assert main(["run", str(batch), "-q", "--retry-failed"]) == 1  # retried: fails again
+    assert "FAILED tiny-neox/tiny-neox-0@step1 [load]" in capsys.readouterr().out
 
 
 def test_verbose_shows_the_traceback_of_a_one_line_error(tmp_path, capsys):
