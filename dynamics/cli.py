@@ -1,4 +1,9 @@
-"""The `dynamics` command: the composition root (the only module that wires layers).
+"""The `dynamics` command line.
+
+For developers: this module is the composition root, the only module that
+wires the layers (it alone imports to its right: evals, stats, reports), and
+nothing imports it; the import contracts in pyproject.toml check both. Users
+see `DESCRIPTION` and `FIRST_COMMAND` in `dynamics --help` instead.
 
 Verbs are thin wrappers of Python functions:
     dynamics suites [--steps NAME]        list suites, models, and a model's revisions
@@ -17,6 +22,22 @@ import sys
 import traceback
 
 from dynamics.suites import BUILTIN_SUITES, SuiteError, get_suite
+
+DESCRIPTION = "Evaluate every checkpoint of a model suite and relate behaviors to perplexity."
+FIRST_COMMAND = ("first command:  dynamics demo\n"
+                 "  trains a toy suite, evaluates every checkpoint, writes "
+                 "demo-out/report/index.html")
+
+
+def version() -> str:
+    """The installed package's version (pyproject.toml), as `dynamics --version` prints it."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("training-dynamics")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed; pip install -e .)"
 
 
 def cmd_suites(args: argparse.Namespace) -> int:
@@ -269,9 +290,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dynamics", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="dynamics", description=f"{DESCRIPTION}\n\n{FIRST_COMMAND}",
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="`dynamics <verb> --help` describes a verb; README.md "
+                                       "the batch file.")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="log at INFO level and show tracebacks")
+    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = p.add_subparsers(dest="verb", required=True)
 
     s = sub.add_parser("suites", help="list checkpoint suites and their models")
