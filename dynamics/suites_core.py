@@ -11,6 +11,10 @@ from __future__ import annotations
 from dynamics.checkpoints import CheckpointRef
 from dynamics.suite_types import Suite
 
+# github.com/EleutherAI/pythia README.md (a19eecb8): "trained for the equivalent of 143000 steps
+# at a batch size of 2,097,152 tokens" (each model saw 299,892,736,000 = 143000 x 2,097,152), and
+# "154 checkpoints ... steps 0 (initialization), 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, and
+# then every 1,000 subsequent steps" (pythia_steps).
 PYTHIA_TOKENS_PER_STEP = 2_097_152  # 1024 sequences x 2048 tokens
 
 # Total parameter counts (embeddings included) from the Pythia model card.
