@@ -114,10 +114,11 @@ def plan(
             continue
         pending = []
         for ev in evals:
-            error = None if retry_failed else store.failure_error(ev.name, ref.key)
             if is_done(store, ev, ref):
                 result.skipped += 1
-            elif error is None:
+                continue
+            error = None if retry_failed else store.failure_error(ev.name, ref.key)
+            if error is None:
                 pending.append(ev)
             else:
                 result.not_retried.append((ref.label, ev.name, error))
