@@ -6,7 +6,7 @@
 Builds a local suite of N random-init Pythia-shaped checkpoints (safetensors,
 the licence-text BPE tokenizer), then measures per checkpoint the load time
 (`load_checkpoint`) and the compute time (`TokenLoss.run`), and the wall time
-of `evals.sweep.run_batch` with `prefetch = false` and `prefetch = true`. The
+of `evals.execute.run_batch` with `prefetch = false` and `prefetch = true`. The
 ideal with prefetch is about load_0 + sum_i max(load_i+1, compute_i), i.e.
 close to N * max(load, compute); without it the sweep costs N * (load + compute).
 Loads go through a simulated download (`--download-mb-s`, a sleep of
@@ -35,7 +35,7 @@ from dynamics.streaming import folder_bytes
 from dynamics.suites import get_suite
 from dynamics.tiny import count_params, save_checkpoint
 from evals.config import BatchConfig
-from evals.sweep import run_batch
+from evals.execute import run_batch
 from evals.token_loss import TokenLoss, TokenLossOptions
 
 

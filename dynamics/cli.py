@@ -1,4 +1,9 @@
-"""The `dynamics` command: the composition root (the only module that wires layers).
+"""The `dynamics` command line.
+
+For developers: this module is the composition root, the only module that
+wires the layers (it alone imports to its right: evals, stats, reports), and
+nothing imports it; the import contracts in pyproject.toml check both. Users
+see `DESCRIPTION` and `FIRST_COMMAND` in `dynamics --help` instead.
 
 Verbs are thin wrappers of Python functions:
     dynamics suites [--steps NAME]        list suites, models, and a model's revisions
@@ -17,6 +22,22 @@ import sys
 import traceback
 
 from dynamics.suites import BUILTIN_SUITES, SuiteError, get_suite
+
+DESCRIPTION = "Evaluate every checkpoint of a model suite and relate behaviors to perplexity."
+FIRST_COMMAND = ("first command:  dynamics demo\n"
+                 "  trains a toy suite, evaluates every checkpoint, writes "
+                 "demo-out/report/index.html")
+
+
+def version() -> str:
+    """The installed package's version (pyproject.toml), as `dynamics --version` prints it."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("training-dynamics")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed; pip install -e .)"
 
 
 def cmd_suites(args: argparse.Namespace) -> int:
@@ -77,12 +98,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = load_batch_file(args.batch, args.overrides)
     result = run(cfg, retry_failed=args.retry_failed, progress=not args.quiet)
-    print(result.summary())
-    for label, what, err in result.failed:
-        text = err if args.verbose else (err.splitlines() or [""])[0]
-        print(f"  FAILED {label} [{what}]: {text}")
+    _print_result(result, verbose=args.verbose)
     print(f"results: {cfg.output_dir}")
-    return 1 if result.failed else 0
+    return 1 if result.has_failures else 0
+
+
+def _print_result(result, verbose: bool = False) -> None:
+    """The summary, then one line per failed unit: this run's, and earlier ones not retried."""
+    print(result.summary())
+    for tag, rows in (("FAILED", result.failed), ("FAILED EARLIER", result.not_retried)):
+        for label, what, err in rows:
+            text = err if verbose else (err.splitlines() or [""])[0]
+            print(f"  {tag} {label} [{what}]: {text}")
+    if result.not_retried:
+        print(f"  {len(result.not_retried)} unit(s) failed in an earlier run and were not "
+              "rerun; `dynamics run <batch> --retry-failed` retries them")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -230,7 +260,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from dynamics.toy.train import build_toy_suite
     from evals.base import EVALUATORS
     from evals.config import load_batch_file
-    from evals.sweep import run_batch
+    from evals.execute import run_batch
 
     t0 = time.perf_counter()
     out = Path(args.out)
@@ -249,9 +279,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"generated sets ({', '.join(cfg.generate)}): {cfg.output_dir / 'generated'} "
               f"({time.perf_counter() - t_gen:.0f} s)")
     result = run_batch(cfg, progress=not args.quiet)
-    print(result.summary())
-    for label, what, err in result.failed:
-        print(f"  FAILED {label} [{what}]: {err.splitlines()[0] if err else ''}")
+    _print_result(result)
     print(f"results: {cfg.output_dir} ({time.perf_counter() - t0:.0f} s so far)")
     if importlib.util.find_spec("reports.build") is None:
         print("report: skipped (reports.build is not installed yet)")
@@ -262,13 +290,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(findings_summary(index.parent))
         print(f"report: {index}")
     print(f"demo done in {time.perf_counter() - t0:.0f} s")
-    return 1 if result.failed else 0
+    return 1 if result.has_failures else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dynamics", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="dynamics", description=f"{DESCRIPTION}\n\n{FIRST_COMMAND}",
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="`dynamics <verb> --help` describes a verb; README.md "
+                                       "the batch file.")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="log at INFO level and show tracebacks")
+    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = p.add_subparsers(dest="verb", required=True)
 
     s = sub.add_parser("suites", help="list checkpoint suites and their models")

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from dynamics.suites import SuiteError
+from dynamics.suite_types import SuiteError
 
 log = logging.getLogger(__name__)
 

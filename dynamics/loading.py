@@ -253,6 +253,12 @@ def fetch_checkpoint(ref: CheckpointRef, options: LoadOptions) -> Path:
         )
     except Exception as err:  # noqa: BLE001  (hub errors come in many types)
         raise _hub_error(ref, err) from err
+    if not options.allow_pickle and not any(folder.glob("*.safetensors")):
+        raise UnsafeWeightsError(  # pickle files were not fetched, so name the opt-in here
+            f"{ref.source} revision {ref.revision} has no *.safetensors weights; pickle "
+            "weights (*.bin) are not downloaded because allow_pickle = false. If the repo holds "
+            "only pytorch_model.bin (e.g. the crfm-gpt2 runs), set allow_pickle = true in the "
+            "batch (pickle can run code on load)")
     check_local_weights(folder, options.allow_pickle)
     return folder
 

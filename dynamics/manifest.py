@@ -30,7 +30,7 @@ import tomllib
 from pathlib import Path
 
 from dynamics.checkpoints import CheckpointRef
-from dynamics.suites import Suite, SuiteError
+from dynamics.suite_types import Suite, SuiteError
 from dynamics.toml_writer import dumps
 
 _SUITE_KEYS = {"name", "family", "description", "tokens_per_step"}

@@ -1,11 +1,17 @@
 """The one execution path: `execute(cfg)` for `dynamics run`, `run_batch` and `run_batch_ray`.
 
+The top of the evals package: it imports the schedulers (evals.sweep's local
+loop, evals.ray_executor) and nothing in evals imports it, so `run_batch` and
+`run_batch_ray` (thin wrappers of `execute`) live here, not beside the loops.
+
     with store.lock():                       # a second run on the output is refused
         store.clean_temp()                   # leftovers of a killed run
         store.write_config(batch_to_toml(cfg))   # batch.toml: the batch as given, once, here
-        cfg = prepare_generated(cfg)         # [generate.*] sets: made or reused
+        run = resolve_batch(cfg)             # the config read once: suite, checkpoints,
+                                             # [generate.*] specs (a ResolvedBatch)
+        cfg = prepare_generated(cfg, run.generate)   # [generate.*] sets: made or reused
         store.record_seeds(...)              # seeds.json: the suite's seed runs (issue 20)
-        todo = plan(store, refs, evaluators) # pending (checkpoint, evaluator) units
+        todo = plan(store, run.refs, evaluators)     # pending (checkpoint, evaluator) units
         scheduler(cfg, todo)                 # "local": evals.sweep.run_local
                                              # "ray":   evals.ray_executor.run_ray
 
@@ -18,16 +24,46 @@ Ray run writes the same store as a local run.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
+from dynamics.checkpoints import CheckpointRef
 from dynamics.loading import load_checkpoint
-from dynamics.suites import get_suite
+from dynamics.suites import Suite, get_suite
 from evals.base import Evaluator
 from evals.config import BatchConfig, batch_to_toml
-from evals.generated import prepare_generated
+from evals.generated import GenerateSpec, generate_specs, prepare_generated
 from evals.store import Store
 from evals.sweep import SweepResult, build_evaluators, plan, run_local
+
+
+@dataclass(frozen=True)
+class ResolvedBatch:
+    """A batch config resolved once into what the run needs; handed on, never re-read.
+
+    Attributes:
+        suite: the batch's suite (`cfg.suite`, loaded once).
+        refs: the checkpoints `cfg.models` x `cfg.steps` select, model-major.
+        generate: the `[generate.*]` tables, checkpoints and options resolved.
+    """
+
+    suite: Suite
+    refs: list[CheckpointRef]
+    generate: list[GenerateSpec]
+
+    def seed_runs(self) -> dict[str, dict]:
+        """{model: {group, seed}} of the selected models that are seed runs (seeds.json)."""
+        return {r.model: {"group": self.suite.seeds[r.model].group,
+                          "seed": self.suite.seeds[r.model].seed}
+                for r in self.refs if r.model in self.suite.seeds}
+
+
+def resolve_batch(cfg: BatchConfig) -> ResolvedBatch:
+    """Load the suite once and resolve the selection and the `[generate.*]` tables against it."""
+    suite = get_suite(cfg.suite_path)
+    return ResolvedBatch(suite, suite.select(cfg.models, cfg.steps), generate_specs(cfg, suite))
 
 
 def _scheduler(executor: str) -> Callable:
@@ -64,15 +100,11 @@ def execute(
     with store.lock():
         store.clean_temp()
         store.write_config(batch_to_toml(cfg))
-        cfg = prepare_generated(cfg, generator)
-        suite = get_suite(cfg.suite_path)
-        refs = suite.select(cfg.models, cfg.steps)
-        store.record_seeds({r.model: {"group": suite.seeds[r.model].group,
-                                      "seed": suite.seeds[r.model].seed}
-                            for r in refs if r.model in suite.seeds})
+        run = resolve_batch(cfg)
+        cfg = prepare_generated(cfg, run.generate, generator=generator, loader=loader)
+        store.record_seeds(run.seed_runs())
         evals = evaluators if evaluators is not None else build_evaluators(cfg)
-        todo, skipped = plan(store, refs, evals, retry_failed)
-        result = SweepResult(skipped=skipped)
+        todo, result = plan(store, run.refs, evals, retry_failed)
         if todo:
             scheduler(cfg, todo, result, progress=progress, loader=loader,
                       rebuild=evaluators is None)
@@ -80,9 +112,31 @@ def execute(
     return result
 
 
-def generate_sets(cfg: BatchConfig, generator: Callable | None = None) -> BatchConfig:
+def generate_sets(cfg: BatchConfig, generator: Callable | None = None,
+                  loader: Callable = load_checkpoint) -> BatchConfig:
     """Only make (or reuse) the `[generate.*]` sets, holding the store's lock as `execute` does."""
     store = Store(cfg.output_dir)
     with store.lock():
         store.clean_temp()
-        return prepare_generated(cfg, generator)
+        run = resolve_batch(cfg)
+        return prepare_generated(cfg, run.generate, generator=generator, loader=loader)
+
+
+def run_batch(
+    cfg: BatchConfig,
+    *,
+    retry_failed: bool = False,
+    progress: bool = True,
+    loader: Callable = load_checkpoint,
+    evaluators: list[Evaluator] | None = None,
+) -> SweepResult:
+    """Run a batch with the local scheduler: `execute(cfg)` with executor = "local"."""
+    return execute(dataclasses.replace(cfg, executor="local"), retry_failed=retry_failed,
+                   progress=progress, loader=loader, evaluators=evaluators)
+
+
+def run_batch_ray(cfg: BatchConfig, *, retry_failed: bool = False, progress: bool = True,
+                  loader: Callable = load_checkpoint) -> SweepResult:
+    """Run a batch on Ray: `execute(cfg)` with executor = "ray" (same store as `run_batch`)."""
+    return execute(dataclasses.replace(cfg, executor="ray"), retry_failed=retry_failed,
+                   progress=progress, loader=loader)

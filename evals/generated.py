@@ -1,8 +1,10 @@
 """A batch's `[generate.<name>]` tables: mixture-generated sets, made once, scored everywhere.
 
 Xia et al. (2023) decode sequences from p = a p_small + b p_large (evals.mixture)
-and track each set's perplexity over every checkpoint of every model. Before
-the sweep, `prepare_generated(cfg)` writes each table's sets to
+and track each set's perplexity over every checkpoint of every model. The run
+resolves each table once against the batch's suite (`generate_specs`: both
+checkpoints, the prompt source and every option, as a `GenerateSpec`); before
+the sweep, `prepare_generated(cfg, specs)` writes each table's sets to
 
     <output>/generated/<name>.jsonl     the sets (`sequences` format)
     <output>/generated/<name>.json      the options they were generated with
@@ -27,10 +29,15 @@ import json
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+from dynamics.checkpoints import CheckpointRef
+from dynamics.loading import load_checkpoint
+from dynamics.suite_types import Suite
 from evals.base import ConfigError
 from evals.config import BatchConfig, GenerateConfig, generate_configs
+from evals.sweep import load_options
 
 log = logging.getLogger(__name__)
 FOLDER = "generated"
@@ -38,6 +45,28 @@ FOLDER = "generated"
 
 class GeneratedSetError(ConfigError):
     """A generated set on disk was made with other options than the batch asks for."""
+
+
+@dataclass(frozen=True)
+class GenerateSpec:
+    """One `[generate.<name>]` table resolved once against the batch's suite.
+
+    Attributes:
+        name: the table's name (`[generate.<name>]`).
+        path: where its sets go (`<output>/generated/<name>.jsonl`).
+        small, large: the two checkpoints of the mixture ("final" steps resolved).
+        options: what the sets depend on, recorded beside them (`<name>.json`).
+    """
+
+    name: str
+    path: Path
+    small: CheckpointRef
+    large: CheckpointRef
+    options: dict
+
+    @property
+    def label(self) -> str:
+        return options_label(self.name, self.options)
 
 
 def generated_path(cfg: BatchConfig, name: str) -> Path:
@@ -56,20 +85,23 @@ def _file_hash(source: str) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else None
 
 
-def recorded_options(cfg: BatchConfig, gen: GenerateConfig) -> dict:
-    """What the sets depend on: checkpoints (steps resolved), prompts and decoding options."""
-    from dynamics.suites import get_suite
-
-    suite = get_suite(cfg.suite_path)
-    steps = [suite.select([m], "final" if s is None else [s])[0].step
-             for m, s in ((gen.small, gen.step_small), (gen.large, gen.step_large))]
-    prompts = _prompt_source(cfg, gen)
-    return {"suite": suite.name, "small": gen.small, "step_small": steps[0],
-            "large": gen.large, "step_large": steps[1], "grid": [list(p) for p in gen.pairs],
-            "prompts": prompts, "prompts_sha256": _file_hash(prompts),
-            "n_prompts": gen.n_prompts, "prompt_tokens": gen.prompt_tokens,
-            "max_new_tokens": gen.max_new_tokens, "top_p": gen.top_p,
-            "seed": cfg.seed if gen.seed is None else gen.seed}
+def generate_specs(cfg: BatchConfig, suite: Suite) -> list[GenerateSpec]:
+    """The batch's `[generate.*]` tables, each resolved against `suite` (its checkpoints,
+    prompt source with the file's hash, decoding options and seed)."""
+    specs = []
+    for name, gen in generate_configs(cfg).items():
+        small, large = (suite.select([m], "final" if s is None else [s])[0]
+                        for m, s in ((gen.small, gen.step_small), (gen.large, gen.step_large)))
+        prompts = _prompt_source(cfg, gen)
+        options = {"suite": suite.name, "small": gen.small, "step_small": small.step,
+                   "large": gen.large, "step_large": large.step,
+                   "grid": [list(p) for p in gen.pairs],
+                   "prompts": prompts, "prompts_sha256": _file_hash(prompts),
+                   "n_prompts": gen.n_prompts, "prompt_tokens": gen.prompt_tokens,
+                   "max_new_tokens": gen.max_new_tokens, "top_p": gen.top_p,
+                   "seed": cfg.seed if gen.seed is None else gen.seed}
+        specs.append(GenerateSpec(name, generated_path(cfg, name), small, large, options))
+    return specs
 
 
 def options_label(name: str, options: dict) -> str:
@@ -83,46 +115,34 @@ def _differences(old: dict, new: dict) -> list[str]:
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
 
 
-def ensure_generated(cfg: BatchConfig, name: str, gen: GenerateConfig,
-                     generator: Callable | None = None) -> Path:
-    """The sets of `[generate.<name>]`: reused when recorded with the same options, else made.
+def ensure_generated(spec: GenerateSpec, make: Callable[[GenerateSpec, Path], object]) -> Path:
+    """The sets of one table: reused when recorded with the same options, else `make`-d.
 
     Raises:
         GeneratedSetError: the file exists with other recorded options.
     """
-    path = generated_path(cfg, name)
+    path, name = spec.path, spec.name
     meta = path.with_suffix(".json")
-    options = recorded_options(cfg, gen)
     if meta.is_file() and path.is_file():  # the .json is written last: both = complete
         old = json.loads(meta.read_text())["options"]
-        if old == options:
+        if old == spec.options:
             log.info("[generate.%s]: reusing %s (same options)", name, path)
             return path
         raise GeneratedSetError(
             [f"[generate.{name}]: {path} was generated with other options:"]
-            + [f"  {d}" for d in _differences(old, options)]
+            + [f"  {d}" for d in _differences(old, spec.options)]
             + [f"  restore them, rename the table (e.g. [generate.{name}-2]), or delete {path} "
                "and its .json to regenerate (new set names; every checkpoint is re-scored)"])
-    return _generate(cfg, name, options, path, generator)
+    return _generate(spec, make)
 
 
-def _generate(cfg: BatchConfig, name: str, options: dict, path: Path,
-              generator: Callable | None) -> Path:
-    from dynamics.loading import LoadOptions
+def _generate(spec: GenerateSpec, make: Callable[[GenerateSpec, Path], object]) -> Path:
     from evals.sequences import load_sequence_sets
 
-    if generator is None:
-        from evals.mixture import generate_from_suite as generator
+    path, name = spec.path, spec.name
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    o = options
-    generator(cfg.suite_path, o["small"], o["large"], o["prompts"], tmp,
-              step_small=o["step_small"], step_large=o["step_large"],
-              grid=[tuple(p) for p in o["grid"]], n_prompts=o["n_prompts"],
-              prompt_tokens=o["prompt_tokens"], max_new_tokens=o["max_new_tokens"],
-              top_p=o["top_p"], seed=o["seed"], label=options_label(name, options),
-              load_options=LoadOptions(cfg.device, cfg.dtype, cfg.allow_pickle,
-                                       cfg.trust_remote_code))
+    make(spec, tmp)
     os.replace(tmp, path)  # complete only once the .json record is written (below)
     try:
         sets = load_sequence_sets(str(path))
@@ -130,7 +150,7 @@ def _generate(cfg: BatchConfig, name: str, options: dict, path: Path,
         path.unlink(missing_ok=True)
         raise GeneratedSetError(f"[generate.{name}]: the generated sets cannot be scored: {err} "
                                 "(more prompts or max_new_tokens may help)") from err
-    record = {"options": options, "sets": sorted(sets["set"].unique()),
+    record = {"options": spec.options, "sets": sorted(sets["set"].unique()),
               "n_pairs": sets["pair_id"].n_unique()}
     path.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
     log.info("[generate.%s]: wrote %d sets x %d pairs to %s", name, len(record["sets"]),
@@ -153,11 +173,25 @@ def with_generated_sources(cfg: BatchConfig, paths: list[Path]) -> BatchConfig:
     return dataclasses.replace(cfg, evaluators={**cfg.evaluators, "sequences": seq})
 
 
-def prepare_generated(cfg: BatchConfig, generator: Callable | None = None) -> BatchConfig:
-    """Make (or reuse) every `[generate.*]` set and add them to the `sequences` evaluator.
+def prepare_generated(cfg: BatchConfig, specs: list[GenerateSpec], *,
+                      generator: Callable | None = None, loader: Callable = load_checkpoint
+                      ) -> BatchConfig:
+    """Make (or reuse) the sets of every spec and add them to the `sequences` evaluator.
 
-    Call it holding the store's lock (evals.sweep.run_batch does).
+    Generation loads its two checkpoints with the batch's load options and disk
+    budget (`evals.mixture.generate_from_refs`, or `generator` with its signature).
+    Call it holding the store's lock (evals.execute does).
     """
-    gens = generate_configs(cfg)
-    paths = [ensure_generated(cfg, name, gen, generator) for name, gen in gens.items()]
-    return with_generated_sources(cfg, paths)
+    if generator is None:
+        from evals.mixture import generate_from_refs as generator
+    options = load_options(cfg)
+
+    def make(spec: GenerateSpec, out: Path) -> None:
+        o = spec.options
+        generator(spec.small, spec.large, o["prompts"], out,
+                  grid=[tuple(p) for p in o["grid"]], n_prompts=o["n_prompts"],
+                  prompt_tokens=o["prompt_tokens"], max_new_tokens=o["max_new_tokens"],
+                  top_p=o["top_p"], seed=o["seed"], label=spec.label, load_options=options,
+                  disk_budget_gb=cfg.disk_budget_gb, loader=loader)
+
+    return with_generated_sources(cfg, [ensure_generated(spec, make) for spec in specs])

@@ -250,34 +250,54 @@ def write_sets(frames: list[pl.DataFrame], path: str | Path) -> Path:
 PAPER_GRID = ((1.0, -1.0), (-1.0, 1.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0))
 
 
-def generate_from_suite(suite: str, small: str, large: str, dataset: str, out: str | Path, *,
-                        step_small: int | None = None, step_large: int | None = None,
-                        grid=PAPER_GRID, n_prompts: int = 100, prompt_tokens: int = 16,
-                        max_new_tokens: int = 50, top_p: float | None = None, seed: int = 0,
-                        load_options=None, label: str | None = None) -> Path:
-    """Generate one labeled set per (a, b) of `grid` between two checkpoints of a suite.
+def generate_from_refs(small, large, dataset: str, out: str | Path, *, grid=PAPER_GRID,
+                       n_prompts: int = 100, prompt_tokens: int = 16, max_new_tokens: int = 50,
+                       top_p: float | None = None, seed: int = 0, load_options=None,
+                       label: str | None = None, disk_budget_gb: float | None = None,
+                       loader=None) -> Path:
+    """Generate one labeled set per (a, b) of `grid` between two checkpoints (`CheckpointRef`s).
+
+    Both checkpoints load through `dynamics.streaming.stream_checkpoints`, as the
+    sweep's do: a hub download is registered in the cache and counts against
+    `disk_budget_gb` (evicted least-recently-used beyond it; issue 28), and a
+    load error is raised, not recorded.
 
     Args:
-        suite: suite name or folder (dynamics.suites.get_suite).
-        small, large: model names; step_small/step_large: their steps (None = final).
+        small, large: the two checkpoints.
         dataset: validation text source for prompts (as the token-loss evaluator reads it).
         out: the jsonl written (the `sequences` evaluator's `dataset`).
         n_prompts: prompts drawn with `seed`; each cut to `prompt_tokens` tokens.
         label: appended to every set name (see generate_set).
+        loader: checkpoint loader (default dynamics.loading.load_checkpoint; tests pass fakes).
     Returns:
         `out`, holding len(grid) sets with the same pair ids.
     """
     from dynamics.loading import load_checkpoint
-    from dynamics.suites import get_suite
+    from dynamics.streaming import stream_checkpoints
     from evals.token_loss import load_texts
 
-    s = get_suite(suite)
-    refs = [s.select([m], "final" if step is None else [step])[0]
-            for m, step in ((small, step_small), (large, step_large))]
-    lms = [load_checkpoint(r, load_options) for r in refs]
+    lms = []
+    for item in stream_checkpoints([small, large], load_options, prefetch=False,
+                                   disk_budget_gb=disk_budget_gb,
+                                   loader=loader or load_checkpoint):
+        if item.error is not None:
+            raise item.error
+        lms.append(item.loaded)
     prompts = pick_prompts(load_texts(dataset), n_prompts, seed)
     frames = [generate_set(lms[0], lms[1], prompts,
                            MixtureOptions(a=a, b=b, max_new_tokens=max_new_tokens, top_p=top_p,
                                           seed=seed), prompt_tokens, label)
               for a, b in grid]
     return write_sets(frames, out)
+
+
+def generate_from_suite(suite: str, small: str, large: str, dataset: str, out: str | Path, *,
+                        step_small: int | None = None, step_large: int | None = None,
+                        **options) -> Path:
+    """`generate_from_refs` for two models of a suite (name or folder; steps None = final)."""
+    from dynamics.suites import get_suite
+
+    s = get_suite(suite)
+    refs = [s.select([m], "final" if step is None else [step])[0]
+            for m, step in ((small, step_small), (large, step_large))]
+    return generate_from_refs(*refs, dataset, out, **options)

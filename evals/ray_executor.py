@@ -28,7 +28,6 @@ local one when none is initialized.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 from dynamics.loading import load_checkpoint
@@ -89,11 +88,3 @@ def run_ray(cfg: BatchConfig, todo, result: SweepResult, *, progress: bool = Tru
             ray.cancel(pending, force=True)
         bar.close()
 
-
-def run_batch_ray(cfg: BatchConfig, *, retry_failed: bool = False, progress: bool = True,
-                  loader: Callable = load_checkpoint) -> SweepResult:
-    """Run a batch on Ray: `execute(cfg)` with executor = "ray" (same store as `run_batch`)."""
-    from evals.execute import execute
-
-    return execute(dataclasses.replace(cfg, executor="ray"), retry_failed=retry_failed,
-                   progress=progress, loader=loader)

@@ -143,6 +143,11 @@ class Store:
     def has_failure(self, what: str, key: dict) -> bool:
         return self.failure_path(what, key).is_file()
 
+    def failure_error(self, what: str, key: dict) -> str | None:
+        """The recorded error text of `what` on a checkpoint, or None if none is recorded."""
+        path = self.failure_path(what, key)
+        return json.loads(path.read_text())["error"] if path.is_file() else None
+
     def failures(self) -> pl.DataFrame:
         """All recorded failures as a frame (what, keys, error)."""
         rows = [json.loads(p.read_text()) for p in sorted(self.root.glob("_failures/*/*/*/*.json"))]

@@ -6,19 +6,21 @@
                 store.write(table, with_keys(frame, ckpt))
 
 `evals.execute.execute(cfg)` is the one execution path (lock, generated sets,
-plan, schedule); the local loop here (`run_local`) and the Ray scheduler
-(evals.ray_executor) both hand each streamed checkpoint to `run_checkpoint`.
+plan, schedule; `run_batch` there runs it with this module's local loop); the
+local loop here (`run_local`) and the Ray scheduler (evals.ray_executor) both
+hand each streamed checkpoint to `run_checkpoint`. This module imports neither
+of them (no import circle: evals.execute -> evals.ray_executor -> evals.sweep).
 
 Resume is free: a (checkpoint, evaluator) unit whose tables all exist in the
 store is skipped, and a checkpoint with nothing pending is never loaded. A
 unit that fails (load error, evaluator exception, non-finite values) is
 recorded in the store with its error text and the batch goes on; a later run
-skips recorded failures unless `retry_failed=True`.
+does not rerun recorded failures unless `retry_failed=True`, and reports them
+(`SweepResult.not_retried`): a failure is never counted as stored.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,12 +51,23 @@ class CheckpointOutcome:
 
 @dataclass
 class SweepResult:
-    """What a sweep did: units written, skipped (already stored), and failed."""
+    """What a sweep did: units written, skipped (already stored), and failed.
+
+    `not_retried` holds the failures an earlier run recorded that this run left
+    alone (no `retry_failed`): they are not stored results, so a batch with any
+    is not done (`dynamics run` exits 1 and names them; issue 28).
+    """
 
     written: list[tuple[str, str]] = field(default_factory=list)  # (checkpoint label, evaluator)
     skipped: int = 0
     failed: list[tuple[str, str, str]] = field(default_factory=list)  # (label, what, error)
     seconds: float = 0.0
+    not_retried: list[tuple[str, str, str]] = field(default_factory=list)  # (label, what, error)
+
+    @property
+    def has_failures(self) -> bool:
+        """A unit failed in this run, or failed before and was not retried."""
+        return bool(self.failed or self.not_retried)
 
     def add(self, out: CheckpointOutcome) -> None:
         """Merge one checkpoint's outcome (and log its failures)."""
@@ -64,9 +77,11 @@ class SweepResult:
             log.warning("%s failed on %s: %s", what, out.label, err)
 
     def summary(self) -> str:
+        earlier = (f", {len(self.not_retried)} failed in an earlier run and not retried"
+                   if self.not_retried else "")
         return (
             f"{len(self.written)} evaluator x checkpoint units written, {self.skipped} already "
-            f"stored, {len(self.failed)} failed ({self.seconds:.1f}s)"
+            f"stored, {len(self.failed)} failed{earlier} ({self.seconds:.1f}s)"
         )
 
 
@@ -88,21 +103,28 @@ def is_done(store: Store, ev: Evaluator, ref: CheckpointRef) -> bool:
 
 def plan(
     store: Store, refs: list[CheckpointRef], evals: list[Evaluator], retry_failed: bool
-) -> tuple[list[tuple[CheckpointRef, list[Evaluator]]], int]:
-    """Pending evaluators per checkpoint, and the number of units already done."""
-    todo, skipped = [], 0
+) -> tuple[list[tuple[CheckpointRef, list[Evaluator]]], SweepResult]:
+    """Pending evaluators per checkpoint, and the result so far: units already stored
+    (`skipped`) and failures recorded earlier that this run does not retry (`not_retried`)."""
+    todo, result = [], SweepResult()
     for ref in refs:
-        if store.has_failure(LOAD, ref.key) and not retry_failed:
+        load_error = None if retry_failed else store.failure_error(LOAD, ref.key)
+        if load_error is not None:
+            result.not_retried.append((ref.label, LOAD, load_error))
             continue
         pending = []
         for ev in evals:
             if is_done(store, ev, ref):
-                skipped += 1
-            elif retry_failed or not store.has_failure(ev.name, ref.key):
+                result.skipped += 1
+                continue
+            error = None if retry_failed else store.failure_error(ev.name, ref.key)
+            if error is None:
                 pending.append(ev)
+            else:
+                result.not_retried.append((ref.label, ev.name, error))
         if pending:
             todo.append((ref, pending))
-    return todo, skipped
+    return todo, result
 
 
 def _check_finite(frame: pl.DataFrame, where: str) -> None:
@@ -173,17 +195,3 @@ def run_local(cfg: BatchConfig, todo, result: SweepResult, *, progress: bool = T
     finally:
         bar.close()
 
-
-def run_batch(
-    cfg: BatchConfig,
-    *,
-    retry_failed: bool = False,
-    progress: bool = True,
-    loader: Callable = load_checkpoint,
-    evaluators: list[Evaluator] | None = None,
-) -> SweepResult:
-    """Run a batch with the local scheduler: `execute(cfg)` with executor = "local"."""
-    from evals.execute import execute
-
-    return execute(dataclasses.replace(cfg, executor="local"), retry_failed=retry_failed,
-                   progress=progress, loader=loader, evaluators=evaluators)

@@ -175,8 +175,8 @@ def test_accuracy_raw_norm_subtasks_and_option_ppl():
 @pytest.mark.slow
 def test_sweep_writes_choices_and_stats_read_them(tmp_path):
     from evals.config import load_batch
+    from evals.execute import run_batch
     from evals.store import Store
-    from evals.sweep import run_batch
     from stats.bigbench import behaviors
     from tests.helpers import make_tiny_suite
 

@@ -223,8 +223,8 @@ def test_tasks_filter_to_single_tokens_and_keep_lengths_equal():
 
 def test_circuits_evaluator_through_the_sweep(tmp_path):
     from evals.config import load_batch
+    from evals.execute import run_batch
     from evals.store import Store
-    from evals.sweep import run_batch
     from stats.circuits import behaviors, circuit_jaccard, circuit_size
     from tests.helpers import make_tiny_suite
 

@@ -244,8 +244,8 @@ def test_circuits_evaluator_through_the_sweep_on_a_llama_suite(tmp_path, arch):
     import polars as pl
 
     from evals.config import load_batch
+    from evals.execute import run_batch
     from evals.store import Store
-    from evals.sweep import run_batch
     from tests.helpers import make_tiny_suite
 
     suite = make_tiny_suite(tmp_path / "suite", arch, steps=(0, 10))

@@ -21,8 +21,8 @@ from dynamics.manifest import write_manifest
 from dynamics.suites import get_suite
 from dynamics.tiny import count_params, save_checkpoint, tiny_gpt_neox, word_tokenizer
 from evals.config import load_batch
+from evals.execute import run_batch
 from evals.store import Store
-from evals.sweep import run_batch
 
 N_WORDS, SEQ = 40, 12
 

@@ -92,6 +92,15 @@ def test_run_exits_1_when_a_unit_fails(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "1 failed" in out and "FAILED tiny-neox/tiny-neox-0@step1 [load]: Checkpoint" in out
     assert [p.name for p in Store(tmp_path / "out").parts("token-loss")] == ["step=0.parquet"]
+    # issue 28: a rerun does not count the recorded failure as done: exit 1, named, with the fix
+    assert main(["run", str(batch), "-q"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("0 evaluator x checkpoint units written, 1 already stored, 0 failed, "
+                          "1 failed in an earlier run and not retried")
+    assert "FAILED EARLIER tiny-neox/tiny-neox-0@step1 [load]: CheckpointUnavailableError" in out
+    assert "--retry-failed" in out
+    assert main(["run", str(batch), "-q", "--retry-failed"]) == 1  # retried: fails again
+    assert "FAILED tiny-neox/tiny-neox-0@step1 [load]" in capsys.readouterr().out
 
 
 def test_verbose_shows_the_traceback_of_a_one_line_error(tmp_path, capsys):
@@ -153,3 +162,24 @@ def test_report_verbose_logs_the_failed_section_traceback(tmp_path, store, caplo
         assert main([*argv, str(store), "--out", str(tmp_path / "r"), "--no-images"]) == 1
         (record,) = [r for r in caplog.records if "report section planted failed" in r.message]
         assert bool(record.exc_info) is traced
+
+
+def test_help_opens_with_what_the_tool_does_and_a_first_command(capsys):
+    """Issue 28: `dynamics --help` says in a line what the tool does and shows a first
+    command (it opened with a note for developers); `dynamics --version` prints the version."""
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    after_usage = text.split("\n\n", 1)[1].splitlines()
+    assert after_usage[0] == ("Evaluate every checkpoint of a model suite and relate behaviors "
+                              "to perplexity.")
+    assert after_usage[2] == "first command:  dynamics demo"
+    assert "composition root" not in text and "wires layers" not in text
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out == f"dynamics {version('training-dynamics')}\n"
+    assert version("training-dynamics") == "0.1.0"  # pyproject.toml's [project] version

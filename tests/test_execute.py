@@ -46,7 +46,7 @@ def _same(a: dict, b: dict) -> None:
 
 def test_cli_run_and_python_api_write_the_same_store(tmp_path, suite):
     from dynamics import cli
-    from evals.sweep import run_batch
+    from evals.execute import run_batch
 
     batch = tmp_path / "b.toml"
     values = _values(suite, tmp_path / "cli")
@@ -119,7 +119,7 @@ class CheckingLoader:
 @pytest.mark.parametrize("prefetch", [True, False])
 def test_local_run_stays_under_budget_and_breaks_no_revision(tmp_path, suite, monkeypatch,
                                                             prefetch):
-    from evals.sweep import run_batch
+    from evals.execute import run_batch
 
     cfg = _hub_batch(suite, tmp_path, monkeypatch, 0.0, prefetch=prefetch)
     one, two = _one_revision_bytes(suite, tmp_path)
@@ -161,3 +161,43 @@ def test_ray_task_streams_its_checkpoint_under_the_budget(tmp_path, suite, monke
         assert all(f.exists() for f in left[0].iterdir())
     assert len(Store(cfg.output_dir).parts("token-loss")) == 3
     assert not list((tmp_path / "hub").glob("*/.dynamics/*.inuse.*"))  # released
+
+
+def test_execute_reads_the_suite_once(tmp_path, suite, monkeypatch):
+    """Issue 28: the batch is resolved once (suite, checkpoints, [generate.*] specs) and handed
+    on; generation does not load the suite again table by table."""
+    import dynamics.suites
+    from evals.execute import execute
+
+    cfg = load_batch({**_values(suite, tmp_path / "out"), "generate": {"mix": GEN, "mix2": GEN}})
+    loads = []  # counted from here: load_batch validates against the suite, once, before
+    real = dynamics.suites.load_manifest
+    monkeypatch.setattr(dynamics.suites, "load_manifest",
+                        lambda path: loads.append(path) or real(path))
+    result = execute(cfg, progress=False)
+    assert not result.failed
+    assert len(loads) == 1, loads
+    assert sorted(p.name for p in (tmp_path / "out" / "generated").glob("*.jsonl")) == [
+        "mix.jsonl", "mix2.jsonl"]
+
+
+def test_generation_downloads_count_against_the_disk_budget(tmp_path, suite, monkeypatch):
+    """Issue 28: [generate.*] checkpoints load through the same streaming as the sweep's, so a
+    hub download is registered and evicted under `disk_budget_gb`; before, generation loaded
+    directly and left both revisions on disk, unregistered, whatever the budget."""
+    from evals.execute import generate_sets, run_batch
+
+    cfg = _hub_batch(suite, tmp_path, monkeypatch, 0.0)
+    one, two = _one_revision_bytes(suite, tmp_path)
+    budget = (one + two) // 2  # fits one revision, not two
+    gen = {**GEN, "large": "tiny-neox-0", "step_small": 0, "step_large": 10}
+    cfg = load_batch({**_raw(cfg), "disk_budget_gb": budget / 2**30, "steps": [20],
+                      "generate": {"mix": gen}})
+    cache = tmp_path / "hub"
+    generate_sets(cfg, loader=fake_hub_loader(cache, suite[0]))
+    on_disk = list(cache.glob("models--*/snapshots/*"))
+    assert usage(on_disk) <= budget, "generation left more than the budget on disk"
+    assert registered([cache]) == on_disk  # registered: the sweep's budget counts them
+    loader = CheckingLoader(cache, suite[0], budget)  # the sweep starts under budget
+    result = run_batch(cfg, progress=False, loader=loader)
+    assert not result.failed and loader.seen and max(n for n, _ in loader.seen) == 1

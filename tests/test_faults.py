@@ -18,8 +18,8 @@ from dynamics.suites import SuiteError, get_suite
 from dynamics.tiny import count_params, save_checkpoint, tiny_gpt_neox, train_bpe_tokenizer
 from evals.base import ConfigError
 from evals.config import load_batch
+from evals.execute import run_batch
 from evals.store import Store, StoreLockedError
-from evals.sweep import run_batch
 from tests.helpers import make_tiny_suite, sample_texts, tiny_tokenizer, write_val
 
 

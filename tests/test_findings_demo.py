@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 def demo_store(toy_suite, tmp_path_factory):
     from dynamics import cli
     from evals.config import load_batch_file
-    from evals.sweep import run_batch
+    from evals.execute import run_batch
 
     out = tmp_path_factory.mktemp("demo")
     cfg = load_batch_file(cli._demo_batch(toy_suite, out))

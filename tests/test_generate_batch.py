@@ -10,9 +10,9 @@ import pytest
 import evals.mixture
 from evals.base import ConfigError
 from evals.config import load_batch, load_batch_file
-from evals.generated import GeneratedSetError, generated_path, prepare_generated
+from evals.execute import generate_sets, run_batch
+from evals.generated import GeneratedSetError, generated_path
 from evals.store import Store
-from evals.sweep import run_batch
 from tests.helpers import make_tiny_suite, write_val
 
 GEN = {"small": "tiny-neox-0", "large": "tiny-neox-1", "grid": [[1, -1], [-1, 1], [1, 0]],
@@ -69,13 +69,13 @@ def test_generate_tables_are_parsed_strictly(suite, tmp_path):
 
 def _counting(monkeypatch) -> list:
     calls = []
-    real = evals.mixture.generate_from_suite
+    real = evals.mixture.generate_from_refs
 
     def counted(*args, **kwargs):
         calls.append(kwargs)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(evals.mixture, "generate_from_suite", counted)
+    monkeypatch.setattr(evals.mixture, "generate_from_refs", counted)
     return calls
 
 
@@ -126,11 +126,11 @@ def test_generated_set_joins_an_existing_sequences_source(suite, tmp_path, monke
     cfg = load_batch({**_batch(suite, tmp_path / "out"),
                       "evaluators": {**cfg.evaluators, "sequences": {"dataset": str(src)}}},
                      ".", "b.toml")
-    prepared = prepare_generated(cfg)
+    prepared = generate_sets(cfg)
     seq = prepared.evaluators["sequences"]
     assert seq["dataset"] == str(src)
     assert seq["extra_datasets"] == [str(generated_path(cfg, "mix"))]
-    assert prepare_generated(prepared).evaluators == prepared.evaluators  # idempotent
+    assert generate_sets(prepared).evaluators == prepared.evaluators  # idempotent
     assert len(calls) == 1
     run_batch(cfg, progress=False)
     sets = set(Store(cfg.output_dir).read("sequences")["set"].unique())

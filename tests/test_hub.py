@@ -14,8 +14,8 @@ import dynamics.suites
 from dynamics.cache import registered, usage
 from dynamics.loading import load_checkpoint
 from evals.config import load_batch
+from evals.execute import run_batch
 from evals.store import Store
-from evals.sweep import run_batch
 from tests.helpers import hub_suite, make_tiny_suite, write_val
 from tests.hub_server import TinyHub
 
@@ -118,3 +118,23 @@ def test_revision_the_hub_lacks_is_a_clear_recorded_error(hub, local, tmp_path):
                           f"{REPO} on {hub.url}")
     assert "dynamics suites --steps tiny-neox-0" in err and "internet" not in err
     assert Store(tmp_path / "out").failures()["what"].to_list() == ["load"]
+
+
+def test_pickle_only_hub_revision_is_refused_naming_the_opt_in(hub, local, tmp_path):
+    """Issue 28: a hub revision with only pytorch_model.bin (as the CRFM runs' probably are)
+    is refused with what to set; it said "has no weights (*.safetensors or *.bin)"."""
+    import shutil
+
+    from dynamics.checkpoints import CheckpointRef
+    from dynamics.loading import LoadOptions, UnsafeWeightsError, fetch_checkpoint
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(local[0] / "tiny-neox-0" / "step0", folder)
+    (folder / "model.safetensors").rename(folder / "pytorch_model.bin")
+    hub.add_revision("tiny/pickled", "step0", folder)
+    ref = CheckpointRef("t", "pickled", 1, 0, 0, source="tiny/pickled", revision="step0")
+    with pytest.raises(UnsafeWeightsError, match=r"tiny/pickled revision step0 has no "
+                       r"\*\.safetensors weights.*set allow_pickle = true"):
+        fetch_checkpoint(ref, LoadOptions())
+    assert not _gets(hub, "pytorch_model.bin")  # nothing unsafe downloaded
+    assert (fetch_checkpoint(ref, LoadOptions(allow_pickle=True)) / "pytorch_model.bin").is_file()

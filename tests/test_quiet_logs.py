@@ -7,7 +7,7 @@ import json
 import logging
 
 from evals.config import load_batch
-from evals.sweep import run_batch
+from evals.execute import run_batch
 from tests.helpers import make_tiny_suite, sample_texts
 
 

@@ -17,8 +17,8 @@ import dynamics.suites
 from dynamics.cache import registered, usage
 from dynamics.suites import get_suite
 from evals.config import load_batch, load_batch_file
+from evals.execute import run_batch
 from evals.store import Store
-from evals.sweep import run_batch
 from tests.helpers import fake_hub_loader, hub_suite, make_tiny_suite, store_files, write_val
 
 ray = pytest.importorskip("ray")
@@ -52,7 +52,7 @@ def _expected_units(cfg) -> list[tuple[str, str]]:
 def test_ray_matches_local_on_the_demo_batch_with_generated_sets(tmp_path, toy_suite,
                                                                  ray_cluster):
     from dynamics import cli
-    from evals.ray_executor import run_batch_ray
+    from evals.execute import run_batch_ray
 
     steps = ['steps="log-spaced 2"']
     local = load_batch_file(cli._demo_batch(toy_suite, _mk(tmp_path / "local")), steps)
@@ -102,7 +102,7 @@ def _mk(folder: Path) -> Path:
 
 @pytest.mark.slow
 def test_ray_records_load_failures_with_their_checkpoint(tmp_path, ray_cluster):
-    from evals.ray_executor import run_batch_ray
+    from evals.execute import run_batch_ray
 
     suite = make_tiny_suite(tmp_path / "suite", "neox", steps=(0, 10))
     (suite / "tiny-neox-0" / "step10" / "model.safetensors").write_bytes(b"not weights")
@@ -121,7 +121,7 @@ def test_ray_records_load_failures_with_their_checkpoint(tmp_path, ray_cluster):
 
 @pytest.mark.slow
 def test_ray_run_evicts_and_stays_under_the_disk_budget(tmp_path, ray_cluster, monkeypatch):
-    from evals.ray_executor import run_batch_ray
+    from evals.execute import run_batch_ray
 
     steps = (0, 10, 20, 30)
     suite = make_tiny_suite(tmp_path / "suite", "neox", steps=steps)

@@ -292,7 +292,7 @@ def test_report_of_a_real_sweep_renders(tmp_path):
     """A store written by the real sweep on a tiny random suite: CLI -> report -> browser."""
     from dynamics.cli import main
     from evals.config import load_batch
-    from evals.sweep import run_batch
+    from evals.execute import run_batch
     from tests.helpers import make_tiny_suite, write_val
     from tests.test_sequences import fact_rows, write_sets
 

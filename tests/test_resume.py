@@ -15,8 +15,8 @@ import polars as pl
 import pytest
 
 from evals.config import load_batch
+from evals.execute import run_batch
 from evals.store import Store
-from evals.sweep import run_batch
 from tests.helpers import make_tiny_suite, write_val
 
 DRIVER = textwrap.dedent("""
@@ -28,7 +28,7 @@ DRIVER = textwrap.dedent("""
         real_fsync(fd)
     st.os.fsync = slow_fsync
     from evals.config import load_batch
-    from evals.sweep import run_batch
+    from evals.execute import run_batch
     cfg = load_batch(eval(sys.argv[1]))
     run_batch(cfg, progress=False)
 """)

@@ -14,9 +14,9 @@ from dynamics.loading import load_checkpoint
 from dynamics.suites import get_suite
 from evals.base import build_evaluator
 from evals.config import load_batch
+from evals.execute import run_batch
 from evals.sequences import SequenceSetError, load_sequence_sets
 from evals.store import Store
-from evals.sweep import run_batch
 from stats import hallucination
 from tests.helpers import make_tiny_suite, sample_texts
 

@@ -112,17 +112,24 @@ def test_polypythia_seed_runs():
                                                       "step143000")
     assert ref.tokens_seen == get_suite("pythia").checkpoints("pythia-160m")[-1].tokens_seen
     assert suite.seeds["pythia-160m-seed3"].seed == 3
-    assert suite.seeds["pythia-160m"].seed == 0  # the original run
+    assert suite.seeds["pythia-160m"].seed == 0  # the original run (RNG seed 1234), as PolyPythias
+    assert suite.checkpoints("pythia-160m")[0].source == "EleutherAI/pythia-160m"  # no -seed
+    assert {r.source for m in suite.models for r in suite.checkpoints(m)[:1]} >= {
+        f"EleutherAI/pythia-{size}-seed{k}" for size in ("14m", "31m", "70m", "160m", "410m")
+        for k in range(1, 10)}  # the README's naming pattern, all 45 seed repos
     assert {s.seed for m, s in suite.seeds.items() if s.group == "pythia-410m"} == set(range(10))
     assert "pythia-1b-seed1" not in suite.models
 
 
 def test_amber_checkpoints():
+    """LLM360/amber-train main.py: 360 equal chunks of 1,706,976 examples of 2,048 tokens, ckpt_i
+    saved after chunk i (issue 28; was 1.259T / 360 per chunk, from the card's rounded total)."""
     refs = get_suite("amber").checkpoints("Amber")
     assert [r.revision for r in refs[:2]] == ["ckpt_000", "ckpt_001"]
-    assert refs[-1].revision == "ckpt_359" and refs[-1].step == 359
-    assert refs[-1].tokens_seen == 1_259_000_000_000
-    assert refs[0].tokens_seen == round(1.259e12 / 360)
+    assert refs[-1].revision == "ckpt_359" and refs[-1].step == 359 and len(refs) == 360
+    assert refs[0].tokens_seen == 1_706_976 * 2048 == 3_495_886_848
+    assert refs[-1].tokens_seen == 1_258_519_265_280
+    assert round(refs[-1].tokens_seen / 1e12, 2) == 1.26  # the card's "1.26T tokens"
 
 
 def test_parse_revisions_skips_other_branches_and_sorts():
@@ -133,10 +140,38 @@ def test_parse_revisions_skips_other_branches_and_sorts():
         parse_revisions("r", ["main", "ckpt_001"], OLMO_REVISION)
 
 
-def test_olmo_tokens_trust_step_only_where_the_name_agrees():
+def test_olmo_tokens_are_step_times_batch_checked_against_the_name():
     assert olmo_tokens("r", 1000, 4, 4_194_304) == 4_194_304_000
     assert olmo_tokens("r", 20_000, 84, 4_194_304) == 83_886_080_000
-    assert olmo_tokens("r", 20_000, 88, 4_194_304) == 88_000_000_000  # name wins
+    # OLMo-1B-hf's names run up to ~0.1 % behind (step425000-tokens1781B: 1,782.6B): accepted
+    assert olmo_tokens("r", 425_000, 1781, 4_194_304) == 425_000 * 4_194_304
+    # a name the batch size cannot explain is refused, not taken instead (issue 28)
+    with pytest.raises(SuiteError, match=r"r revision step20000-tokens88B: step x 4,194,304 "
+                                         r"tokens per step = 83.9B, not 88B"):
+        olmo_tokens("r", 20_000, 88, 4_194_304)
+
+
+def test_olmo_7b_batch_is_the_cards_2160_instances():
+    """The OLMo-7B card's revisions step452000-tokens2000B and step556000-tokens2460B fit
+    2160 x 2048 tokens per step, and are refused under the config file's 2048 x 2048."""
+    from dynamics.suites_open import OLMO_MODELS
+
+    per_step = OLMO_MODELS["OLMo-7B-hf"][4]
+    assert per_step == 2160 * 2048 and OLMO_MODELS["OLMo-1B-hf"][4] == 2048 * 2048
+    assert olmo_tokens("r", 452_000, 2000, per_step) == 1_999_503_360_000
+    assert olmo_tokens("r", 556_000, 2460, per_step) == 2_459_566_080_000
+    for step, billions in ((452_000, 2000), (556_000, 2460)):
+        with pytest.raises(SuiteError, match="does not fit this repo"):
+            olmo_tokens("r", step, billions, 2048 * 2048)
+
+
+def test_olmo_1b_hf_ties_its_embeddings_and_7b_does_not():
+    """OLMo-1B.yaml weight_tying: true, OLMo-7B.yaml false, carried into tie_word_embeddings by
+    HF's converter: the 1B count has one 50304 x 2048 matrix, the 7B two of 50304 x 4096."""
+    from dynamics.suites_open import OLMO_MODELS
+
+    assert OLMO_MODELS["OLMo-1B-hf"][3] is True and OLMO_MODELS["OLMo-7B-hf"][3] is False
+    assert olmo_params(16, 2048, 8192, False) - olmo_params(16, 2048, 8192, True) == 103_022_592
 
 
 def test_olmo_ref_list_read_once_then_cached(monkeypatch, online):

@@ -10,8 +10,8 @@ from dynamics.loading import load_checkpoint
 from dynamics.suites import get_suite
 from evals.base import ConfigError
 from evals.config import load_batch
+from evals.execute import run_batch
 from evals.store import Store
-from evals.sweep import run_batch
 from stats.perplexity import validation_ppl
 from tests.helpers import make_tiny_suite, write_val
 
@@ -98,7 +98,11 @@ def test_corrupt_checkpoint_recorded_others_complete(tmp_path):
     failures = store.failures()
     assert failures["step"].to_list() == [1] and "step1" in failures["error"][0]
     # a rerun skips the recorded failure; --retry-failed retries it (and fails again)
-    assert run_batch(cfg, progress=False).failed == []
+    again = run_batch(cfg, progress=False)
+    assert again.failed == [] and again.skipped == 2 and again.has_failures
+    assert [(label, what) for label, what, _ in again.not_retried] == [
+        ("tiny-neox/tiny-neox-0@step1", "load")]
+    assert "step1" in again.not_retried[0][2]  # the recorded error text
     assert len(run_batch(cfg, progress=False, retry_failed=True).failed) == 1
 
 

@@ -34,7 +34,7 @@ import sys
 
 import torch
 
-from evals.circuits.model_surgery import _Adapter, _attend, _per_head_out, _project
+from evals.circuits.heads import _Adapter, _attend, _per_head_out, _project
 
 
 class LlamaAdapter(_Adapter):

@@ -26,43 +26,17 @@ from dataclasses import dataclass
 import torch
 
 from evals.circuits.graph import Graph
+from evals.circuits.heads import (
+    UnsupportedModelError,
+    _Adapter,
+    _attend,
+    _per_head_out,
+    _project,
+)
+from evals.circuits.llama import LlamaAdapter
 
-
-class UnsupportedModelError(ValueError):
-    """The model's architecture has no graph path here."""
-
-
-def _attend(q, k, v, scale: float):
-    """Causal softmax attention. q, k, v: (batch, head, pos, hd) -> ctx, pattern (b, h, p, p)."""
-    scores = torch.einsum("bhqe,bhke->bhqk", q, k) * scale
-    p = q.shape[2]
-    causal = torch.ones(p, p, dtype=torch.bool, device=q.device).tril()
-    scores = scores.masked_fill(~causal, torch.finfo(scores.dtype).min)
-    pattern = scores.softmax(-1)
-    return torch.einsum("bhqk,bhke->bhqe", pattern, v), pattern
-
-
-def _project(x, weight, bias):
-    """Per-head projection. x (b, p, H, d), weight (H, hd, d), bias (H, hd) -> (b, H, p, hd)."""
-    out = torch.einsum("bphd,hed->bphe", x, weight)
-    if bias is not None:
-        out = out + bias
-    return out.transpose(1, 2)
-
-
-def _per_head_out(ctx, w_o):
-    """ctx (b, H, p, hd), w_o (d, H, hd) -> per-head outputs (b, p, H, d)."""
-    return torch.einsum("bhpe,dhe->bphd", ctx, w_o)
-
-
-class _Adapter:
-    parallel: bool
-
-    def __init__(self, model):
-        self.model = model
-
-    def const(self, ids):  # noqa: ARG002 - position terms that are not graph nodes
-        return 0.0
+__all__ = ["ADAPTERS", "GraphRun", "UnsupportedModelError", "adapter_for", "graph_forward",
+           "graph_of"]
 
 
 class NeoXAdapter(_Adapter):
@@ -184,14 +158,8 @@ class GPT2Adapter(_Adapter):
         return self.model.lm_head(self.tr.ln_f(x))
 
 
-def _llama(model) -> _Adapter:
-    from evals.circuits.llama import LlamaAdapter  # imports this module's helpers
-
-    return LlamaAdapter(model)
-
-
-ADAPTERS = {"gpt_neox": NeoXAdapter, "opt": OPTAdapter, "gpt2": GPT2Adapter, "llama": _llama,
-            "olmo": _llama}
+ADAPTERS = {"gpt_neox": NeoXAdapter, "opt": OPTAdapter, "gpt2": GPT2Adapter,
+            "llama": LlamaAdapter, "olmo": LlamaAdapter}
 NOT_DECOMPOSABLE = {
     "olmo2": "OLMo-2 normalises the sum of the heads after attention (post-norm) and q/k over "
              "all heads jointly, so a head's output is not a term of the residual stream",
