@@ -5,13 +5,8 @@ wires the layers (it alone imports to its right: evals, stats, reports), and
 nothing imports it; the import contracts in pyproject.toml check both. Users
 see `DESCRIPTION` and `FIRST_COMMAND` in `dynamics --help` instead.
 
-Verbs are thin wrappers of Python functions:
-    dynamics suites [--steps NAME]        list suites, models, and a model's revisions
-    dynamics run batch.toml [key=value]   run an evaluation batch (resumable)
-    dynamics generate batch.toml          only make the batch's [generate.*] sets
-    dynamics demo [--out DIR]             train the toy suite, evaluate it, write the report
-    dynamics report RESULTS --out DIR     offline HTML report (charts, PNG/SVG, tables)
-    dynamics compare RESULTS --families a,b [--at-ppl 20,30] [--behavior NAME] [--out F.csv]
+Verbs (suites, run, generate, demo, report, compare) are thin wrappers of Python
+functions; `dynamics --help` lists them.
 """
 
 from __future__ import annotations
