@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from bench._common import build_model
+from bench._common import build_model, sync
 from dynamics.tiny import count_params, train_bpe_tokenizer
 from evals.bigbench_mc import shared_prompt_scores, tokenize_examples
 from evals.bigbench_tasks import format_task, read_task
@@ -32,11 +32,6 @@ from evals.scoring import Request, score_requests
 BB = Path(__file__).resolve().parents[2] / "shared" / "data" / "bigbench"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
-
-def sync(device) -> None:
-    """Wait for queued GPU work before reading the clock."""
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
 DEFAULT_TASKS = ("anachronisms,causal_judgment,date_understanding,logical_args,"
                  "simple_ethical_questions,strange_stories,hhh_alignment,winowhy")
 

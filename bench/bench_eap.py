@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from bench._common import maxrss_mb, run_child, table
+from bench._common import maxrss_mb, run_child, sync, table
 
 SHAPES = {
     "2L-d64-4H": dict(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=256,
@@ -50,10 +50,6 @@ def one_shape(shape: str, n: int, batch: int, steps: int, threads: int, device: 
     torch.set_num_threads(threads)
     model = tiny_gpt_neox(max_positions=64, **SHAPES[shape]).eval().to(device, DTYPES[dtype])
     on_gpu = torch.device(device).type == "cuda"
-
-    def sync():
-        if on_gpu:
-            torch.cuda.synchronize()
     adapter = adapter_for(model)
     g = graph_of(adapter)
     task = induction((3, SHAPES[shape]["vocab_size"]), n, seed=0, seq_len=12)
@@ -64,16 +60,16 @@ def one_shape(shape: str, n: int, batch: int, steps: int, threads: int, device: 
         torch.cuda.reset_peak_memory_stats()
     out = {"shape": shape, "edges": g.n_edges, "n": n, "device": device, "dtype": dtype}
     for m in (1, steps):
-        sync()
+        sync(device)
         t = time.perf_counter()
         scores = edge_scores(adapter, task, ig_steps=m, batch_size=batch)
-        sync()
+        sync(device)
         out[f"s_per_example_m{m}"] = (time.perf_counter() - t) / n
     circuit = scores.abs() >= scores.abs().flatten().kthvalue(max(1, scores.numel() - 100)).values
-    sync()
+    sync(device)
     t = time.perf_counter()
     evaluate_circuit(adapter, task, circuit & g.edge_mask, batch_size=batch)
-    sync()
+    sync(device)
     out["s_per_example_faithfulness"] = (time.perf_counter() - t) / n
     if on_gpu:
         out["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20

@@ -167,7 +167,7 @@ def profile_shape(shape: str, args, ceiling: float, out_dir: Path) -> list[dict]
         for block in (4 * 2**20, 64 * 2**20):
             variants[f"head: blocked lse (CPU path), block {block >> 20}M"] = (
                 lambda b=block: head_blocked(head, hidden, t, 2048, b))
-        head32, hidden32 = torch.nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False), None
+        head32 = torch.nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         head32 = head32.to(dev).requires_grad_(False)
         head32.weight.copy_(head.weight.float())
         hidden32 = hidden[:8192].float()

@@ -38,6 +38,7 @@ import numpy as np
 import polars as pl
 from scipy import stats as st
 
+from stats.equivalence import mde
 from stats.outcomes import ALPHA, POWER, Claim, ClaimInputs, decide, g, not_testable
 
 FOLLOWS_PPL_SPECS = ("ppl", "ppl_size")
@@ -107,7 +108,7 @@ def _rho_ci(rho: np.ndarray) -> tuple[float, float, float, float]:
     n = rho.size
     se = rho.std(ddof=1) / math.sqrt(n)
     half = st.t.ppf(1 - ALPHA / 2, n - 1) * se
-    detect = (st.t.ppf(1 - ALPHA / 2, n - 1) + st.t.ppf(POWER, n - 1)) * se
+    detect = mde(se, n - 1)
     mean = float(rho.mean())
     return mean, max(-1.0, mean - half), min(1.0, mean + half), float(detect)
 
