@@ -237,8 +237,8 @@ def _demo_batch(suite_dir, out_dir):
     from dynamics.toml_writer import dumps
 
     path = Path(out_dir) / "batch.toml"
-    # every saved checkpoint (36 per model: dense around the induction phase change, 8+ in
-    # each Xia trend window; issue 19, BENCHMARKS.md)
+    # every saved checkpoint (34 per model: dense around the induction phase change, 8+ in
+    # each Xia trend window; issues 19 and 26, BENCHMARKS.md)
     batch = {"suite": str(Path(suite_dir).resolve()), "output": "results",
              "steps": "all", "evaluators": demo_evaluator_options(suite_dir)}
     if "sequences" in batch["evaluators"]:

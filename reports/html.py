@@ -159,9 +159,10 @@ def _script_json(spec: dict) -> str:
 
 def write_chart_files(name: str, spec: dict, out_dir: Path) -> list[str]:
     """Write `<name>.svg` and `<name>.png` (2x) of a Vega-Lite spec; return the file names."""
-    (out_dir / f"{name}.svg").write_text(vlc.vegalite_to_svg(spec, vl_version=VL_VERSION))
-    (out_dir / f"{name}.png").write_bytes(
-        vlc.vegalite_to_png(spec, vl_version=VL_VERSION, scale=2))
+    svg = vlc.vegalite_to_svg(spec, vl_version=VL_VERSION)
+    (out_dir / f"{name}.svg").write_text(svg)
+    # rasterise the SVG (the same bytes as vegalite_to_png, which renders the chart again)
+    (out_dir / f"{name}.png").write_bytes(vlc.svg_to_png(svg, scale=2))
     return [f"{name}.svg", f"{name}.png"]
 
 

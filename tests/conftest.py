@@ -36,7 +36,8 @@ def toy_suite():
     """The trained toy suite, fast scale, seed 0 (its folder, holding suite.toml and data/).
 
     Cached under <repo>/.cache/toy/ (git-ignored): trained once (two families, six models,
-    ~160 s CPU in two single-thread workers; BENCHMARKS.md), reused while its config hash
+    the demo's models and steps, fewer checkpoints: ~750 s wall at load ~5 in two
+    single-thread workers, issue 26; BENCHMARKS.md), reused while its config hash
     matches. Data files: see dynamics.toy.export.
     """
     from pathlib import Path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -26,12 +27,6 @@ def test_corpus_is_deterministic_for_a_seed():
     assert a.facts == b.facts and a.facts != c.facts
     assert a.documents(0, 40)[:10] == a.documents(0, 10)  # prefix-stable
     assert a.documents(0, 40) != a.documents(1, 40)  # validation is another stream
-
-
-def test_every_kind_appears_with_exact_row_length():
-    docs = Corpus(SPEC, 0).documents(0, 200)
-    assert {k for k, _ in docs} == set(SPEC.mix)
-    assert {len(words) for _, words in docs} == {SPEC.row_len - 1}
 
 
 def test_trigger_outputs_are_fixed_within_a_sequence():
@@ -119,27 +114,61 @@ def test_tokenizer_round_trip(tmp_path):
 
 def test_checkpoint_steps_log_spaced_plus_regular():
     assert checkpoint_steps(100, 4) == [0, 1, 2, 4, 8, 16, 25, 32, 50, 64, 75, 100]
+    assert checkpoint_steps(100, 4, (40, 60, 10)) == [0, 1, 2, 4, 8, 16, 25, 32, 40, 50, 60,
+                                                      64, 75, 100]
+    with pytest.raises(ValueError, match="every >= 1"):
+        checkpoint_steps(100, 4, (40, 160, 10))
     for scale in SCALES.values():
-        assert len(checkpoint_steps(scale.steps, scale.n_regular)) >= 12
-        sizes = [(m.num_layers, m.hidden_size) for m in scale.models]
-        assert min(n for n, _ in sizes) == 1 and max(n for n, _ in sizes) >= 2
+        for arch in scale.archs:
+            sizes = [(m.num_layers, m.hidden_size) for a, m in scale.jobs() if a == arch]
+            # issue 26: 2+ sizes per family, each can form an induction head (2+ layers);
+            # the sizes vary by width and by depth
+            assert len(sizes) >= 2 and min(n for n, _ in sizes) >= 2, (arch, sizes)
+            assert len({n for n, _ in sizes}) > 1 and len({d for _, d in sizes}) > 1
+
+
+def test_sizes_per_family_with_their_own_lr_and_steps():
+    """A size may belong to one architecture and carry its own lr and steps (issue 26)."""
+    from dynamics.toy.train import _lr_at
+
+    scale = ToyScale(models=(ModelSpec("a", 2, 8, 2), ModelSpec("b", 2, 8, 2, arch="opt",
+                                                                 lr=0.05, steps=40)),
+                     steps=100, lr=0.01, warmup=10, n_regular=4, dense=(30, 60, 10))
+    assert [(a, m.size) for a, m in scale.jobs()] == [("neox", "a"), ("opt", "a"), ("opt", "b")]
+    a, b = scale.models
+    assert (scale.steps_of(a), scale.lr_of(a), scale.steps_of(b), scale.lr_of(b)) == (
+        100, 0.01, 40, 0.05)
+    assert _lr_at(9, scale, b) == pytest.approx(0.05) and _lr_at(9, scale, a) == pytest.approx(0.01)
+    assert _lr_at(40, scale, b) == pytest.approx(0.005)  # cosine to a tenth at its own end
+    assert _lr_at(40, scale, a) > 0.005
+    # the dense window is clipped to a shorter run's steps
+    assert scale.checkpoints_of(b) == [0, 1, 2, 4, 8, 10, 16, 20, 30, 32, 40]
+    assert scale.checkpoints_of(a) == checkpoint_steps(100, 4, (30, 60, 10))
+    with pytest.raises(ValueError, match="'gpt2'"):
+        ToyScale(models=(ModelSpec("a", 2, 8, 2, arch="gpt2"),), steps=4)
 
 
 @pytest.mark.parametrize("name", sorted(SCALES))
 def test_checkpoints_fill_the_trend_windows_and_the_phase_change(name):
-    """Issue 19: >= 8 checkpoints in each Xia window (after 10/30/50/70 % of training),
-    and one every 40 steps or closer over steps 500-1000 (the induction phase change)."""
+    """Issue 19: >= 8 checkpoints in each Xia window (after 10/30/50/70 % of training) of every
+    model; issue 26: the dense window covers each family's phase change at its spacing or
+    closer (GPTNeoX steps ~500-800, OPT ~900-1,500; BENCHMARKS.md "Induction formation")."""
     import numpy as np
 
     from stats.trajectories import TrendOptions, window
 
     scale = SCALES[name]
-    steps = np.array(checkpoint_steps(scale.steps, scale.n_regular))
-    for start in (0.1, 0.3, 0.5, 0.7):
-        cols = window(steps, len(steps) - 1, TrendOptions(start_fraction=start))
-        assert len(cols) >= 8, (name, start, steps[cols])
-    late = steps[(steps >= 500) & (steps <= min(1000, scale.steps))]
-    assert late.size >= 2 and np.diff(late).max() <= 40, late
+    phase = {"neox": (500, 800), "opt": (900, 1500)}
+    every = scale.dense[2]
+    for arch, spec in scale.jobs():
+        steps = np.array(scale.checkpoints_of(spec))
+        for start in (0.1, 0.3, 0.5, 0.7):
+            cols = window(steps, len(steps) - 1, TrendOptions(start_fraction=start))
+            assert len(cols) >= 8, (name, arch, spec.size, start, steps[cols])
+        lo, hi = phase[arch]
+        inside = steps[(steps >= lo - every) & (steps <= hi + every)]
+        assert inside.min() <= lo and inside.max() >= hi, (arch, inside)
+        assert np.diff(inside).max() <= every, (arch, inside)
 
 
 def _arch_formula(arch: str, spec: ModelSpec, vocab: int, positions: int) -> int:
@@ -159,17 +188,16 @@ def test_toy_model_sizes_and_architectures(name):
     scale = SCALES[name]
     vocab = len(toy_tokenizer(scale.corpus))
     assert scale.archs == ("neox", "opt")
-    for spec in scale.models:
-        for arch in scale.archs:
-            model = build_model(arch, spec, vocab, scale.corpus.row_len, 0)
-            assert count_params(model) == _arch_formula(arch, spec, vocab, scale.corpus.row_len)
-            cfg = model.config
-            assert (cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads) == (
-                spec.num_layers, spec.hidden_size, spec.num_heads)
-            if arch == "opt":
-                assert cfg.do_layer_norm_before and cfg.ffn_dim == 4 * spec.hidden_size
-            else:
-                assert cfg.use_parallel_residual and cfg.intermediate_size == 4 * spec.hidden_size
+    for arch, spec in scale.jobs():
+        model = build_model(arch, spec, vocab, scale.corpus.row_len, 0)
+        assert count_params(model) == _arch_formula(arch, spec, vocab, scale.corpus.row_len)
+        cfg = model.config
+        assert (cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads) == (
+            spec.num_layers, spec.hidden_size, spec.num_heads)
+        if arch == "opt":
+            assert cfg.do_layer_norm_before and cfg.ffn_dim == 4 * spec.hidden_size
+        else:
+            assert cfg.use_parallel_residual and cfg.intermediate_size == 4 * spec.hidden_size
 
 
 def test_unknown_architecture_names_the_allowed_ones():
@@ -178,11 +206,14 @@ def test_unknown_architecture_names_the_allowed_ones():
 
 
 def _micro_scale() -> ToyScale:
-    return ToyScale(models=(ModelSpec("a", 1, 8, 2), ModelSpec("b", 2, 16, 2)), steps=4,
-                    batch_size=2, n_regular=2)
+    """Size a in both families; size b only in OPT, with its own lr and one step more."""
+    return ToyScale(models=(ModelSpec("a", 1, 8, 2),
+                            ModelSpec("b", 2, 16, 2, arch="opt", lr=0.03, steps=5)),
+                    steps=4, batch_size=2, n_regular=2)
 
 
-MICRO_MODELS = {f"toy-{a}-custom-{s}": f"toy-{a}" for a in ("neox", "opt") for s in "ab"}
+MICRO_MODELS = {"toy-neox-custom-a": "toy-neox", "toy-opt-custom-a": "toy-opt",
+                "toy-opt-custom-b": "toy-opt"}
 
 
 def test_build_writes_a_readable_suite_and_reuses_it(tmp_path, monkeypatch):
@@ -192,8 +223,9 @@ def test_build_writes_a_readable_suite_and_reuses_it(tmp_path, monkeypatch):
     suite = get_suite(str(folder))
     assert {m: refs[0].family for m, refs in suite.models.items()} == MICRO_MODELS
     refs = suite.models["toy-opt-custom-b"]
-    assert [r.step for r in refs] == checkpoint_steps(4, 2)
-    assert [r.tokens_seen for r in refs] == [s * 2 * SPEC.row_len for s in checkpoint_steps(4, 2)]
+    assert [r.step for r in refs] == checkpoint_steps(5, 2)
+    assert [r.tokens_seen for r in refs] == [s * 2 * SPEC.row_len for s in checkpoint_steps(5, 2)]
+    assert [r.step for r in suite.models["toy-opt-custom-a"]] == checkpoint_steps(4, 2)
     assert refs[0].params > suite.models["toy-opt-custom-a"][0].params
     model = AutoModelForCausalLM.from_pretrained(refs[-1].source)
     assert model.config.num_hidden_layers == 2 and model.config.model_type == "opt"
@@ -225,15 +257,16 @@ def _reference_logits(arch: str, spec: ModelSpec, scale: ToyScale, rows: torch.T
 
     torch.set_num_threads(1)
     model = build_model(arch, spec, vocab, scale.corpus.row_len, 0)
-    opt = torch.optim.AdamW(model.parameters(), lr=scale.lr, betas=(0.9, 0.99), weight_decay=0.01)
+    lr, steps = spec.lr or scale.lr, spec.steps or scale.steps
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
     out = {}
-    for step in range(scale.steps + 1):
+    for step in range(steps + 1):
         with torch.no_grad():
             out[step] = model.eval()(input_ids=probe).logits
-        if step == scale.steps:
+        if step == steps:
             return out
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, scale)
+            group["lr"] = _lr_at(step, scale, spec)
         batch = rows[step * scale.batch_size:(step + 1) * scale.batch_size].long()
         model.train()(input_ids=batch, labels=batch).loss.backward()
         opt.step()
@@ -251,17 +284,17 @@ def test_training_saves_the_models_a_plain_loop_trains(tmp_path, workers):
     scale = _micro_scale()
     folder = build_toy_suite(tmp_path, scale, seed=0, workers=workers)
     suite, tok = get_suite(str(folder)), toy_tokenizer(SPEC)
-    rows = training_tensor(Corpus(SPEC, 0), tok, scale.steps * scale.batch_size)
+    rows = training_tensor(Corpus(SPEC, 0), tok, 5 * scale.batch_size)
     probe = _val_rows(folder, tok)[:4]
-    for arch in scale.archs:
-        for spec in scale.models:
-            want = _reference_logits(arch, spec, scale, rows, probe, len(tok))
-            for ref in suite.models[f"toy-{arch}-custom-{spec.size}"]:
-                model = AutoModelForCausalLM.from_pretrained(ref.source).eval()
-                with torch.no_grad():
-                    got = model(input_ids=probe).logits
-                torch.testing.assert_close(got, want[ref.step], rtol=0, atol=1e-5,
-                                           msg=f"{ref.model} step {ref.step}")
+    assert sorted(f"toy-{a}-custom-{m.size}" for a, m in scale.jobs()) == sorted(suite.models)
+    for arch, spec in scale.jobs():
+        want = _reference_logits(arch, spec, scale, rows, probe, len(tok))
+        for ref in suite.models[f"toy-{arch}-custom-{spec.size}"]:
+            model = AutoModelForCausalLM.from_pretrained(ref.source).eval()
+            with torch.no_grad():
+                got = model(input_ids=probe).logits
+            torch.testing.assert_close(got, want[ref.step], rtol=0, atol=1e-5,
+                                       msg=f"{ref.model} step {ref.step}")
 
 
 def test_build_refuses_a_foreign_folder(tmp_path):
@@ -297,11 +330,17 @@ def _val_loss(path: str, rows: torch.Tensor) -> float:
         return model(input_ids=rows, labels=rows).loss.item()
 
 
-def _val_rows(suite: Path, tok) -> torch.Tensor:
-    lines = (suite / "data" / "validation.jsonl").read_text().splitlines()[:64]
+def _val_rows(suite: Path, tok, n_rows: int = 64) -> torch.Tensor:
+    """The suite's validation documents packed as training packs them (EOS-separated
+    stream cut into rows; dynamics.toy.corpus)."""
+    lines = (suite / "data" / "validation.jsonl").read_text().splitlines()
     vocab = tok.get_vocab()
-    return torch.tensor([[vocab[EOS]] + [vocab[w] for w in json.loads(x)["text"].split()]
-                         for x in lines])
+    stream = [vocab[EOS]]
+    for x in lines:
+        stream += [vocab[w] for w in json.loads(x)["text"].split()] + [vocab[EOS]]
+    L = SPEC.row_len
+    assert len(stream) >= n_rows * L, "too few validation documents for the rows asked"
+    return torch.tensor(stream[:n_rows * L]).view(n_rows, L)
 
 
 def _by_family(suite) -> dict[str, dict[int, list]]:
@@ -312,49 +351,74 @@ def _by_family(suite) -> dict[str, dict[int, list]]:
     return out
 
 
+def val_ppl_rises(steps: list[int], ppl: list[float], total: int) -> list[tuple[int, float]]:
+    """(step, ppl / running minimum) of every checkpoint after the first 10 % of training whose
+    ppl is more than 3 % above the lowest ppl of the checkpoints before it (issue 26's rule)."""
+    out, low = [], float("inf")
+    for step, p in zip(steps, ppl, strict=True):
+        if step >= 0.1 * total and p > 1.03 * low:
+            out.append((step, p / low))
+        low = min(low, p)
+    return out
+
+
 @pytest.mark.slow
-def test_held_out_loss_falls_and_larger_models_reach_lower_loss(toy_suite):
-    """Every model learns; GPTNeoX losses fall with size. toy-opt's sizes end level (no
-    induction head, no size effect), the best 2-layer one below the 1-layer model (fast
-    scale, step 800, nats for 6.7k / 32k / 113k params: 2.38 / 2.32 / 2.35 measured
-    2026-12-02; 2.3787 / 2.3164 / 2.3757 on an AMD EPYC with AVX-512 BF16 on 2026-12-04:
-    the largest's place among them depends on the CPU's float rounding, so it is not asserted)."""
+def test_validation_ppl_falls_and_never_rises_above_its_running_minimum(toy_suite):
+    """Issue 26: every model of both families: held-out ppl (validation documents packed like
+    training rows) falls by more than 0.5 nats overall and, after the first 10 % of training,
+    never rises more than 3 % above its running minimum (the toy-opt ppl of issue 19 rose)."""
     suite = get_suite(str(toy_suite))
     rows = _val_rows(toy_suite, toy_tokenizer(SCALES["fast"].corpus))
     families = _by_family(suite)
     assert set(families) == {"toy-neox", "toy-opt"}
     for family, models in families.items():
-        finals = {}
-        for params, refs in models.items():
-            first, mid, last = (_val_loss(r.source, rows)
-                                for r in (refs[0], refs[len(refs) // 2], refs[-1]))
-            assert last < mid < first and last < first - 1.0, (family, params, first, mid, last)
-            finals[params] = last
-        by_size = [finals[p] for p in sorted(finals)]
-        if family == "toy-neox":
-            assert by_size == sorted(by_size, reverse=True), (family, finals)
-        else:
-            assert by_size[0] > min(by_size[1:]) + 0.02, (family, finals)
-            assert max(by_size) - min(by_size) < 0.1, (family, finals)
-        assert max(finals) >= 8 * min(finals)
+        for refs in models.values():
+            losses = [_val_loss(r.source, rows) for r in refs]
+            assert losses[-1] < losses[0] - 0.5, (refs[0].model, losses)
+            rises = val_ppl_rises([r.step for r in refs], [math.exp(x) for x in losses],
+                                  refs[-1].step)  # each model's own training length
+            assert not rises, (refs[0].model, rises)
+
+
+def _induction_score(path: str) -> float:
+    """The report's induction score of one checkpoint: the largest head's attention on the
+    induction target of repeated random tokens, computed as the demo's circuits evaluator
+    does (BOS first, two copies filling the context; evals.circuits.components)."""
+    from transformers import AutoModelForCausalLM
+
+    from evals.circuits import components as comp
+    from evals.circuits.model_surgery import adapter_for
+
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    tok = toy_tokenizer(SCALES["fast"].corpus)
+    n_pos = model.config.max_position_embeddings
+    att = comp.attention_scores(adapter_for(model),
+                                comp.random_id_range(len(tok), len(tok.all_special_ids)),
+                                seq_len=(n_pos - 1) // 2, bos_id=tok.eos_token_id)
+    return float(att["induction"].max())
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["toy-neox"])
-def test_induction_in_the_deep_model_not_the_one_layer_model(toy_suite, family):
-    """GPTNeoX only: the pre-LN OPT family forms no induction head by the end of training
-    (issue 19; trigger recall 0.15-0.23 at demo-scale step 1000, baseline 0.28; BENCHMARKS.md)."""
+@pytest.mark.parametrize("family", ["toy-neox", "toy-opt"])
+def test_two_sizes_of_each_family_form_an_induction_head(toy_suite, family):
+    """Issue 26: by the report's rule (final induction score >= 0.3 and >= 2x the step-0
+    score; stats.claims.emergence FORMED_MIN / FORMED_RATIO), at least 2 sizes of both
+    families (measured: toy-neox m and l, toy-opt s and m; toy-neox s, 2L d32, forms none);
+    each forming head does what an induction head is for: trigger recall well above the
+    in-context frequency baseline."""
     from transformers import AutoModelForCausalLM
+
+    from stats.claims.emergence import FORMED_MIN, FORMED_RATIO
 
     scale = SCALES["fast"]
     corpus, tok = Corpus(scale.corpus, 0), toy_tokenizer(scale.corpus)
-    models = _by_family(get_suite(str(toy_suite)))[family]
-    small, large = models[min(models)][-1], models[max(models)][-1]
-    res = {r.model: trigger_accuracy(AutoModelForCausalLM.from_pretrained(r.source), tok, corpus)
-           for r in (small, large)}
-    one, deep = res[small.model], res[large.model]
-    assert AutoModelForCausalLM.from_pretrained(small.source).config.num_hidden_layers == 1
-    assert deep["n"] > 100
-    assert deep["accuracy"] > deep["baseline"] + 0.2, res
-    assert deep["accuracy"] > one["accuracy"] + 0.2, res
-    assert one["accuracy"] < one["baseline"] + 0.1, res
+    formed = []
+    for refs in _by_family(get_suite(str(toy_suite)))[family].values():
+        first, last = _induction_score(refs[0].source), _induction_score(refs[-1].source)
+        if last >= FORMED_MIN and last >= FORMED_RATIO * first:
+            formed.append(refs[-1].model)
+            model = AutoModelForCausalLM.from_pretrained(refs[-1].source)
+            recall = trigger_accuracy(model, tok, corpus)
+            assert recall["n"] > 100 and recall["accuracy"] > recall["baseline"] + 0.2, (
+                refs[-1].model, recall)
+    assert len(formed) >= 2, (family, formed)

@@ -1,12 +1,14 @@
 """Evaluation data of the toy suite, written to `<suite>/data/` for the evaluators.
 
 Files (all text is lowercase space-separated words of the suite's word-level
-tokenizer, one token per word; none of it contains `<|endoftext|>`; training
-rows start with `<|endoftext|>`, so prepend the tokenizer's EOS/BOS to be in
-distribution):
+tokenizer, one token per word; none of it contains `<|endoftext|>`; in
+training every document follows an `<|endoftext|>`, so prepend the tokenizer's
+EOS/BOS to a prompt to be in distribution):
 
 - `validation.jsonl`: `{"text": ...}` held-out documents of the training
-  distribution (same generator, another random stream), for `token-loss`.
+  distribution (same generator, another random stream: dynamics.toy.corpus),
+  for `token-loss`, which joins them with EOS and cuts the stream into
+  windows exactly as training rows are packed.
 - `sequences.jsonl`: `{"pair_id", "set", "text"}` with sets "factual",
   "hallucinated" (same held-out template, a wrong value of the same relation)
   and "ungrammatical" (the factual words shuffled, final "." kept); pair_id

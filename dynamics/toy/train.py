@@ -2,7 +2,7 @@
 
 `build_toy_suite(out_dir, scale, seed)` trains every size of every family of
 the scale on the same row stream (same order, like Pythia; same tokenizer),
-saves HF checkpoints (safetensors + tokenizer) at log-spaced and regular steps,
+saves HF checkpoints (safetensors + tokenizer) at log-spaced, regular and dense steps,
 exports the evaluation data and writes `suite.toml` (families "toy-neox" and
 "toy-opt"). Models train in parallel worker processes, one torch thread each
 (tiny models use one core far better than two; results do not depend on the
@@ -34,19 +34,31 @@ from dynamics.tiny import count_params, save_checkpoint, tiny_gpt_neox, tiny_opt
 from dynamics.toy.corpus import Corpus, CorpusSpec, vocabulary
 from dynamics.toy.export import export_data
 
-CODE_VERSION = 2
+CODE_VERSION = 4  # 3: packed rows, repeat documents; 4: sizes per family, lr and steps per size (issue 26)
 MARKER = "COMPLETE"
 OWNER = ".toy-suite"
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model size (built in every architecture of the scale; MLP width 4 x hidden)."""
+    """One model size (MLP width 4 x hidden).
+
+    Attributes:
+        size: the size label (model name "toy-<arch>-<scale>-<size>").
+        num_layers, hidden_size, num_heads: the shape.
+        arch: the one architecture this size is built in (None: every architecture of the scale).
+        lr: its peak learning rate (None: the scale's), as real suites set one per size.
+        steps: its optimizer steps (None: the scale's); every model reads the same rows in the
+            same order, a shorter run reads a prefix of them.
+    """
 
     size: str
     num_layers: int
     hidden_size: int
     num_heads: int
+    arch: str | None = None
+    lr: float | None = None
+    steps: int | None = None
 
 
 @dataclass(frozen=True)
@@ -60,7 +72,9 @@ class ToyScale:
         lr: peak AdamW learning rate (linear warmup, cosine decay to lr / 10).
         warmup: warmup steps.
         n_regular: regular checkpoints (every steps / n_regular), besides the log-spaced ones;
-            25 puts 8 of them in the last 30 % of training (Xia et al.'s latest trend window).
+            they put 8 or more in the last 30 % of training (Xia et al.'s latest trend window).
+        dense: (first, last, every): extra checkpoints every `every` steps from `first` to
+            `last`, where the induction phase change falls (None: no extra checkpoints).
         archs: the architectures ("neox", "opt"); each is one family, "toy-<arch>".
         corpus: the corpus spec.
     """
@@ -71,6 +85,7 @@ class ToyScale:
     lr: float = 0.01
     warmup: int = 20
     n_regular: int = 25
+    dense: tuple[int, int, int] | None = None
     archs: tuple[str, ...] = ("neox", "opt")
     corpus: CorpusSpec = CorpusSpec()
 
@@ -79,6 +94,32 @@ class ToyScale:
         if unknown or not self.archs:
             raise ValueError(f"unknown toy architecture(s) {unknown or self.archs}; "
                              f"allowed: {', '.join(ARCHS)}")
+        for spec in self.models:
+            if spec.arch is not None and spec.arch not in self.archs:
+                raise ValueError(f"size {spec.size!r} is for architecture {spec.arch!r}, "
+                                 f"not one of the scale's: {', '.join(self.archs)}")
+            if spec.steps is not None and spec.steps < 1:
+                raise ValueError(f"size {spec.size!r}: steps must be >= 1, got {spec.steps}")
+
+    def jobs(self) -> list[tuple[str, ModelSpec]]:
+        """(arch, size) of every model of the scale, family by family."""
+        return [(a, m) for a in self.archs for m in self.models if m.arch in (None, a)]
+
+    def steps_of(self, spec: ModelSpec) -> int:
+        """The optimizer steps of one size."""
+        return spec.steps or self.steps
+
+    def lr_of(self, spec: ModelSpec) -> float:
+        """The peak learning rate of one size."""
+        return spec.lr or self.lr
+
+    def checkpoints_of(self, spec: ModelSpec) -> list[int]:
+        """The checkpoint steps of one size (the dense window clipped to its steps)."""
+        total = self.steps_of(spec)
+        dense = self.dense
+        if dense is not None:
+            dense = (min(dense[0], total), min(dense[1], total), dense[2])
+        return checkpoint_steps(total, self.n_regular, dense)
 
 
 ARCHS = {
@@ -87,15 +128,26 @@ ARCHS = {
 }
 
 
+# Issue 26 (BENCHMARKS.md "Induction formation"; bench/toy_induction.py sweeps): every size has
+# two or more layers, varied by depth and width, and forms an induction head on the
+# repeat-heavy corpus. GPTNeoX's phase change falls at steps ~500-800 (2-3M tokens) at lr 0.01;
+# OPT (learned absolute positions) needs lr 0.03 and forms more gradually at steps ~900-1500
+# (4-6M tokens), so its sizes train 1,600 steps and GPTNeoX's 1,000. The dense checkpoints
+# cover both windows. Five models: the family test's jackknife needs 5 (stats.inference
+# MIN_CLUSTERS); the fifth, GPTNeoX 2L d32, is the cheapest (it need not form a head).
+TOY_CORPUS = CorpusSpec()
+TOY_MODELS = (
+    ModelSpec("s", 2, 32, 4, arch="neox", lr=0.01, steps=1000),
+    ModelSpec("m", 3, 32, 4, arch="neox", lr=0.01, steps=1000),
+    ModelSpec("l", 2, 48, 4, arch="neox", lr=0.01, steps=1000),
+    ModelSpec("s", 3, 48, 4, arch="opt", lr=0.03, steps=1600),
+    ModelSpec("m", 2, 64, 4, arch="opt", lr=0.03, steps=1600),
+)
 SCALES = {
-    "fast": ToyScale(
-        models=(ModelSpec("s", 1, 16, 2), ModelSpec("m", 2, 32, 4), ModelSpec("l", 2, 64, 4)),
-        steps=800,
-    ),
-    "demo": ToyScale(
-        models=(ModelSpec("s", 1, 16, 2), ModelSpec("m", 2, 48, 4), ModelSpec("l", 2, 96, 4)),
-        steps=1000,
-    ),
+    "fast": ToyScale(models=TOY_MODELS, steps=1600, batch_size=64, n_regular=10,
+                     dense=(400, 1600, 40), corpus=TOY_CORPUS),
+    "demo": ToyScale(models=TOY_MODELS, steps=1600, batch_size=64, n_regular=10,
+                     dense=(400, 1600, 40), corpus=TOY_CORPUS),
 }
 
 
@@ -108,13 +160,22 @@ def get_scale(scale: str | ToyScale) -> ToyScale:
     return SCALES[scale]
 
 
-def checkpoint_steps(total: int, n_regular: int) -> list[int]:
-    """0, powers of two below `total`, and `n_regular` evenly spaced steps ending at `total`.
+def checkpoint_steps(total: int, n_regular: int,
+                     dense: tuple[int, int, int] | None = None) -> list[int]:
+    """0, powers of two below `total`, `n_regular` evenly spaced steps ending at `total`,
+    and with `dense` = (first, last, every) the steps first, first + every, ... <= last.
 
-    Example: total=100, n_regular=4 -> [0, 1, 2, 4, 8, 16, 25, 32, 50, 64, 75, 100].
+    Examples: total=100, n_regular=4 -> [0, 1, 2, 4, 8, 16, 25, 32, 50, 64, 75, 100];
+    with dense=(40, 60, 10) also 40 and 60 (50 is there already).
     """
     steps = {0, total} | {2**i for i in range(int(math.log2(max(total, 1))) + 1) if 2**i < total}
     steps |= {round(total * j / n_regular) for j in range(1, n_regular + 1)}
+    if dense is not None:
+        first, last, every = dense
+        if not (0 <= first <= last <= total and every >= 1):
+            raise ValueError(f"dense must be (first, last, every) with 0 <= first <= last <= "
+                             f"{total} (the steps) and every >= 1, got {dense}")
+        steps |= set(range(first, last + 1, every))
     return sorted(steps)
 
 
@@ -142,11 +203,14 @@ def toy_tokenizer(spec: CorpusSpec):
     return tok
 
 
-def _lr_at(step: int, scale: ToyScale) -> float:
+def _lr_at(step: int, scale: ToyScale, spec: ModelSpec | None = None) -> float:
+    """Learning rate at `step`: linear warmup, then cosine to a tenth of the peak at the end."""
+    lr = scale.lr if spec is None else scale.lr_of(spec)
+    steps = scale.steps if spec is None else scale.steps_of(spec)
     if step < scale.warmup:
-        return scale.lr * (step + 1) / scale.warmup
-    frac = (step - scale.warmup) / max(1, scale.steps - scale.warmup)
-    return scale.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        return lr * (step + 1) / scale.warmup
+    frac = (step - scale.warmup) / max(1, steps - scale.warmup)
+    return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
 def build_model(arch: str, spec: ModelSpec, vocab_size: int, max_positions: int, seed: int):
@@ -168,21 +232,23 @@ def train_model(arch: str, spec: ModelSpec, rows: torch.Tensor, scale: ToyScale,
     """
     torch.set_num_threads(1)
     model = build_model(arch, spec, len(tokenizer), scale.corpus.row_len, seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=scale.lr, betas=(0.9, 0.99), weight_decay=0.01)
-    save_at = set(checkpoint_steps(scale.steps, scale.n_regular))
+    opt = torch.optim.AdamW(model.parameters(), lr=scale.lr_of(spec), betas=(0.9, 0.99),
+                            weight_decay=0.01)
+    save_at = set(scale.checkpoints_of(spec))
+    total = scale.steps_of(spec)
     tokens_per_step = scale.batch_size * scale.corpus.row_len
     ckpts = []
     model.train()
-    for step in range(scale.steps + 1):
+    for step in range(total + 1):
         if step in save_at:
             rel = f"{name}/step{step}"
             save_checkpoint(model, tokenizer, folder / rel)
             ckpts.append({"step": step, "path": rel, "tokens_seen": step * tokens_per_step})
-        if step == scale.steps:
+        if step == total:
             break
         batch = rows[step * scale.batch_size:(step + 1) * scale.batch_size].long()
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, scale)
+            group["lr"] = _lr_at(step, scale, spec)
         loss = model(input_ids=batch, labels=batch).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -211,7 +277,10 @@ def _train_all(jobs: list[tuple], workers: int) -> dict[str, dict]:
     """
     from tqdm.auto import tqdm
 
-    jobs = sorted(jobs, key=lambda j: -(j[1].num_layers * j[1].hidden_size ** 2))
+    # CPU time per step of these tiny models grows with depth more than with width
+    # (measured: 2L d32 ~55 ms, 3L d32 ~79, 2L d48 ~77, 2L d64 ~80, 3L d48 ~90 at batch 64)
+    jobs = sorted(jobs, key=lambda j: -(j[1].num_layers * (j[1].hidden_size + 32)
+                                         * j[3].steps_of(j[1])))
     bar = tqdm(total=len(jobs), desc="train toy models", unit="model", leave=False,
                disable=None)  # no bar when stderr is not a terminal (issue 18)
     out = {}
@@ -256,9 +325,10 @@ def build_toy_suite(out_dir: str | Path, scale: str | ToyScale = "demo", seed: i
     tokenizer = toy_tokenizer(cfg.corpus)
     tokenizer.save_pretrained(folder / "tokenizer")
     export_data(corpus, folder / "data")
-    rows = training_tensor(corpus, tokenizer, cfg.steps * cfg.batch_size)
+    rows = training_tensor(corpus, tokenizer,
+                           max(cfg.steps_of(m) for _, m in cfg.jobs()) * cfg.batch_size)
     jobs = [(arch, spec, rows, cfg, tokenizer, folder, seed, f"toy-{arch}-{label}-{spec.size}")
-            for arch in cfg.archs for spec in cfg.models]
+            for arch, spec in cfg.jobs()]
     trained = _train_all(jobs, workers or n_workers(len(jobs)))
     models = [trained[job[-1]] for job in jobs]  # manifest order: family, then size
     write_manifest(folder / "suite.toml", f"toy-{label}", models,
