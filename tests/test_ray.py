@@ -16,6 +16,7 @@ import pytest
 import dynamics.suites
 from dynamics.cache import registered, usage
 from dynamics.suites import get_suite
+from dynamics.toy.train import SCALES
 from evals.config import load_batch, load_batch_file
 from evals.execute import run_batch
 from evals.store import Store
@@ -63,7 +64,7 @@ def test_ray_matches_local_on_the_demo_batch_with_generated_sets(tmp_path, toy_s
     assert not a.failed and not b.failed, (a.failed, b.failed)
     want = _expected_units(local)
     n_models = len(get_suite(local.suite_path).models)
-    assert n_models == 6  # two families x 3 sizes (issue 19)
+    assert n_models == len(SCALES["fast"].jobs()) == 5  # neox s, m, l; opt s, m (issue 26)
     assert len(want) == n_models * 2 * len(local.evaluators)  # 2 steps per model
     assert sorted(a.written) == want and sorted(b.written) == want
     sa, sb = store_files(local.output_dir), store_files(remote.output_dir)
