@@ -59,7 +59,8 @@ def run(a: argparse.Namespace, emit=print) -> list[dict]:
     """Train one model as `a` says; emit and return one dict per probe."""
     from dynamics.toy.corpus import Corpus, CorpusSpec
     from dynamics.toy.probe import trigger_accuracy
-    from dynamics.toy.train import ModelSpec, ToyScale, _lr_at, build_model, toy_tokenizer
+    from dynamics.toy.train import (ModelSpec, ToyScale, _lr_at, build_model, toy_tokenizer,
+                                    training_tensor, word_ids)
     from evals.circuits import components as comp
     from evals.circuits.model_surgery import adapter_for
 
@@ -70,10 +71,9 @@ def run(a: argparse.Namespace, emit=print) -> list[dict]:
     scale = ToyScale(models=(size,), steps=a.steps, batch_size=a.bs, lr=a.lr, warmup=a.warmup,
                      corpus=spec)
     corpus, tok = Corpus(spec, a.seed), toy_tokenizer(spec)
-    vocab = tok.get_vocab()
     t0 = time.process_time()
-    rows = torch.tensor([[vocab[w] for w in r] for r in corpus.training_rows(a.steps * a.bs)])
-    val = torch.tensor([[vocab[w] for w in r] for r in corpus.packed_rows(1, 128)])
+    rows = training_tensor(corpus, tok, scale.n_rows()).long()
+    val = word_ids(corpus.packed_rows(1, 128), tok).long()
     model = build_model(a.arch, size, len(tok), spec.row_len, a.seed)
     if a.pos_init == "sinusoid" and a.arch == "opt":
         emb = model.model.decoder.embed_positions.weight

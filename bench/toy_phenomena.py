@@ -18,24 +18,21 @@ import sys
 import polars as pl
 
 from evals.store import Store
-from stats.claims.emergence import FORMED_MIN, FORMED_RATIO
+from stats.claims.emergence import head_formed
 from stats.emergence import crossing_points
-from stats.perplexity import validation_ppl
+from stats.perplexity import ppl_over_best, validation_ppl
 
 
-def max_rise(steps: list[int], ppl: list[float]) -> float:
-    """Largest ppl / running minimum - 1 after the first 10 % of training (0 if none)."""
-    worst, low, total = 0.0, float("inf"), steps[-1]
-    for s, p in zip(steps, ppl, strict=True):
-        if s >= 0.1 * total and low < float("inf"):
-            worst = max(worst, p / low - 1)
-        low = min(low, p)
-    return worst
+def max_rise(g: pl.DataFrame) -> float:
+    """Largest val_ppl / its lowest earlier value - 1 (stats.perplexity.ppl_over_best) after the
+    first 10 % of one model's training (0 if none)."""
+    late = g.filter(pl.col("step") >= 0.1 * g["step"].max())["over_best"].drop_nulls()
+    return max(0.0, late.max() - 1) if len(late) else 0.0
 
 
 def table(root: str) -> pl.DataFrame:
     store = Store(root)
-    ppl = validation_ppl(store.scan("token-loss"))
+    ppl = ppl_over_best(validation_ppl(store.scan("token-loss")))
     comps = store.read("components")
     rb = store.read("recall-bigram")
     rows = []
@@ -44,7 +41,7 @@ def table(root: str) -> pl.DataFrame:
         row = {"family": family, "model": model, "params": int(g["params"][0]),
                "last_step": int(g["step"][-1]), "ppl_0": g["val_ppl"][0],
                "ppl_min": g["val_ppl"].min(), "ppl_end": g["val_ppl"][-1],
-               "max_rise_%": 100 * max_rise(g["step"].to_list(), g["val_ppl"].to_list())}
+               "max_rise_%": 100 * max_rise(g)}
         for kind in ("induction", "trigger-induction"):
             best = (comps.filter((pl.col("model") == model) & (pl.col("kind") == kind))
                     .group_by("step", "tokens_seen").agg(pl.col("score").max().alias("value"))
@@ -53,7 +50,7 @@ def table(root: str) -> pl.DataFrame:
             half = first + 0.5 * (last - first)
             cross = best.filter(pl.col("value") >= half)["step"]
             row |= {f"{kind}_0": first, f"{kind}_end": last,
-                    f"{kind}_formed": bool(last >= FORMED_MIN and last >= FORMED_RATIO * first),
+                    f"{kind}_formed": bool(head_formed(first, last)),
                     f"{kind}_step": int(cross[0]) if len(cross) else None}
         acc = (rb.filter((pl.col("model") == model)
                          & pl.col("position_kind").is_in(["bigram", "recall"]))

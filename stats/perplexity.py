@@ -29,6 +29,17 @@ def validation_ppl(token_loss: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
 RISE_TOLERANCE = 0.01  # a rise under 1 % of the best ppl so far is noise, not a rise
 
 
+def _best_before() -> pl.Expr:
+    """The model's lowest val_ppl over its earlier checkpoints (null at its first)."""
+    return pl.col("val_ppl").cum_min().shift(1).over("family", "model", order_by="step")
+
+
+def ppl_over_best(ppl: pl.DataFrame) -> pl.DataFrame:
+    """`ppl` plus `over_best`: val_ppl / the model's lowest val_ppl at earlier checkpoints
+    (null at its first). Example: ppl 40, 20, 25, 18 -> null, 0.5, 1.25, 0.9."""
+    return ppl.with_columns((pl.col("val_ppl") / _best_before()).alias("over_best"))
+
+
 def flag_ppl_rises(ppl: pl.DataFrame, tolerance: float = RISE_TOLERANCE) -> pl.DataFrame:
     """`ppl` plus `ppl_rises` (Boolean): val_ppl above (1 + tolerance) x the model's best so far.
 
@@ -37,9 +48,9 @@ def flag_ppl_rises(ppl: pl.DataFrame, tolerance: float = RISE_TOLERANCE) -> pl.D
     already passed (stats.matched uses the running minimum there). Example:
     ppl 40, 20, 25, 18 in step order -> flags False, False, True, False.
     """
-    best = pl.col("val_ppl").cum_min().shift(1).over("family", "model", order_by="step")
     return ppl.with_columns(
-        (pl.col("val_ppl") > best * (1 + tolerance)).fill_null(False).alias("ppl_rises"))
+        (pl.col("val_ppl") > _best_before() * (1 + tolerance)).fill_null(False)
+        .alias("ppl_rises"))
 
 
 def ppl_rises(ppl: pl.DataFrame) -> pl.DataFrame:

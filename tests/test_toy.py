@@ -257,8 +257,9 @@ def _reference_logits(arch: str, spec: ModelSpec, scale: ToyScale, rows: torch.T
 
     torch.set_num_threads(1)
     model = build_model(arch, spec, vocab, scale.corpus.row_len, 0)
-    lr, steps = spec.lr or scale.lr, spec.steps or scale.steps
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
+    steps = scale.steps_of(spec)
+    opt = torch.optim.AdamW(model.parameters(), lr=scale.lr_of(spec), betas=(0.9, 0.99),
+                            weight_decay=0.01)
     out = {}
     for step in range(steps + 1):
         with torch.no_grad():
@@ -284,7 +285,8 @@ def test_training_saves_the_models_a_plain_loop_trains(tmp_path, workers):
     scale = _micro_scale()
     folder = build_toy_suite(tmp_path, scale, seed=0, workers=workers)
     suite, tok = get_suite(str(folder)), toy_tokenizer(SPEC)
-    rows = training_tensor(Corpus(SPEC, 0), tok, 5 * scale.batch_size)
+    rows = training_tensor(Corpus(SPEC, 0), tok, scale.n_rows())
+    assert rows.shape[0] == 5 * scale.batch_size  # size b's 5 steps, the longest
     probe = _val_rows(folder, tok)[:4]
     assert sorted(f"toy-{a}-custom-{m.size}" for a, m in scale.jobs()) == sorted(suite.models)
     for arch, spec in scale.jobs():
@@ -353,13 +355,16 @@ def _by_family(suite) -> dict[str, dict[int, list]]:
 
 def val_ppl_rises(steps: list[int], ppl: list[float], total: int) -> list[tuple[int, float]]:
     """(step, ppl / running minimum) of every checkpoint after the first 10 % of training whose
-    ppl is more than 3 % above the lowest ppl of the checkpoints before it (issue 26's rule)."""
-    out, low = [], float("inf")
-    for step, p in zip(steps, ppl, strict=True):
-        if step >= 0.1 * total and p > 1.03 * low:
-            out.append((step, p / low))
-        low = min(low, p)
-    return out
+    ppl is more than 3 % above the lowest ppl of the checkpoints before it (issue 26's rule;
+    the ratio is the report's, stats.perplexity.ppl_over_best)."""
+    import polars as pl
+
+    from stats.perplexity import ppl_over_best
+
+    frame = ppl_over_best(pl.DataFrame({"step": steps, "val_ppl": ppl}, schema_overrides={
+        "val_ppl": pl.Float64}).with_columns(family=pl.lit("f"), model=pl.lit("m")))
+    late = frame.filter((pl.col("step") >= 0.1 * total) & (pl.col("over_best") > 1.03))
+    return list(late.select("step", "over_best").iter_rows())
 
 
 @pytest.mark.slow
@@ -402,20 +407,20 @@ def _induction_score(path: str) -> float:
 @pytest.mark.parametrize("family", ["toy-neox", "toy-opt"])
 def test_two_sizes_of_each_family_form_an_induction_head(toy_suite, family):
     """Issue 26: by the report's rule (final induction score >= 0.3 and >= 2x the step-0
-    score; stats.claims.emergence FORMED_MIN / FORMED_RATIO), at least 2 sizes of both
+    score; stats.claims.emergence.head_formed), at least 2 sizes of both
     families (measured: toy-neox m and l, toy-opt s and m; toy-neox s, 2L d32, forms none);
     each forming head does what an induction head is for: trigger recall well above the
     in-context frequency baseline."""
     from transformers import AutoModelForCausalLM
 
-    from stats.claims.emergence import FORMED_MIN, FORMED_RATIO
+    from stats.claims.emergence import head_formed
 
     scale = SCALES["fast"]
     corpus, tok = Corpus(scale.corpus, 0), toy_tokenizer(scale.corpus)
     formed = []
     for refs in _by_family(get_suite(str(toy_suite)))[family].values():
         first, last = _induction_score(refs[0].source), _induction_score(refs[-1].source)
-        if last >= FORMED_MIN and last >= FORMED_RATIO * first:
+        if head_formed(first, last):
             formed.append(refs[-1].model)
             model = AutoModelForCausalLM.from_pretrained(refs[-1].source)
             recall = trigger_accuracy(model, tok, corpus)

@@ -116,11 +116,27 @@ def test_the_ppl_rise_rule_flags_what_it_should():
     assert val_ppl_rises([0, 2, 20], [100, 150, 90], 40) == []  # the first 10 % may rise
 
 
+def test_ppl_over_best_is_per_model_and_agrees_with_the_report_flags():
+    """The ratio behind the rule above and the report's ppl-rise flags: per model, in step order,
+    against the lowest earlier ppl (stats.perplexity)."""
+    import polars as pl
+
+    from stats.perplexity import flag_ppl_rises, ppl_over_best
+
+    frame = pl.DataFrame({"family": ["f"] * 7, "model": ["a"] * 4 + ["b"] * 3,
+                          "step": [0, 10, 20, 30, 0, 10, 20],
+                          "val_ppl": [40.0, 20.0, 25.0, 18.0, 10.0, 30.0, 5.0]})
+    out = ppl_over_best(frame.reverse())  # row order does not matter, steps do
+    got = dict(zip(zip(out["model"], out["step"]), out["over_best"], strict=True))
+    assert got == {("a", 0): None, ("a", 10): 0.5, ("a", 20): 1.25, ("a", 30): 0.9,
+                   ("b", 0): None, ("b", 10): 3.0, ("b", 20): 0.5}
+    flags = flag_ppl_rises(frame)["ppl_rises"].to_list()
+    assert flags == [False, False, True, False, False, True, False]
+
+
 def test_repeats_without_gaps_take_the_fast_path_with_the_same_words_and_draws():
     """repeat_gap (0, 0) skips the gap loop: the same words as the loop and the generator left
     in the same state (a size-0 or integers(0, 1) draw consumes nothing)."""
-    import numpy as np
-
     corpus = Corpus(CorpusSpec(), 0)
 
     def loop(rng, n_words):  # the general path, gap always 0

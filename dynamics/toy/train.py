@@ -113,6 +113,10 @@ class ToyScale:
         """The peak learning rate of one size."""
         return spec.lr or self.lr
 
+    def n_rows(self) -> int:
+        """Training rows the longest-training model reads (every model reads a prefix)."""
+        return max(self.steps_of(m) for _, m in self.jobs()) * self.batch_size
+
     def checkpoints_of(self, spec: ModelSpec) -> list[int]:
         """The checkpoint steps of one size (the dense window clipped to its steps)."""
         total = self.steps_of(spec)
@@ -257,11 +261,15 @@ def train_model(arch: str, spec: ModelSpec, rows: torch.Tensor, scale: ToyScale,
             "checkpoints": ckpts}
 
 
+def word_ids(rows: list[list[str]], tokenizer) -> torch.Tensor:
+    """Rows of words as token ids [len(rows), row_len] (int16; one token per word)."""
+    vocab = tokenizer.get_vocab()
+    return torch.tensor([[vocab[w] for w in row] for row in rows], dtype=torch.int16)
+
+
 def training_tensor(corpus: Corpus, tokenizer, n_rows: int) -> torch.Tensor:
     """The first `n_rows` training rows as token ids [n_rows, row_len] (int16)."""
-    vocab = tokenizer.get_vocab()
-    return torch.tensor([[vocab[w] for w in row] for row in corpus.training_rows(n_rows)],
-                        dtype=torch.int16)
+    return word_ids(corpus.training_rows(n_rows), tokenizer)
 
 
 def n_workers(n_jobs: int) -> int:
@@ -325,8 +333,7 @@ def build_toy_suite(out_dir: str | Path, scale: str | ToyScale = "demo", seed: i
     tokenizer = toy_tokenizer(cfg.corpus)
     tokenizer.save_pretrained(folder / "tokenizer")
     export_data(corpus, folder / "data")
-    rows = training_tensor(corpus, tokenizer,
-                           max(cfg.steps_of(m) for _, m in cfg.jobs()) * cfg.batch_size)
+    rows = training_tensor(corpus, tokenizer, cfg.n_rows())
     jobs = [(arch, spec, rows, cfg, tokenizer, folder, seed, f"toy-{arch}-{label}-{spec.size}")
             for arch, spec in cfg.jobs()]
     trained = _train_all(jobs, workers or n_workers(len(jobs)))

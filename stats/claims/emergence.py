@@ -64,9 +64,14 @@ def induction_emergence(inp: ClaimInputs, claim: Claim) -> list[dict]:
             for (task,), pts in heads.group_by("task", maintain_order=True)]
 
 
+def head_formed(start, final):
+    """The rule of (a): a head formed when its final score is >= FORMED_RATIO x its first and
+    >= FORMED_MIN. Floats give a bool, polars expressions an expression."""
+    return (final >= FORMED_RATIO * start) & (final >= FORMED_MIN)
+
+
 def _one_head_kind(claim: Claim, text: str, pts: pl.DataFrame) -> dict:
-    formed = pts.filter((pl.col("final_value") >= FORMED_RATIO * pl.col("start_value"))
-                        & (pl.col("final_value") >= FORMED_MIN))
+    formed = pts.filter(head_formed(pl.col("start_value"), pl.col("final_value")))
     lacking = ", ".join(f"{m} ({g(a)} -> {g(b)})" for m, a, b in pts.join(
         formed.select("model"), on="model", how="anti")
         .select("model", "start_value", "final_value").iter_rows())
