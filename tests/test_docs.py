@@ -70,7 +70,11 @@ def fenced_blocks(path: Path) -> list[Snippet]:
 
 
 def prose(path: Path) -> str:
-    """The file without its fenced blocks (for inline spans and links)."""
+    """The file without its fenced blocks and HTML comments (for inline spans and links).
+
+    Line numbers are kept: a removed line or comment leaves its newlines. A TODO comment
+    may name a verb that does not exist yet; it is invisible when rendered, so unchecked.
+    """
     kept, inside = [], False
     for line in path.read_text().splitlines():
         if re.match(r"^\s*```", line):
@@ -78,7 +82,8 @@ def prose(path: Path) -> str:
             kept.append("")
         else:
             kept.append("" if inside else line)
-    return "\n".join(kept)
+    return re.sub(r"<!--.*?-->", lambda m: "\n" * m.group(0).count("\n"), "\n".join(kept),
+                  flags=re.DOTALL)
 
 
 def inline_spans(path: Path) -> list[tuple[int, str]]:
@@ -131,6 +136,8 @@ def shell_commands() -> list[tuple[str, str]]:
         for line_no, span in inline_spans(path):
             if re.match(r"^(\.venv/bin/)?dynamics\s", span) and not re.search(r"[<\[]|\.\.\.",
                                                                               span):
+                if len(span.split()) == 2:  # a verb named in prose: it must exist
+                    span += " --help"
                 found.append((f"{path.relative_to(ROOT)}:{line_no}", span))
     return found
 
@@ -151,7 +158,8 @@ def _stub_bigbench(base: Path, folder: str, tasks) -> None:
     names = {"breakthrough": list(BREAKTHROUGH), "linear": list(LINEAR)}.get(tasks, ["stub_task"])
     for name in tasks if isinstance(tasks, list) else names:
         (base / folder / str(name)).mkdir(parents=True, exist_ok=True)
-        (base / folder / str(name) / "task.json").write_text("{}")
+        (base / folder / str(name) / "task.json").write_text(
+            '{"examples": [{"input": "1 + 1 =", "target_scores": {"2": 1, "3": 0}}]}')
 
 
 def stub_paths(values: dict, base: Path) -> None:
