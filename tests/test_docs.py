@@ -358,7 +358,7 @@ INTERNAL = re.compile(r"\bissues?\s*#?\d+|\bour machines?\b|\bthese machines\b|\
                       re.IGNORECASE)
 
 
-@pytest.mark.parametrize("path", USER_DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize("path", LINKED_DOCS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_user_docs_name_no_internal_work_items_or_outside_paths(path):
     hits = [f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
             for n, line in enumerate(path.read_text().splitlines(), 1) if INTERNAL.search(line)]
@@ -371,6 +371,32 @@ def test_there_is_something_to_check():
     assert len(toml_snippets()) >= 8
     assert len(python_snippets()) >= 3
     assert len(dotted_names()) >= 30
+
+
+def _documented_keys(page: Path) -> set[str]:
+    """Keys named in a reference table's first column: `key` or `a`, `b`."""
+    keys = set()
+    for line in prose(page).splitlines():
+        if line.startswith("| `"):
+            keys |= set(re.findall(r"`([\w-]+)`", line.split("|")[1]))
+    return keys
+
+
+def test_reference_pages_list_every_key():
+    """The batch file page lists every batch and [generate.*] key; each evaluator's page
+    lists every option of its Options class (a new option without docs fails here)."""
+    from evals.base import EVALUATORS, evaluator_class
+    from evals.config import BatchConfig, GenerateConfig
+
+    batch_page = ROOT / "docs" / "batch-file.md"
+    wanted = {f.name for f in fields(BatchConfig)} - {"base_dir"}
+    wanted |= {f.name for f in fields(GenerateConfig)}
+    assert not wanted - _documented_keys(batch_page), sorted(wanted - _documented_keys(batch_page))
+    for name in EVALUATORS:
+        page = ROOT / "docs" / "evaluators" / f"{name}.md"
+        options = {f.name for f in fields(evaluator_class(name).Options)}
+        missing = options - _documented_keys(page)
+        assert not missing, f"{page.relative_to(ROOT)} does not list {sorted(missing)}"
 
 
 def _help(verb: str) -> str:
