@@ -288,25 +288,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 1 if result.has_failures else 0
 
 
-# The docs page of each verb (paths in the repository; tests/test_docs.py checks they exist).
-DOCS = {"suites": "docs/suites.md", "run": "docs/batch-file.md",
-        "generate": "docs/evaluators/sequences.md", "report": "docs/report.md",
-        "compare": "docs/statistics.md", "demo": "docs/toy-suite.md"}
+DOCS = {"suites": "docs/suites.md", "run": "docs/batch-file.md", "report": "docs/report.md",
+        "generate": "docs/evaluators/sequences.md", "compare": "docs/statistics.md",
+        "demo": "docs/toy-suite.md"}  # each verb's docs page (tests/test_docs.py checks them)
 
 
-def _docs_epilog(verb: str) -> str:
-    return f"docs: {DOCS[verb]}"
+class _VerbParser(argparse.ArgumentParser):
+    """`epilog_fn` makes the epilog when help is printed (run's imports the registry)."""
+
+    epilog_fn = None
+
+    def format_help(self) -> str:
+        if self.epilog_fn is not None:
+            self.epilog = self.epilog_fn()
+        return super().format_help()
 
 
 def _run_epilog() -> str:
-    """The registered evaluators (from the registry), each with its docs page."""
+    """The registered evaluators, each with its docs page; the batch file's page."""
     from evals.base import EVALUATORS
 
-    width = max(map(len, EVALUATORS)) + 16
-    lines = [f"  {f'[evaluators.{name}]':{width}s} docs/evaluators/{name}.md" for name in EVALUATORS]
+    lines = [f"  {f'[evaluators.{name}]':30s} docs/evaluators/{name}.md" for name in EVALUATORS]
     return "\n".join(["evaluators (one [evaluators.<name>] table each):", *lines,
-                      f"batch file (every key, steps, overrides, exit codes): {DOCS['run']}",
-                      "exit status: 0 done, 1 some units failed (listed), 2 bad batch or input"])
+                      f"batch file (every key, steps, overrides, exit codes): {DOCS['run']}"])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -317,16 +321,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true",
                    help="log at INFO level and show tracebacks")
     p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
-    sub = p.add_subparsers(dest="verb", required=True)
+    sub = p.add_subparsers(dest="verb", required=True, parser_class=_VerbParser)
 
-    s = sub.add_parser("suites", help="list checkpoint suites and their models",
-                       epilog=_docs_epilog("suites"))
+    s = sub.add_parser("suites", help="list checkpoint suites and their models")
     s.add_argument("--steps", metavar="MODEL", help="list one model's revisions with tokens_seen")
     s.add_argument("--suite", help="a built-in suite name or a local suite folder")
     s.set_defaults(func=cmd_suites)
 
     r = sub.add_parser("run", help="run an evaluation batch from a TOML file",
-                       epilog=_run_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.epilog_fn = _run_epilog
     r.add_argument("batch", help=f"batch TOML ({DOCS['run']})")
     r.add_argument("overrides", nargs="*", help="key=value overrides of top-level batch keys")
     r.add_argument("--retry-failed", action="store_true", help="retry units recorded as failed")
@@ -334,20 +338,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
 
     g = sub.add_parser("generate", help="make a batch's [generate.*] mixture sets only "
-                       "(`run` does it before the sweep)", epilog=_docs_epilog("generate"))
+                       "(`run` does it before the sweep)")
     g.add_argument("batch", help="batch TOML with [generate.<name>] tables")
     g.add_argument("overrides", nargs="*", help="key=value overrides of top-level batch keys")
     g.set_defaults(func=cmd_generate)
 
-    rp = sub.add_parser("report", help="write the offline HTML report of a results store",
-                        epilog=_docs_epilog("report"))
+    rp = sub.add_parser("report", help="write the offline HTML report of a results store")
     rp.add_argument("results", help="the results store (a batch's output folder)")
     rp.add_argument("--out", required=True, help="folder for index.html and chart files")
     rp.add_argument("--no-images", action="store_true", help="skip the PNG/SVG of each chart")
     rp.set_defaults(func=cmd_report)
 
-    c = sub.add_parser("compare", help="compare families at matched validation perplexity",
-                       epilog=_docs_epilog("compare"))
+    c = sub.add_parser("compare", help="compare families at matched validation perplexity")
     c.add_argument("results", help="the results store (a batch's output folder)")
     c.add_argument("--families", required=True, help="comma-separated families, e.g. pythia,opt")
     c.add_argument("--at-ppl", default=None, help="comma-separated ppl values, e.g. 20,30 "
@@ -361,15 +363,15 @@ def build_parser() -> argparse.ArgumentParser:
                    ".parquet file (and the family test to <name>.family_test.<ext>)")
     c.set_defaults(func=cmd_compare)
 
-    d = sub.add_parser("demo", help="train the toy suite (cached), evaluate it, write the report",
-                       epilog=_docs_epilog("demo"))
+    d = sub.add_parser("demo", help="train the toy suite (cached), evaluate it, write the report")
     d.add_argument("--out", default="demo-out", help="output folder (suite, results, report)")
     d.add_argument("--scale", default="demo", choices=["fast", "demo"], help="toy suite scale")
     d.add_argument("--seed", type=int, default=0, help="seed of the corpus and the models")
     d.add_argument("--no-images", action="store_true", help="skip the PNG/SVG of each chart")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_demo)
-    for verb in sub.choices.values():  # `-v` also after the verb; SUPPRESS keeps a leading one
+    for name, verb in sub.choices.items():  # `-v` also after the verb; SUPPRESS keeps a leading one
+        verb.epilog = verb.epilog or f"docs: {DOCS.get(name, 'docs/README.md')}"
         verb.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                           help="log at INFO level and show tracebacks")
     return p

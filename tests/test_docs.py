@@ -22,6 +22,7 @@ import and a dangling link each fail (`test_checkers_reject_planted_mistakes`).
 
 from __future__ import annotations
 
+import argparse
 import ast
 import contextlib
 import importlib
@@ -408,7 +409,14 @@ def _help(verb: str) -> str:
     return out.getvalue()
 
 
-@pytest.mark.parametrize("verb", ["suites", "run", "generate", "report", "compare", "demo"])
+def _verbs() -> list[str]:
+    from dynamics.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return list(sub.choices)
+
+
+@pytest.mark.parametrize("verb", _verbs())
 def test_verb_help_points_to_an_existing_docs_page(verb):
     text = _help(verb)
     pages = re.findall(r"docs/[\w/-]+\.md", text)
