@@ -3,7 +3,6 @@
 Used by tests/test_docs.py, which says what each check asserts.
 """
 
-
 from __future__ import annotations
 
 import ast
