@@ -288,23 +288,50 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 1 if result.has_failures else 0
 
 
+DOCS = {"suites": "docs/suites.md", "run": "docs/batch-file.md", "report": "docs/report.md",
+        "generate": "docs/evaluators/sequences.md", "compare": "docs/statistics.md",
+        "demo": "docs/toy-suite.md"}  # each verb's docs page (tests/test_docs.py checks them)
+
+
+class _VerbParser(argparse.ArgumentParser):
+    """`epilog_fn` makes the epilog when help is printed (run's imports the registry)."""
+
+    epilog_fn = None
+
+    def format_help(self) -> str:
+        if self.epilog_fn is not None:
+            self.epilog = self.epilog_fn()
+        return super().format_help()
+
+
+def _run_epilog() -> str:
+    """The registered evaluators, each with its docs page; the batch file's page."""
+    from evals.base import EVALUATORS
+
+    lines = [f"  {f'[evaluators.{name}]':30s} docs/evaluators/{name}.md" for name in EVALUATORS]
+    return "\n".join(["evaluators (one [evaluators.<name>] table each):", *lines,
+                      f"batch file (every key, steps, overrides, exit codes): {DOCS['run']}"])
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dynamics", description=f"{DESCRIPTION}\n\n{FIRST_COMMAND}",
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="`dynamics <verb> --help` describes a verb; README.md "
-                                       "the batch file.")
+                                epilog="`dynamics <verb> --help` describes a verb; docs/README.md "
+                                       "lists the docs pages.")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="log at INFO level and show tracebacks")
     p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
-    sub = p.add_subparsers(dest="verb", required=True)
+    sub = p.add_subparsers(dest="verb", required=True, parser_class=_VerbParser)
 
     s = sub.add_parser("suites", help="list checkpoint suites and their models")
     s.add_argument("--steps", metavar="MODEL", help="list one model's revisions with tokens_seen")
     s.add_argument("--suite", help="a built-in suite name or a local suite folder")
     s.set_defaults(func=cmd_suites)
 
-    r = sub.add_parser("run", help="run an evaluation batch from a TOML file")
-    r.add_argument("batch", help="batch TOML (see README)")
+    r = sub.add_parser("run", help="run an evaluation batch from a TOML file",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.epilog_fn = _run_epilog
+    r.add_argument("batch", help=f"batch TOML ({DOCS['run']})")
     r.add_argument("overrides", nargs="*", help="key=value overrides of top-level batch keys")
     r.add_argument("--retry-failed", action="store_true", help="retry units recorded as failed")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -312,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="make a batch's [generate.*] mixture sets only "
                        "(`run` does it before the sweep)")
-    g.add_argument("batch", help="batch TOML with [generate.<name>] tables (see README)")
+    g.add_argument("batch", help="batch TOML with [generate.<name>] tables")
     g.add_argument("overrides", nargs="*", help="key=value overrides of top-level batch keys")
     g.set_defaults(func=cmd_generate)
 
@@ -343,7 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-images", action="store_true", help="skip the PNG/SVG of each chart")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_demo)
-    for verb in sub.choices.values():  # `-v` also after the verb; SUPPRESS keeps a leading one
+    for name, verb in sub.choices.items():  # `-v` also after the verb; SUPPRESS keeps a leading one
+        verb.epilog = verb.epilog or f"docs: {DOCS.get(name, 'docs/README.md')}"
         verb.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                           help="log at INFO level and show tracebacks")
     return p
