@@ -80,9 +80,6 @@ def _prompt_source(cfg: BatchConfig, gen: GenerateConfig) -> str:
     return str(local.resolve()) if local.exists() else raw  # else a `datasets` name
 
 
-# token-loss options that say how a hub prompt source is read (evals.texts.TextSource)
-HUB_TEXT_KEYS = {"dataset_config": "config", "split": "split", "text_column": "column",
-                 "data_files": "data_files", "revision": "revision", "max_docs": "max_docs"}
 POOL_TOKENS = 100_000  # = TokenLossOptions.max_tokens's default
 
 
@@ -93,8 +90,11 @@ def _hub_prompt_options(cfg: BatchConfig, gen: GenerateConfig, prompts: str) -> 
     (read whole, as before)."""
     if Path(prompts).exists():
         return None
+    from evals.texts import TEXT_KEYS
+
     table = cfg.evaluators.get("token-loss", {}) if gen.prompts is None else {}
-    out = {new: table[old] for old, new in HUB_TEXT_KEYS.items() if table.get(old) is not None}
+    out = {new: table[old] for old, new in TEXT_KEYS.items()
+           if old not in ("dataset", "streaming") and table.get(old) is not None}
     out["pool_tokens"] = table.get("max_tokens", POOL_TOKENS)
     return out
 

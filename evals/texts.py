@@ -97,6 +97,26 @@ class TextSource:
             raise ValueError(f"{self.dataset}: no non-empty documents in column {self.column!r}")
 
 
+# the option names evaluators use for a text source (token-loss's) -> TextSource fields
+TEXT_KEYS = {"dataset": "dataset", "dataset_config": "config", "split": "split",
+             "text_column": "column", "data_files": "data_files", "revision": "revision",
+             "streaming": "streaming", "max_docs": "max_docs"}
+
+
+def text_source(values: dict, where: str) -> TextSource:
+    """A TextSource from an option table with token-loss's key names (TEXT_KEYS).
+
+    Example: {"dataset": "EleutherAI/pile_val_test", "split": "validation"}.
+    Raises ValueError naming unknown keys and a missing dataset.
+    """
+    unknown = sorted(set(values) - set(TEXT_KEYS))
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; allowed: {', '.join(TEXT_KEYS)}")
+    if not isinstance(values.get("dataset"), str):
+        raise ValueError(f"{where}: needs dataset = \"<local file or hub dataset name>\"")
+    return TextSource(**{TEXT_KEYS[k]: v for k, v in values.items()})
+
+
 class Documents:
     """The documents of a source, read lazily once and kept (iterate as often as needed)."""
 

@@ -28,7 +28,7 @@ import torch
 
 from evals.base import ConfigError, Evaluator, missing_local_file, tokenizer_fingerprint
 from evals.scoring import token_logprobs
-from evals.texts import Documents, TextSource, load_texts
+from evals.texts import TEXT_KEYS, Documents, TextSource, load_texts, text_source
 
 __all__ = ["TokenLoss", "TokenLossOptions", "TokenStream", "build_stream", "load_texts",
            "window_starts"]
@@ -83,9 +83,9 @@ class TokenLossOptions:
 
     def source(self, dataset: str | None = None) -> TextSource:
         """The text source these options name (`dataset`: the resolved path, if local)."""
-        return TextSource(dataset or self.dataset, self.dataset_config, self.split,
-                          self.text_column, self.data_files, self.revision, self.streaming,
-                          self.max_docs)
+        values = {key: getattr(self, key) for key in TEXT_KEYS}
+        return text_source({**values, "dataset": dataset or self.dataset},
+                           "[evaluators.token-loss]")
 
     def windows_per_batch(self, context: int, device) -> int:
         """batch_size, or as many windows as fit batch_tokens (see the class doc)."""
