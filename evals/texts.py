@@ -142,6 +142,11 @@ class Documents:
             except StopIteration:
                 self._done = True
 
+    @property
+    def n_read(self) -> int:
+        """Documents read from the source so far."""
+        return len(self._read)
+
     def head(self, n: int) -> list[str]:
         """The first `n` documents (fewer if the source has fewer)."""
         out = []
