@@ -52,8 +52,9 @@ class BigBenchOptions:
 
     Attributes:
         folder: a BIG-bench folder laid out as <task>/task.json (e.g. a clone's
-            bigbench/benchmark_tasks, or ../shared/data/bigbench).
-        tasks: task names, or a named selection: "all", "xia74", "breakthrough", "linear".
+            bigbench/benchmark_tasks).
+        tasks: task names, or a named selection: "all" (every multiple-choice task),
+            "xia74", "breakthrough", "linear".
         k: shots per prompt (Xia et al.: 2).
         seed: BIG-bench's formatting/shot seed (42 in BIG-bench).
         max_examples: score at most this many queries per task (None: all).
@@ -282,7 +283,9 @@ class BigBenchMC(Evaluator):
         if folder is None:
             return [f"{where}: folder = {options.folder!r}: no such folder (looked for "
                     f"{' and '.join(map(str, tried))}); give a BIG-bench tasks folder laid "
-                    "out as <task>/task.json"]
+                    "out as <task>/task.json, e.g. a clone's: git clone --depth 1 "
+                    "https://github.com/google/BIG-bench, then folder = "
+                    "\"BIG-bench/bigbench/benchmark_tasks\""]
         try:
             select_tasks(folder, options.tasks)
         except (ValueError, OSError) as err:

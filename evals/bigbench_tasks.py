@@ -202,24 +202,35 @@ def _single_correct(task: MCTask) -> bool:
                for ex in task.examples)
 
 
+def multiple_choice(folder: str | Path) -> dict[str, list[MCTask]]:
+    """Top-level task name -> its MC tasks, for every task of `folder` readable as multiple
+    choice. A clone of BIG-bench also holds generative JSON tasks (no `target_scores`)
+    and malformed ones; they are left out, listed in one log line."""
+    out, left = {}, []
+    for name in discover(folder):
+        try:
+            out[name] = read_task(Path(folder) / name)[0]
+        except TaskFileError as err:
+            left.append(f"{name} ({str(err).rsplit(': ', 1)[-1]})")
+    if left:
+        log.info("%d tasks of %s are not multiple choice: %s", len(left), folder, ", ".join(left))
+    return out
+
+
 def xia74(folder: str | Path) -> list[str]:
     """Xia et al.'s selection: tasks with < 1000 examples, each with exactly one correct
     choice (one target_scores value equal to 1), plus periodic_elements.
 
     The example count is the file's, before dedup (sports_understanding has
     1,000 examples, 986 distinct: excluded). A task with subtasks qualifies
-    when each of its MC subtasks does. Returns top-level task names present in
-    `folder`; on ../shared/data/bigbench that is 61 top-level tasks, 9 tasks
-    with subtasks, and periodic_elements.
+    when each of its MC subtasks does. Tasks that are not multiple choice
+    (generative ones, in a BIG-bench clone) do not qualify. Returns top-level
+    task names present in `folder`; on ../shared/data/bigbench that is 61
+    top-level tasks, 9 tasks with subtasks, and periodic_elements.
     """
-    picked = []
-    for name in discover(folder):
-        tasks, _ = read_task(Path(folder) / name)
-        if name == "periodic_elements" or all(
-            t.n_raw < 1000 and _single_correct(t) for t in tasks
-        ):
-            picked.append(name)
-    return picked
+    return [name for name, tasks in multiple_choice(folder).items()
+            if name == "periodic_elements"
+            or all(t.n_raw < 1000 and _single_correct(t) for t in tasks)]
 
 
 BREAKTHROUGH = ("code_line_description", "human_organs_senses", "implicatures",
@@ -229,11 +240,12 @@ LINEAR = ("date_understanding", "hhh_alignment", "fantasy_reasoning", "implicit_
           "simple_ethical_questions", "strange_stories", "undo_permutation", "misconceptions",
           "nonsense_words_grammar")
 NAMED_SELECTIONS = {"xia74": xia74, "breakthrough": lambda f: list(BREAKTHROUGH),
-                    "linear": lambda f: list(LINEAR), "all": discover}
+                    "linear": lambda f: list(LINEAR), "all": lambda f: list(multiple_choice(f))}
 
 
 def select_tasks(folder: str | Path, tasks: list[str] | str) -> list[str]:
-    """Resolve a task list or a named selection ("all", "xia74", "breakthrough", "linear")."""
+    """Resolve a task list or a named selection ("all": every multiple-choice task, "xia74",
+    "breakthrough", "linear")."""
     available = discover(folder)
     if isinstance(tasks, str):
         if tasks not in NAMED_SELECTIONS:

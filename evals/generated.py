@@ -80,6 +80,36 @@ def _prompt_source(cfg: BatchConfig, gen: GenerateConfig) -> str:
     return str(local.resolve()) if local.exists() else raw  # else a `datasets` name
 
 
+POOL_TOKENS = 100_000  # = TokenLossOptions.max_tokens's default
+
+
+def _hub_prompt_options(cfg: BatchConfig, gen: GenerateConfig, prompts: str) -> dict | None:
+    """How a hub prompt source is read: token-loss's text options when the prompts are its
+    dataset, and `pool_tokens` (its max_tokens): prompts are drawn from the documents
+    token-loss scores, so a streamed source is read only that far. None for a local file
+    (read whole, as before)."""
+    if Path(prompts).exists():
+        return None
+    from evals.texts import TEXT_KEYS
+
+    table = cfg.evaluators.get("token-loss", {}) if gen.prompts is None else {}
+    out = {new: table[old] for old, new in TEXT_KEYS.items()
+           if old not in ("dataset", "streaming") and table.get(old) is not None}
+    out["pool_tokens"] = table.get("max_tokens", POOL_TOKENS)
+    return out
+
+
+def prompt_source(options: dict):
+    """(the TextSource of a spec's prompts, pool_tokens or None) from its recorded options."""
+    from evals.texts import TextSource
+
+    hub = options.get("prompts_source")
+    if hub is None:
+        return TextSource(options["prompts"]), None
+    read = {k: v for k, v in hub.items() if k != "pool_tokens"}
+    return TextSource(options["prompts"], **read), hub["pool_tokens"]
+
+
 def _file_hash(source: str) -> str | None:
     path = Path(source)
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else None
@@ -100,6 +130,9 @@ def generate_specs(cfg: BatchConfig, suite: Suite) -> list[GenerateSpec]:
                    "n_prompts": gen.n_prompts, "prompt_tokens": gen.prompt_tokens,
                    "max_new_tokens": gen.max_new_tokens, "top_p": gen.top_p,
                    "seed": cfg.seed if gen.seed is None else gen.seed}
+        hub = _hub_prompt_options(cfg, gen, prompts)
+        if hub is not None:  # absent for local files: their recorded options stay as they were
+            options["prompts_source"] = hub
         specs.append(GenerateSpec(name, generated_path(cfg, name), small, large, options))
     return specs
 
@@ -188,7 +221,8 @@ def prepare_generated(cfg: BatchConfig, specs: list[GenerateSpec], *,
 
     def make(spec: GenerateSpec, out: Path) -> None:
         o = spec.options
-        generator(spec.small, spec.large, o["prompts"], out,
+        source, pool_tokens = prompt_source(o)
+        generator(spec.small, spec.large, source, out, pool_tokens=pool_tokens,
                   grid=[tuple(p) for p in o["grid"]], n_prompts=o["n_prompts"],
                   prompt_tokens=o["prompt_tokens"], max_new_tokens=o["max_new_tokens"],
                   top_p=o["top_p"], seed=o["seed"], label=spec.label, load_options=options,

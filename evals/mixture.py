@@ -250,11 +250,11 @@ def write_sets(frames: list[pl.DataFrame], path: str | Path) -> Path:
 PAPER_GRID = ((1.0, -1.0), (-1.0, 1.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0))
 
 
-def generate_from_refs(small, large, dataset: str, out: str | Path, *, grid=PAPER_GRID,
+def generate_from_refs(small, large, dataset, out: str | Path, *, grid=PAPER_GRID,
                        n_prompts: int = 100, prompt_tokens: int = 16, max_new_tokens: int = 50,
                        top_p: float | None = None, seed: int = 0, load_options=None,
                        label: str | None = None, disk_budget_gb: float | None = None,
-                       loader=None) -> Path:
+                       loader=None, pool_tokens: int | None = None) -> Path:
     """Generate one labeled set per (a, b) of `grid` between two checkpoints (`CheckpointRef`s).
 
     Both checkpoints load through `dynamics.streaming.stream_checkpoints`, as the
@@ -264,7 +264,12 @@ def generate_from_refs(small, large, dataset: str, out: str | Path, *, grid=PAPE
 
     Args:
         small, large: the two checkpoints.
-        dataset: validation text source for prompts (as the token-loss evaluator reads it).
+        dataset: validation text source for prompts: a name (local file or hub dataset)
+            or an `evals.texts.TextSource`.
+        pool_tokens: draw prompts from the documents in the first this many tokens (the
+            small model's tokenizer; the documents token-loss scores with that budget)
+            instead of from every document: a streamed hub source is then read only
+            that far.
         out: the jsonl written (the `sequences` evaluator's `dataset`).
         n_prompts: prompts drawn with `seed`; each cut to `prompt_tokens` tokens.
         label: appended to every set name (see generate_set).
@@ -274,7 +279,8 @@ def generate_from_refs(small, large, dataset: str, out: str | Path, *, grid=PAPE
     """
     from dynamics.loading import load_checkpoint
     from dynamics.streaming import stream_checkpoints
-    from evals.token_loss import load_texts
+    from evals.texts import Documents, TextSource
+    from evals.token_loss import build_stream
 
     lms = []
     for item in stream_checkpoints([small, large], load_options, prefetch=False,
@@ -283,7 +289,11 @@ def generate_from_refs(small, large, dataset: str, out: str | Path, *, grid=PAPE
         if item.error is not None:
             raise item.error
         lms.append(item.loaded)
-    prompts = pick_prompts(load_texts(dataset), n_prompts, seed)
+    docs = Documents(dataset if isinstance(dataset, TextSource) else TextSource(dataset))
+    if pool_tokens is not None:
+        n_docs = int(build_stream(docs, lms[0].tokenizer, pool_tokens).doc_id[-1]) + 1
+        docs = docs.head(n_docs)
+    prompts = pick_prompts(list(docs), n_prompts, seed)
     frames = [generate_set(lms[0], lms[1], prompts,
                            MixtureOptions(a=a, b=b, max_new_tokens=max_new_tokens, top_p=top_p,
                                           seed=seed), prompt_tokens, label)

@@ -7,12 +7,21 @@ occurrences, the token that followed it earlier in the same sequence. This
 evaluator measures both at every checkpoint so that the order can be read off
 the emergence points.
 
-Source (local jsonl/json/parquet), one row per sequence: `text` (words of the
-model's tokenizer, one token each) and `kinds` (one label per token of
-`text`, e.g. "recall", "bigram", "first", "start"; dynamics.toy.export writes
-`recall_bigram.jsonl`). Every token is predicted from BOS (EOS when the
-tokenizer has no BOS) + the tokens before it; its label says which kind of
-position it is.
+Two sources, one of them per batch:
+
+- `dataset`: a labelled file (local jsonl/json/parquet), one row per sequence:
+  `text` (words of the model's tokenizer, one token each) and `kinds` (one
+  label per token of `text`, e.g. "recall", "bigram", "first", "start";
+  dynamics.toy.export writes the toy suite's `recall_bigram.jsonl`);
+- `text`: any validation text (a table with token-loss's keys, e.g.
+  `{dataset = "EleutherAI/pile_val_test", split = "validation"}`), from which
+  the probe is built for each tokenizer (evals.recall_probe: global bigrams =
+  the dominant successor of frequent tokens in that text; in-context recall =
+  triggers that recur with a sequence-specific output). This is how a real
+  suite (Pythia, OLMo) gets the probe.
+
+Every token is predicted from BOS (EOS when the tokenizer has no BOS) + the
+tokens before it; its label says which kind of position it is.
 
 Output table `recall-bigram`, one row per checkpoint x position_kind:
 `loss_nats` (SUM of the token losses over the kind's tokens; mean =
@@ -33,7 +42,9 @@ import numpy as np
 import polars as pl
 import torch
 
-from evals.base import Evaluator, missing_local_file, tokenizer_fingerprint
+from evals.base import ConfigError, Evaluator, missing_local_file, tokenizer_fingerprint
+from evals.recall_probe import ProbeSettings, build_probe
+from evals.texts import Documents, text_source
 
 READERS = {".jsonl": pl.read_ndjson, ".json": pl.read_json, ".parquet": pl.read_parquet}
 
@@ -44,22 +55,54 @@ class LabelledTokensError(ValueError):
 
 @dataclass(frozen=True)
 class RecallBigramOptions:
-    """Options of the recall-bigram evaluator.
+    """Options of the recall-bigram evaluator (give `dataset` or `text`).
 
     Attributes:
         dataset: local .jsonl/.json/.parquet file with `text` and `kinds` columns.
+        text: validation text to build the probe from, as a table with token-loss's
+            keys (dataset, dataset_config, split, text_column, data_files, revision,
+            streaming, max_docs).
+        stat_tokens, min_count, min_share, n_pool, n_sequences, seq_len, n_triggers,
+            occurrences, seed: how the probe is built from `text` (evals.recall_probe).
         batch_rows: sequences per forward pass.
     """
 
-    dataset: str
+    dataset: str | None = None
+    text: dict | None = None
+    stat_tokens: int = 200_000
+    min_count: int = 10
+    min_share: float = 0.5
+    n_pool: int = 500
+    n_sequences: int = 64
+    seq_len: int = 128
+    n_triggers: int = 3
+    occurrences: int = 4
+    seed: int = 0
     batch_rows: int = 64
 
     def __post_init__(self) -> None:
-        if Path(self.dataset).suffix not in READERS:
-            raise ValueError(f"dataset {self.dataset!r} must be a local "
-                             f"{'/'.join(READERS)} file")
+        problems = []
+        if (self.dataset is None) == (self.text is None):
+            problems.append("give one of dataset (a labelled file) or text (validation text "
+                            "to build the probe from), not both or neither")
+        if self.dataset is not None and Path(self.dataset).suffix not in READERS:
+            problems.append(f"dataset {self.dataset!r} must be a local "
+                            f"{'/'.join(READERS)} file")
+        if self.text is not None:
+            try:
+                text_source(self.text, "text")
+            except ValueError as err:
+                problems.append(str(err))
+            problems += self.probe_settings().problems()
         if self.batch_rows < 1:
-            raise ValueError(f"batch_rows must be >= 1, got {self.batch_rows}")
+            problems.append(f"batch_rows must be >= 1, got {self.batch_rows}")
+        if problems:
+            raise ConfigError(problems)
+
+    def probe_settings(self) -> ProbeSettings:
+        return ProbeSettings(self.stat_tokens, self.min_count, self.min_share, self.n_pool,
+                             self.n_sequences, self.seq_len, self.n_triggers, self.occurrences,
+                             self.seed)
 
 
 def load_labelled(path: str) -> pl.DataFrame:
@@ -138,28 +181,51 @@ class RecallBigram(Evaluator):
 
     @classmethod
     def input_problems(cls, options: RecallBigramOptions, base_dir: Path) -> list[str]:
-        return missing_local_file(f"[evaluators.{cls.name}]", "dataset", options.dataset,
-                                  base_dir)
+        where = f"[evaluators.{cls.name}]"
+        if options.text is not None:
+            return missing_local_file(where, "text.dataset", options.text.get("dataset"),
+                                      base_dir)
+        return missing_local_file(where, "dataset", options.dataset, base_dir)
 
     def __init__(self, options: RecallBigramOptions, base_dir=None):
         super().__init__(options, base_dir)
         self._frame: pl.DataFrame | None = None
+        self._docs: Documents | None = None
         self._encoded: dict[tuple, tuple] = {}
 
     def encoded(self, tokenizer, context_length: int) -> tuple[list[list[int]], list[list[str]]]:
-        """The source tokenized once per tokenizer fingerprint."""
-        path = self.resolve_path(self.options.dataset)
-        if self._frame is None:
-            self._frame = load_labelled(path)
+        """(start + token ids, kinds) per sequence, made once per tokenizer fingerprint."""
+        o = self.options
+        where = self.resolve_path(o.dataset if o.text is None else o.text["dataset"])
         key = (tokenizer_fingerprint(tokenizer), context_length)
         if key not in self._encoded:
             start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None \
                 else tokenizer.eos_token_id
             if start is None:
-                raise LabelledTokensError(f"{path}: the tokenizer has no BOS or EOS token to "
+                raise LabelledTokensError(f"{where}: the tokenizer has no BOS or EOS token to "
                                           "start the sequences with")
-            self._encoded[key] = encode(self._frame, tokenizer, int(start), context_length, path)
+            if o.text is None:
+                if self._frame is None:
+                    self._frame = load_labelled(where)
+                self._encoded[key] = encode(self._frame, tokenizer, int(start), context_length,
+                                            where)
+            else:
+                self._encoded[key] = self._probe(tokenizer, int(start), context_length, where)
         return self._encoded[key]
+
+    def _probe(self, tokenizer, start: int, context_length: int, where: str):
+        from evals.token_loss import build_stream
+
+        settings = self.options.probe_settings()
+        if settings.seq_len + 1 > context_length:
+            raise LabelledTokensError(f"{where}: seq_len {settings.seq_len} + the start token "
+                                      f"exceeds the model's context of {context_length}")
+        if self._docs is None:
+            self._docs = Documents(text_source({**self.options.text, "dataset": where},
+                                               f"[evaluators.{self.name}] text"))
+        ids = build_stream(self._docs, tokenizer, settings.stat_tokens).token_ids
+        rows, kinds = build_probe(ids, set(tokenizer.all_special_ids), settings)
+        return [[start, *row] for row in rows], kinds
 
     def run(self, lm) -> dict[str, pl.DataFrame]:
         ids, kinds = self.encoded(lm.tokenizer, lm.context_length)

@@ -37,6 +37,12 @@ scored on exactly those ids, never on a re-tokenization of the decoded text
 (with BPE, decode -> encode need not give the generated tokens back); a model
 with another tokenizer gets `prefix` and `text` tokenized as above.
 
+`adapter` reads a published dataset in its own schema and converts it into
+this one: "counterfact" (evals.counterfact: CounterFact, e.g. the hub dataset
+`azhx/counterfact`, into factual / hallucinated / ungrammatical sets). An
+adapter is a function (raw frame, source name, max_pairs) -> rows of this
+schema, registered in ADAPTERS.
+
 `extra_datasets` adds more local sources (e.g. the sets a batch's
 `[generate.<name>]` tables write, evals.generated): each is checked on its
 own (pair ids agree within a source), set names must differ across sources,
@@ -57,6 +63,8 @@ LOCAL_READERS = {".jsonl": "ndjson", ".json": "json", ".csv": "csv", ".parquet":
 REQUIRED = ("pair_id", "set", "text")
 ID_COLUMNS = {"prefix_ids": pl.List(pl.Int64), "text_ids": pl.List(pl.Int64),
               "tokenizer": pl.String}
+# adapter name -> "module:function" (imported when used): published datasets -> this schema
+ADAPTERS = {"counterfact": "evals.counterfact:to_sequences"}
 
 
 class SequenceSetError(ValueError):
@@ -71,6 +79,10 @@ class SequencesOptions:
         dataset: local .jsonl/.json/.csv/.parquet file, or a `datasets` name.
         dataset_config: `datasets` config name (hub/`datasets` sources only).
         split: `datasets` split (default "train" for local-style sources).
+        revision: `datasets` revision (branch, tag or commit) of a hub source.
+        adapter: convert the source from a published dataset's own schema (ADAPTERS,
+            e.g. "counterfact"); default: the source is in this evaluator's schema.
+        max_pairs: with an adapter, convert only the first this many records.
         sets: score only these sets (default: every set in the source).
         min_pairs: each set needs at least this many pairs (a CI over pairs needs 2).
         batch_tokens: padded tokens per forward pass.
@@ -81,6 +93,9 @@ class SequencesOptions:
     dataset: str
     dataset_config: str | None = None
     split: str | None = None
+    revision: str | None = None
+    adapter: str | None = None
+    max_pairs: int | None = None
     sets: list[str] | None = None
     min_pairs: int = 2
     batch_tokens: int = 16384
@@ -88,12 +103,22 @@ class SequencesOptions:
     extra_datasets: list[str] | None = None
 
     def __post_init__(self) -> None:
-        for name in ("min_pairs", "batch_tokens", "chunk_rows"):
-            if getattr(self, name) < 1:
+        for name in ("min_pairs", "batch_tokens", "chunk_rows", "max_pairs"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.adapter is not None and self.adapter not in ADAPTERS:
+            raise ValueError(unknown_adapter(self.adapter))
+        if self.max_pairs is not None and self.adapter is None:
+            raise ValueError("max_pairs applies to an adapter's records; set adapter "
+                             f"(one of {', '.join(ADAPTERS)}) or drop max_pairs")
 
 
-def _read_source(dataset: str, config: str | None, split: str | None) -> pl.DataFrame:
+def unknown_adapter(name: str) -> str:
+    return f"adapter = {name!r} is not known; allowed: {', '.join(ADAPTERS)}"
+
+
+def _read_source(dataset: str, config: str | None, split: str | None,
+                 revision: str | None = None) -> pl.DataFrame:
     path = Path(dataset).expanduser()
     if path.suffix in LOCAL_READERS:
         if not path.is_file():
@@ -109,19 +134,33 @@ def _read_source(dataset: str, config: str | None, split: str | None) -> pl.Data
             raise SequenceSetError(f"{dataset}: not valid {kind}: {err}") from err
     import datasets
 
-    ds = datasets.load_dataset(dataset, config, split=split or "train")
+    ds = datasets.load_dataset(dataset, config, split=split or "train", revision=revision)
     return pl.from_arrow(ds.data.table)  # type: ignore[return-value]
 
 
+def adapt(raw: pl.DataFrame, adapter: str, where: str, max_pairs: int | None) -> pl.DataFrame:
+    """A source in a published dataset's schema -> rows of this evaluator's schema."""
+    import importlib
+
+    if adapter not in ADAPTERS:
+        raise SequenceSetError(f"{where}: {unknown_adapter(adapter)}")
+    module, func = ADAPTERS[adapter].split(":")
+    return getattr(importlib.import_module(module), func)(raw, where, max_pairs)
+
+
 def load_sequence_sets(dataset: str, *, config: str | None = None, split: str | None = None,
-                       sets: list[str] | None = None, min_pairs: int = 2) -> pl.DataFrame:
+                       sets: list[str] | None = None, min_pairs: int = 2,
+                       revision: str | None = None, adapter: str | None = None,
+                       max_pairs: int | None = None) -> pl.DataFrame:
     """Read and check a labeled source: row, pair_id, set, prefix, text, prefix_ids, text_ids,
     tokenizer (the last three null when the source has no token ids).
 
     `row` is the 1-based data row (line of a jsonl file; row after the header of
     a csv). Raises SequenceSetError naming the file, the row and the bad value.
     """
-    raw = _read_source(dataset, config, split)
+    raw = _read_source(dataset, config, split, revision)
+    if adapter is not None:
+        raw = adapt(raw, adapter, dataset, max_pairs)
     missing = [c for c in REQUIRED if c not in raw.columns]
     if missing:
         raise SequenceSetError(
@@ -248,7 +287,9 @@ class Sequences(Evaluator):
         if self._frame is None:
             o = self.options
             frames = [load_sequence_sets(self.source, config=o.dataset_config, split=o.split,
-                                         sets=o.sets, min_pairs=o.min_pairs)
+                                         sets=o.sets, min_pairs=o.min_pairs,
+                                         revision=o.revision, adapter=o.adapter,
+                                         max_pairs=o.max_pairs)
                       .with_columns(pl.lit(self.source).alias("source"))]
             for extra in o.extra_datasets or []:
                 path = self.resolve_path(extra)

@@ -1,10 +1,12 @@
 """Per-token validation loss (nats), the x-axis of everything (validation ppl).
 
-Text comes from `datasets`: a hub dataset name, or a local .txt / .json /
-.jsonl / .parquet / .csv file. Documents are tokenized once per tokenizer
-(cached by tokenizer fingerprint, so a sweep over checkpoints that share a
-tokenizer tokenizes once), joined with EOS into one stream, and cut into
-windows of the context length. Each window overlaps the previous one by one
+Text comes from `datasets` (evals.texts): a hub dataset name, streamed, so only
+the documents scored are downloaded, or a local .txt / .json / .jsonl /
+.parquet / .csv file. Documents are read in order and tokenized until the
+stream holds `max_tokens` tokens, once per tokenizer (cached by tokenizer
+fingerprint, so a sweep over checkpoints that share a tokenizer tokenizes
+once), joined with EOS into one stream, and cut into windows of the context
+length. Each window overlaps the previous one by one
 token so that every token after the first is scored exactly once.
 
 Worked example, context = 4, stream = [a b c d e f g h] (8 tokens):
@@ -16,6 +18,7 @@ scores h given g. Every token but `a` is scored once, with at most
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,9 +28,10 @@ import torch
 
 from evals.base import ConfigError, Evaluator, missing_local_file, tokenizer_fingerprint
 from evals.scoring import token_logprobs
+from evals.texts import TEXT_KEYS, Documents, TextSource, load_texts, text_source
 
-LOCAL_FORMATS = {".txt": "text", ".json": "json", ".jsonl": "json", ".parquet": "parquet",
-                 ".csv": "csv"}
+__all__ = ["TokenLoss", "TokenLossOptions", "TokenStream", "build_stream", "load_texts",
+           "window_starts"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,11 @@ class TokenLossOptions:
         dataset_config: hub dataset config name.
         split: dataset split; default "train" for local files, "validation" for the hub.
         text_column: column holding the text.
+        data_files: hub only: the split's files, as `datasets.load_dataset` takes them
+            (e.g. {validation = "val.jsonl"}).
+        revision: hub only: the dataset's branch, tag or commit (default: main).
+        streaming: hub only: stream the dataset (default), downloading only the
+            documents read, instead of downloading the whole split first.
         max_docs: use at most this many documents (in order).
         max_tokens: stop adding documents once the stream has this many tokens.
         context: window length; default the model's context, capped at 2048.
@@ -53,6 +62,9 @@ class TokenLossOptions:
     dataset_config: str | None = None
     split: str | None = None
     text_column: str = "text"
+    data_files: str | list[str] | dict[str, str] | None = None
+    revision: str | None = None
+    streaming: bool = True
     max_docs: int | None = None
     max_tokens: int = 100_000
     context: int | None = None
@@ -69,35 +81,18 @@ class TokenLossOptions:
         if problems:
             raise ConfigError(problems)
 
+    def source(self, dataset: str | None = None) -> TextSource:
+        """The text source these options name (`dataset`: the resolved path, if local)."""
+        values = {key: getattr(self, key) for key in TEXT_KEYS}
+        return text_source({**values, "dataset": dataset or self.dataset},
+                           "[evaluators.token-loss]")
+
     def windows_per_batch(self, context: int, device) -> int:
         """batch_size, or as many windows as fit batch_tokens (see the class doc)."""
         if self.batch_size is not None:
             return self.batch_size
         budget = self.batch_tokens or (32768 if torch.device(device).type == "cuda" else 4096)
         return max(1, budget // context)
-
-
-def load_texts(dataset: str, *, config=None, split=None, column="text", max_docs=None) -> list[str]:
-    """Documents from a local file or a hub dataset, via `datasets`."""
-    import datasets
-
-    path = Path(dataset).expanduser()
-    if path.suffix in LOCAL_FORMATS and not path.exists():
-        raise FileNotFoundError(f"validation file {dataset} does not exist")
-    if path.exists():
-        kind = LOCAL_FORMATS.get(path.suffix)
-        if kind is None:
-            raise ValueError(f"{dataset}: unsupported file type; use one of {list(LOCAL_FORMATS)}")
-        ds = datasets.load_dataset(kind, data_files=str(path), split=split or "train")
-    else:
-        ds = datasets.load_dataset(dataset, config, split=split or "validation")
-    if column not in ds.column_names:
-        raise ValueError(f"{dataset}: no column {column!r}; columns are {ds.column_names}")
-    texts = ds[column] if max_docs is None else ds.select(range(min(max_docs, len(ds))))[column]
-    texts = [t for t in texts if t and t.strip()]
-    if not texts:
-        raise ValueError(f"{dataset}: no non-empty documents in column {column!r}")
-    return texts
 
 
 @dataclass(frozen=True)
@@ -109,18 +104,38 @@ class TokenStream:
     token_index: np.ndarray  # (n,) int64, position within its document (EOS = len(doc))
 
 
-def build_stream(texts: list[str], tokenizer, max_tokens: int) -> TokenStream:
-    """Tokenize documents (no specials), join with EOS, stop after `max_tokens` tokens."""
+def _batches(texts: Iterable[str], size: int) -> Iterator[list[str]]:
+    batch = []
+    for text in texts:
+        batch.append(text)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def build_stream(texts: Iterable[str], tokenizer, max_tokens: int,
+                 docs_per_call: int = 64) -> TokenStream:
+    """Tokenize documents (no specials), join with EOS, stop after `max_tokens` tokens.
+
+    Documents are pulled from `texts` (a list, or a lazily read `Documents`)
+    `docs_per_call` at a time, so a streamed source is read only as far as needed.
+    """
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ValueError("tokenizer has no eos_token_id to separate documents")
     ids, docs, index = [], [], []
-    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    for d, toks in enumerate(encoded):
-        toks = list(toks) + [eos]
-        ids.extend(toks)
-        docs.extend([d] * len(toks))
-        index.extend(range(len(toks)))
+    d = 0
+    for batch in _batches(texts, docs_per_call):
+        for toks in tokenizer(batch, add_special_tokens=False)["input_ids"]:
+            toks = list(toks) + [eos]
+            ids.extend(toks)
+            docs.extend([d] * len(toks))
+            index.extend(range(len(toks)))
+            d += 1
+            if len(ids) >= max_tokens:
+                break
         if len(ids) >= max_tokens:
             break
     n = min(len(ids), max_tokens)
@@ -146,14 +161,13 @@ class TokenLoss(Evaluator):
 
     def __init__(self, options: TokenLossOptions, base_dir=None):
         super().__init__(options, base_dir)
-        self._texts: list[str] | None = None
+        self._texts: Documents | None = None
         self._streams: dict[str, TokenStream] = {}
 
-    def texts(self) -> list[str]:
+    def texts(self) -> Documents:
+        """The source's documents, read lazily (as far as the token budget needs) and kept."""
         if self._texts is None:
-            o = self.options
-            self._texts = load_texts(self.resolve_path(o.dataset), config=o.dataset_config,
-                                     split=o.split, column=o.text_column, max_docs=o.max_docs)
+            self._texts = Documents(self.options.source(self.resolve_path(self.options.dataset)))
         return self._texts
 
     def stream(self, tokenizer) -> TokenStream:

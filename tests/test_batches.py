@@ -1,8 +1,8 @@
-"""The shipped batch files validate offline (every key checked, models and steps in the suite)."""
+"""The shipped batch files validate offline (every key checked, models and steps in the suite);
+every input is named (hub datasets, a BIG-bench clone), none points outside the repository."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -11,27 +11,41 @@ import pytest
 from evals.config import ConfigError, load_batch_file
 
 ROOT = Path(__file__).resolve().parents[1]
-BIGBENCH = ROOT.parent / "shared" / "data" / "bigbench"
+BATCHES = sorted((ROOT / "batches").glob("*.toml"))
 
 
 def _with_local_data(tmp_path: Path) -> Path:
-    """A copy of the paper's batch file beside stand-ins for the data a user supplies."""
+    """A copy of the paper's batch file beside a BIG-bench clone's layout (the only input not
+    fetched by name)."""
+    from tests.hub_datasets import write_bigbench
+
     batch = tmp_path / "xia2023-pythia.toml"
     shutil.copy(ROOT / "batches" / "xia2023-pythia.toml", batch)
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "pile_val.jsonl").write_text(
-        "".join(json.dumps({"text": f"validation document {i} ."}) + "\n" for i in range(3)))
-    (tmp_path / "data" / "facts.jsonl").write_text("".join(
-        json.dumps({"set": s, "pair_id": i, "text": f"{w} is in france ."}) + "\n"
-        for i in range(2) for s, w in (("factual", "paris"), ("hallucinated", "rome"))))
-    (tmp_path / "bigbench").symlink_to(BIGBENCH)
+    write_bigbench(tmp_path / "BIG-bench")
     return batch
 
 
-@pytest.mark.skipif(not BIGBENCH.is_dir(), reason="needs ../shared/data/bigbench")
+@pytest.mark.parametrize("path", BATCHES, ids=lambda p: p.name)
+def test_shipped_batches_name_their_inputs_and_point_nowhere_outside(path):
+    """Issue 35: inputs are hub datasets or the documented BIG-bench clone, never ../shared or
+    hand-made data/ files."""
+    import tomllib
+
+    text = path.read_text()
+    assert "../" not in text and "shared/" not in text
+    ev = tomllib.loads(text)["evaluators"]
+    assert ev["token-loss"]["dataset"] == "EleutherAI/pile_val_test"
+    assert ev["token-loss"]["data_files"] == {"validation": "val.jsonl"}
+    assert (ev["sequences"]["dataset"], ev["sequences"]["adapter"]) == ("azhx/counterfact",
+                                                                         "counterfact")
+    assert ev["bigbench-mc"]["folder"] == "BIG-bench/bigbench/benchmark_tasks"
+    assert ev["recall-bigram"]["text"]["dataset"] == "EleutherAI/pile_val_test"
+    assert "git clone --depth 1 https://github.com/google/BIG-bench" in text
+
+
 def test_xia2023_pythia_batch_validates(tmp_path):
     cfg = load_batch_file(_with_local_data(tmp_path))
-    assert set(cfg.evaluators) == {"token-loss", "sequences", "bigbench-mc"}
+    assert set(cfg.evaluators) == {"token-loss", "sequences", "bigbench-mc", "recall-bigram"}
     assert len(cfg.models) == 8 and "pythia-12b" in cfg.models
     gen = cfg.generate["paper"]
     assert (gen["small"], gen["large"]) == ("pythia-160m", "pythia-6.9b")
@@ -44,16 +58,15 @@ def test_xia2023_pythia_batch_validates(tmp_path):
     assert steps[11:] == [*range(5000, 140_001, 5000), 143_000]
 
 
-def test_missing_data_files_stop_the_batch_before_any_checkpoint(tmp_path):
+def test_missing_bigbench_clone_stops_the_batch_saying_how_to_get_it(tmp_path):
     batch = tmp_path / "xia2023-pythia.toml"
     shutil.copy(ROOT / "batches" / "xia2023-pythia.toml", batch)
     with pytest.raises(ConfigError) as err:
         load_batch_file(batch)
-    problems = "\n".join(err.value.problems)
-    assert "[evaluators.token-loss]: dataset = 'data/pile_val.jsonl': no such file" in problems
-    assert "[evaluators.sequences]: dataset = 'data/facts.jsonl': no such file" in problems
-    assert "[evaluators.bigbench-mc]: folder = 'bigbench': no such folder" in problems
-    assert len(err.value.problems) == 3, problems  # one line each, nothing else
+    [problem] = err.value.problems  # the hub datasets are names: nothing else to supply
+    assert "[evaluators.bigbench-mc]: folder = 'BIG-bench/bigbench/benchmark_tasks': no such " \
+           "folder" in problem
+    assert "git clone --depth 1 https://github.com/google/BIG-bench" in problem
 
 
 def test_hub_dataset_names_and_bad_task_selections(tmp_path):
@@ -63,7 +76,8 @@ def test_hub_dataset_names_and_bad_task_selections(tmp_path):
     assert cfg.evaluators["token-loss"]["dataset"] == "NeelNanda/pile-10k"
     with pytest.raises(ConfigError, match=r"tasks = \['no_such_task'\]: tasks \['no_such_task'\] "
                                           "not found"):
-        load_batch_file(batch, ['evaluators={"bigbench-mc"={folder="bigbench", '
+        load_batch_file(batch, ['evaluators={"token-loss"={dataset="x"}, "bigbench-mc"={'
+                                'folder="BIG-bench/bigbench/benchmark_tasks", '
                                 'tasks=["no_such_task"]}}'])
 
 
@@ -77,11 +91,9 @@ def _pythia_vs_olmo(tmp_path: Path) -> Path:
     batch = tmp_path / "pythia-vs-olmo.toml"
     shutil.copy(ROOT / "batches" / "pythia-vs-olmo.toml", batch)
     _with_local_data(tmp_path)
-    (tmp_path / "data" / "val.jsonl").write_text(json.dumps({"text": "a held-out text ."}))
     return batch
 
 
-@pytest.mark.skipif(not BIGBENCH.is_dir(), reason="needs ../shared/data/bigbench")
 def test_pythia_vs_olmo_batch_validates_from_a_cached_ref_list(tmp_path, monkeypatch):
     """Issue 20: OLMo's revisions come from a (faked) hub ref list, cached, then offline."""
     from types import SimpleNamespace
@@ -106,8 +118,8 @@ def test_pythia_vs_olmo_batch_validates_from_a_cached_ref_list(tmp_path, monkeyp
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub, "list_repo_refs", None)  # the cache must answer
     cfg = load_batch_file(batch)
-    assert cfg.suite == "pythia+olmo" and set(cfg.evaluators) == {"token-loss", "sequences",
-                                                                  "bigbench-mc"}
+    assert cfg.suite == "pythia+olmo" and set(cfg.evaluators) == {
+        "token-loss", "sequences", "bigbench-mc", "recall-bigram"}
     refs = get_suite(cfg.suite).select(cfg.models, cfg.steps)
     by_family = {f: {r.model for r in refs if r.family == f} for f in ("pythia", "olmo")}
     assert by_family == {"pythia": {"pythia-410m", "pythia-1b", "pythia-1.4b", "pythia-2.8b",
