@@ -5,9 +5,10 @@ time of scoring those tokens (`evals.scoring.token_logprobs`, what token-loss
 runs), so it already holds attention, the head and the framework's overhead. The
 defaults (`DEVICE_CLASSES`) state where their figure comes from; `calibrate_model`
 measures it instead: a random-weight model built from the checkpoint's
-config.json (no weights are read), on this device and dtype, at token-loss's
-default batch shape (windows of min(context, 2048) tokens, 4,096 tokens per batch
-on a CPU, 32,768 on a GPU), median of three timed batches after one warm-up.
+config.json (no weights are read), on this device and dtype, at the batch shape
+token-loss runs (its options' context and batch size; by default windows of
+min(context, 2048) tokens, 4,096 tokens per batch on a CPU, 32,768 on a GPU),
+median of three timed batches after one warm-up.
 """
 
 from __future__ import annotations
@@ -94,14 +95,18 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def batch_shape(config, device: str) -> tuple[int, int]:
-    """(windows, context) of one token-loss batch with its defaults (module docstring)."""
-    context = min(getattr(config, "max_position_embeddings", None) or 2048, 2048)
-    per_batch = 32768 if torch.device(device).type == "cuda" else 4096
-    return max(1, per_batch // context), context
+def batch_shape(config, device: str, options=None) -> tuple[int, int]:
+    """(windows, context) of one token-loss batch: `options` (TokenLossOptions; default
+    ones when None) decide it as the evaluator does."""
+    from evals.token_loss import TokenLossOptions
+
+    options = options or TokenLossOptions(dataset="")
+    limit = getattr(config, "max_position_embeddings", None) or 2048
+    context = min(options.context or min(limit, 2048), limit)
+    return options.windows_per_batch(context, device), context
 
 
-def measure(config, device: str, dtype: str, repeats: int = 3) -> float:
+def measure(config, device: str, dtype: str, options=None, repeats: int = 3) -> float:
     """Effective FLOP/s of token scoring for a random-weight model of `config` (module doc)."""
     from transformers import AutoModelForCausalLM
 
@@ -112,7 +117,7 @@ def measure(config, device: str, dtype: str, repeats: int = 3) -> float:
     with dev:
         model = AutoModelForCausalLM.from_config(config, dtype=DTYPES[dtype]).eval()
     params = sum(p.numel() for p in model.parameters())
-    rows, context = batch_shape(config, device)
+    rows, context = batch_shape(config, device, options)
     ids = torch.randint(0, config.vocab_size, (rows, context), device=dev,
                         generator=torch.Generator(dev).manual_seed(0))
     times = []
@@ -127,18 +132,19 @@ def measure(config, device: str, dtype: str, repeats: int = 3) -> float:
     return 2 * params * ids.numel() / statistics.median(times)
 
 
-def calibrate_model(ref: CheckpointRef, device: str, dtype: str,
-                    default: Throughput) -> Throughput:
-    """The measured throughput for `ref`'s model on this device, or `default` (saying why)."""
+def calibrate_model(ref: CheckpointRef, device: str, dtype: str, default: Throughput,
+                    options=None) -> Throughput:
+    """The measured throughput for `ref`'s model on this device, or `default` (saying why);
+    `options`: the batch's TokenLossOptions, whose batch shape is measured."""
     config = model_config(ref)
     if config is None:
         return Throughput(default.flops_per_s, f"{default.source} (no config.json readable "
                                                f"for {ref.model} without the hub)")
-    rows, context = batch_shape(config, device)
+    rows, context = batch_shape(config, device, options)
     guess = 2 * ref.params * rows * context / default.flops_per_s
     if guess > CALIBRATE_MAX_SECONDS:
         return Throughput(default.flops_per_s, f"{default.source} ({ref.model} is too large to "
                                                f"calibrate quickly here: ~{guess:.0f} s a batch)")
-    rate = measure(config, device, dtype)
+    rate = measure(config, device, dtype, options)
     return Throughput(rate, f"calibrated: {rate / 1e12:.3g} TFLOP/s measured for {ref.model} "
                             f"on {device} in {dtype} (random weights, token-loss's batch shape)")

@@ -230,7 +230,11 @@ def _throughputs(cfg, suite: Suite, models, cls_name, tflops, calibrate) -> dict
     default = DEVICE_CLASSES[cls_name]
     if not calibrate:
         return dict.fromkeys(models, default)
-    return {m: calibrate_model(suite.checkpoints(m)[0], cfg.device, cfg.dtype, default)
+    options = None
+    if "token-loss" in cfg.evaluators:
+        options, _ = parse_options(evaluator_class("token-loss").Options,
+                                   cfg.evaluators["token-loss"], "token-loss")
+    return {m: calibrate_model(suite.checkpoints(m)[0], cfg.device, cfg.dtype, default, options)
             for m in models}
 
 
