@@ -250,6 +250,17 @@ def _generate_lines(cfg: BatchConfig, suite: Suite, rate: Throughput) -> list[st
     return out
 
 
+def _model_plan(model: str, sized: list, units: dict, tokens: dict,
+                rate: Throughput) -> ModelPlan:
+    """One model's plan from its (ref, (bytes, source)) pairs and the batch's counts."""
+    sizes = [b for _, (b, _) in sized]
+    params = sized[0][0].params
+    seconds = {n: None if count is None else units[(model, n)] * 2 * params * count
+               / rate.flops_per_s for n, (count, _) in tokens.items()}
+    return ModelPlan(model, params, len(sized), {n: units[(model, n)] for n in tokens},
+                     None if None in sizes else sum(sizes), sized[0][1][1], seconds, rate)
+
+
 def plan_batch(cfg: BatchConfig, *, device: str | None = None, tflops: float | None = None,
                calibrate: bool = False, offline: bool | None = None,
                batch_name: str = "batch") -> BatchPlan:
@@ -266,18 +277,9 @@ def plan_batch(cfg: BatchConfig, *, device: str | None = None, tflops: float | N
     units, stored = _pending_units(cfg, refs)
     with ThreadPoolExecutor(max_workers=8) as pool:
         sized = list(pool.map(lambda r: ref_bytes(r, offline), refs))
-    plans = []
-    for model in models:
-        mine = [(r, s) for r, s in zip(refs, sized, strict=True) if r.model == model]
-        sizes = [b for _, (b, _) in mine]
-        params = mine[0][0].params
-        seconds = {n: (None if tokens[n][0] is None else
-                       units[(model, n)] * 2 * params * tokens[n][0] / rates[model].flops_per_s)
-                   for n in cfg.evaluators}
-        plans.append(ModelPlan(model, params, len(mine), {n: units[(model, n)]
-                                                          for n in cfg.evaluators},
-                               None if None in sizes else sum(sizes), mine[0][1][1], seconds,
-                               rates[model]))
+    plans = [_model_plan(model, [(r, s) for r, s in zip(refs, sized, strict=True)
+                                 if r.model == model], units, tokens, rates[model])
+             for model in models]
     budget = None if cfg.disk_budget_gb is None else int(cfg.disk_budget_gb * 2**30)
     downloads = [b for r, (b, _) in zip(refs, sized, strict=True) if not r.is_local]
     peak = None if None in downloads else peak_disk(downloads, budget)

@@ -88,7 +88,8 @@ def _fetched(hub) -> list[str]:
 
 
 def test_pythia_shaped_bin_revisions_load_by_default_with_the_original_logits(hub):
-    ids = torch.randint(0, len(tiny_tokenizer()), (2, 20), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(0, len(tiny_tokenizer()), (2, 20),
+                        generator=torch.Generator().manual_seed(0))
     logits = {}
     for step in STEPS:
         original = _model(step)
