@@ -327,9 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "download, peak disk, compute per evaluator (nothing is loaded)")
     pl.add_argument("batch", help="batch TOML (see README)")
     pl.add_argument("overrides", nargs="*", help="key=value overrides of top-level batch keys")
-    pl.add_argument("--device-class", default=None, choices=["cpu", "h100", "a100", "h200"],
-                    help="the device to project for (default: the batch's device; a GPU "
-                    "here is recognized, else cuda is projected as an h100)")
+    pl.add_argument("--device-class", default=None, help="the device to project for: cpu, "
+                    "h100, a100 or h200 (default: the batch's device; a GPU here is "
+                    "recognized, else cuda is projected as an h100)")
     pl.add_argument("--tflops", type=float, default=None,
                     help="effective TFLOP/s to project with (2 x params FLOPs per token)")
     pl.add_argument("--calibrate", action="store_true", help="measure the throughput on this "

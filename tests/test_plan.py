@@ -157,6 +157,9 @@ def test_bad_batch_or_option_is_exit_2(tmp_path, capsys):
     assert "unknown key 'modelz'" in capsys.readouterr().err
     assert main(["plan", str(XIA), "--tflops", "-3"]) == 2
     assert "tflops = -3.0: give a positive number" in capsys.readouterr().err
+    assert main(["plan", str(XIA), "--device-class", "h1000"]) == 2
+    assert "device class 'h1000' not allowed; choose one of cpu, h200, h100, a100" in \
+        capsys.readouterr().err
 
 
 @pytest.fixture
