@@ -344,7 +344,7 @@ def plan_text(plan: BatchPlan) -> str:
     sources = sorted({m.bytes_source for m in plan.models})
     lines.append(f"download: {'; '.join(sources)}")
     budget = "no disk_budget_gb" if plan.budget_bytes is None else \
-        f"disk_budget_gb = {plan.budget_bytes / 2**30:g}"
+        f"disk_budget_gb = {plan.budget_bytes / 2**30:g} GiB = {human_bytes(plan.budget_bytes)}"
     lines.append(f"peak disk: {human_bytes(plan.peak_disk)} ({budget}; the checkpoint in use "
                  "stays while the next downloads)")
     for n, (tokens, how) in plan.tokens.items():
