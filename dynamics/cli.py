@@ -5,7 +5,7 @@ wires the layers (it alone imports to its right: evals, stats, reports), and
 nothing imports it; the import contracts in pyproject.toml check both. Users
 see `DESCRIPTION` and `FIRST_COMMAND` in `dynamics --help` instead.
 
-Verbs (suites, run, generate, demo, report, compare) are thin wrappers of Python
+Verbs (suites, run, plan, generate, demo, report, compare) are thin wrappers of Python
 functions; `dynamics --help` lists them.
 """
 
@@ -96,6 +96,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     _print_result(result, verbose=args.verbose)
     print(f"results: {cfg.output_dir}")
     return 1 if result.has_failures else 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Print the batch's projected cost; exit 1 when a figure is unknown or an input missing."""
+    from evals.config import load_batch_file
+    from evals.plan import plan_batch
+
+    cfg = load_batch_file(args.batch, args.overrides, check_inputs=False)
+    plan = plan_batch(cfg, device=args.device_class, tflops=args.tflops,
+                      calibrate=args.calibrate, offline=True if args.offline else None,
+                      batch_name=args.batch)
+    print(plan.text())
+    return 0 if plan.complete else 1
 
 
 def _print_result(result, verbose: bool = False) -> None:
@@ -336,6 +349,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--retry-failed", action="store_true", help="retry units recorded as failed")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     r.set_defaults(func=cmd_run)
+
+    pl = sub.add_parser("plan", help="a batch's cost before it runs: checkpoints, units, "
+                        "download, peak disk, compute per evaluator (nothing is loaded)")
+    pl.add_argument("batch", help="batch TOML (see README)")
+    pl.add_argument("overrides", nargs="*", help="key=value overrides of top-level batch keys")
+    pl.add_argument("--device-class", default=None, help="the device to project for: cpu, "
+                    "h100, a100 or h200 (default: the batch's device; a GPU here is "
+                    "recognized, else cuda is projected as an h100)")
+    pl.add_argument("--tflops", type=float, default=None,
+                    help="effective TFLOP/s to project with (2 x params FLOPs per token)")
+    pl.add_argument("--calibrate", action="store_true", help="measure the throughput on this "
+                    "device: a random-weight model per config.json, token-loss's batch shape")
+    pl.add_argument("--offline", action="store_true", help="sizes from params x stored dtype, "
+                    "no hub listing (also when HF_HUB_OFFLINE=1)")
+    pl.set_defaults(func=cmd_plan)
 
     g = sub.add_parser("generate", help="make a batch's [generate.*] mixture sets only "
                        "(`run` does it before the sweep)")

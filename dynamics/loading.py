@@ -1,7 +1,12 @@
 """Loading one checkpoint: hub revision or local folder, safely.
 
-Safetensors only by default: pickle weights (`pytorch_model.bin`) can run
-arbitrary code on load, so they are refused unless `allow_pickle=True`.
+Weights: safetensors where the checkpoint has them; otherwise pickle
+(`pytorch_model.bin`, or shards with `pytorch_model.bin.index.json`, as Pythia's
+`step{N}` revisions hold), read with torch's restricted unpickler, which runs
+no code and refuses, naming it, any global that is not a tensor or a plain
+container (dynamics.weights). The unrestricted unpickler is used only with
+`allow_pickle=True`. A hub download fetches the config and tokenizer files and
+only the weight files chosen (`hub_weight_files`), at the ref's revision.
 `trust_remote_code` is never on unless the caller asks.
 
 The declared parameter count (`CheckpointRef.params`, from the suite or a
@@ -26,6 +31,15 @@ from pathlib import Path
 import torch
 
 from dynamics.checkpoints import CheckpointRef, CheckpointUnavailableError
+from dynamics.weights import (
+    NON_WEIGHT_PATTERNS,
+    UnsafeWeightsError,
+    WeightFiles,
+    choose_weights,
+    folder_weights,
+    load_pickle_state_dict,
+    shard_names,
+)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 PARAMS_TOLERANCE = 0.05
@@ -130,10 +144,6 @@ def warn_slow_cpu_dtype(dtype: str, device: str) -> None:
                     dtype, problem)
 
 
-class UnsafeWeightsError(CheckpointUnavailableError):
-    """Only pickle weights exist and the user did not opt in to loading them."""
-
-
 @dataclass(frozen=True)
 class LoadOptions:
     """How to load checkpoints.
@@ -141,7 +151,8 @@ class LoadOptions:
     Attributes:
         device: torch device string ("cpu", "cuda", "cuda:1").
         dtype: one of DTYPES.
-        allow_pickle: load `.bin` pickle weights when no safetensors exist (unsafe).
+        allow_pickle: read pickle weights that torch's restricted unpickler refuses
+            with the unrestricted one (runs the code they hold; off by default).
         trust_remote_code: run model code from the repo (unsafe; off by default).
         cache_dir: hub download cache (default: the Hugging Face cache).
     """
@@ -182,24 +193,18 @@ class LoadedModel:
         return 2048
 
 
-def check_local_weights(folder: Path, allow_pickle: bool) -> None:
-    """Refuse folders without safetensors unless pickle is allowed; name what is there."""
+def check_local_weights(folder: Path) -> WeightFiles:
+    """The folder's weight files (dynamics.weights); an error naming what is missing."""
     if not folder.is_dir():
         raise CheckpointUnavailableError(f"checkpoint folder {folder} does not exist")
     if not (folder / "config.json").is_file():
         raise CheckpointUnavailableError(f"{folder} has no config.json: not an HF checkpoint folder")
-    if any(folder.glob("*.safetensors")):
-        return
-    pickles = sorted(p.name for p in folder.glob("*.bin")) + sorted(
-        p.name for p in folder.glob("*.pt")
-    )
-    if pickles and not allow_pickle:
-        raise UnsafeWeightsError(
-            f"{folder} holds only pickle weights ({', '.join(pickles)}); pickle can run code on "
-            "load. Convert to safetensors, or opt in with allow_pickle = true."
-        )
-    if not pickles:
-        raise CheckpointUnavailableError(f"{folder} has no weights (*.safetensors or *.bin)")
+    found = folder_weights(folder)
+    if found is None:
+        raise CheckpointUnavailableError(
+            f"{folder} has no weights (model.safetensors, pytorch_model.bin, or a "
+            "model.safetensors.index.json / pytorch_model.bin.index.json with its shards)")
+    return found
 
 
 def _hub_error(ref: CheckpointRef, err: Exception) -> CheckpointUnavailableError:
@@ -231,36 +236,68 @@ def _hub_error(ref: CheckpointRef, err: Exception) -> CheckpointUnavailableError
     )
 
 
+def hub_weight_files(ref: CheckpointRef, options: LoadOptions) -> WeightFiles | None:
+    """The weight files of a hub revision, from its file listing (one API call) and, when
+    sharded, its index (one small download); None when offline (the cache decides)."""
+    from huggingface_hub import HfApi, constants, hf_hub_download
+
+    if constants.HF_HUB_OFFLINE:
+        return None
+    info = HfApi().model_info(ref.source, revision=ref.revision)
+    found = choose_weights(s.rfilename for s in info.siblings or [])
+    if found is None or found.index is None:
+        return found
+    index = hf_hub_download(ref.source, found.index, revision=ref.revision,
+                            cache_dir=options.cache_dir)
+    return WeightFiles(found.kind, found.index, shard_names(Path(index)))
+
+
 def fetch_checkpoint(ref: CheckpointRef, options: LoadOptions) -> Path:
-    """Make the checkpoint's files local (download for hub refs) and return the folder."""
+    """Make the checkpoint's files local (download for hub refs) and return the folder.
+
+    From the hub: the config and tokenizer files plus only the chosen weight files
+    (`hub_weight_files`: safetensors if the revision has them, else the pickle
+    index and the shards it names), at `ref.revision`.
+    """
     if ref.is_local:
         folder = Path(ref.source)
-        check_local_weights(folder, options.allow_pickle)
+        check_local_weights(folder)
         return folder
     from huggingface_hub import snapshot_download
 
-    patterns = ["*.json", "*.safetensors", "*.txt", "*.model"]
-    if options.allow_pickle:
-        patterns.append("*.bin")
     try:
-        folder = Path(
-            snapshot_download(
-                ref.source,
-                revision=ref.revision,
-                cache_dir=options.cache_dir,
-                allow_patterns=patterns,
-            )
-        )
+        chosen = hub_weight_files(ref, options)
+        weights = (list(chosen.names) if chosen is not None else  # offline: what the cache has
+                   ["*.safetensors", "pytorch_model*.bin"])
+        folder = Path(snapshot_download(ref.source, revision=ref.revision,
+                                        cache_dir=options.cache_dir,
+                                        allow_patterns=[*NON_WEIGHT_PATTERNS, *weights]))
+    except CheckpointUnavailableError:
+        raise  # a bad shard index: already says which file
     except Exception as err:  # noqa: BLE001  (hub errors come in many types)
         raise _hub_error(ref, err) from err
-    if not options.allow_pickle and not any(folder.glob("*.safetensors")):
-        raise UnsafeWeightsError(  # pickle files were not fetched, so name the opt-in here
-            f"{ref.source} revision {ref.revision} has no *.safetensors weights; pickle "
-            "weights (*.bin) are not downloaded because allow_pickle = false. If the repo holds "
-            "only pytorch_model.bin (e.g. the crfm-gpt2 runs), set allow_pickle = true in the "
-            "batch (pickle can run code on load)")
-    check_local_weights(folder, options.allow_pickle)
+    check_local_weights(folder)
     return folder
+
+
+def _pickle_model(folder: Path, weights: WeightFiles, options: LoadOptions):
+    """A model from pickle weights read by the restricted unpickler (dynamics.weights).
+
+    The state dict goes through `from_pretrained(None, config=..., state_dict=...)`,
+    so key renames, tied weights and the dtype are handled as for safetensors.
+    """
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    state = load_pickle_state_dict([folder / f for f in weights.files],
+                                   allow_unsafe=options.allow_pickle)
+    config = AutoConfig.from_pretrained(folder, trust_remote_code=options.trust_remote_code)
+    if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
+        raise CheckpointUnavailableError(
+            f"{folder}: pickle weights of architecture {type(config).__name__}, which "
+            "transformers has no causal-LM class for; convert the checkpoint to safetensors")
+    cls = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
+    return cls.from_pretrained(None, config=config, state_dict=state, dtype=DTYPES[options.dtype])
 
 
 def load_checkpoint(ref: CheckpointRef, options: LoadOptions | None = None) -> LoadedModel:
@@ -272,17 +309,22 @@ def load_checkpoint(ref: CheckpointRef, options: LoadOptions | None = None) -> L
     options = options or LoadOptions()
     warn_slow_cpu_dtype(options.dtype, options.device)
     folder = fetch_checkpoint(ref, options)
-    use_safetensors = any(folder.glob("*.safetensors"))
+    weights = check_local_weights(folder)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            folder,
-            dtype=DTYPES[options.dtype],
-            use_safetensors=use_safetensors,
-            trust_remote_code=options.trust_remote_code,
-        )
+        if weights.kind == "pickle":
+            model = _pickle_model(folder, weights, options)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(
+                folder,
+                dtype=DTYPES[options.dtype],
+                use_safetensors=True,
+                trust_remote_code=options.trust_remote_code,
+            )
         tokenizer = AutoTokenizer.from_pretrained(
             folder, trust_remote_code=options.trust_remote_code
         )
+    except UnsafeWeightsError:
+        raise  # already one line naming the file and the refused global
     except Exception as err:  # noqa: BLE001
         raise CheckpointUnavailableError(
             f"failed to load {ref.label} from {folder}: {type(err).__name__}: {err}"

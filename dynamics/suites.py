@@ -26,6 +26,7 @@ from dynamics.suites_core import (
     OPT_VOCAB,
     PYTHIA_PARAMS,
     PYTHIA_TOKENS_PER_STEP,
+    STORED_DTYPES,
     opt_params,
     opt_suite,
     pythia_steps,
@@ -34,8 +35,8 @@ from dynamics.suites_core import (
 
 __all__ = [
     "BUILTIN_SUITES", "OPT_SHAPES", "OPT_TRAIN_TOKENS", "OPT_VOCAB", "PYTHIA_PARAMS",
-    "PYTHIA_TOKENS_PER_STEP", "LazyModels", "Seed", "Suite", "SuiteError", "combine_suites",
-    "get_suite", "opt_params", "opt_suite", "pythia_steps", "pythia_suite",
+    "PYTHIA_TOKENS_PER_STEP", "STORED_DTYPES", "LazyModels", "Seed", "Suite", "SuiteError",
+    "combine_suites", "get_suite", "opt_params", "opt_suite", "pythia_steps", "pythia_suite",
 ]
 
 BUILTIN_SUITES = {

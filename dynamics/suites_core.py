@@ -46,6 +46,12 @@ OPT_SHAPES = {
 OPT_TRAIN_TOKENS = 300_000_000_000  # every public OPT model saw ~300B tokens
 OPT_VOCAB = 50_272
 
+# The dtype each family's hub files store (config.json `torch_dtype`), for sizes without
+# the hub (`dynamics plan` offline: params x bytes per parameter). Pythia: float16 (e.g.
+# pythia-12b's three step shards hold ~23.8 GB for 11.8 B params; its .bin files also
+# hold a 4 MiB causal-mask buffer per layer); OPT: float16 (opt-125m's 251 MB).
+STORED_DTYPES = {"pythia": "float16", "pythia-deduped": "float16", "opt": "float16"}
+
 
 def pythia_steps() -> list[int]:
     """The 154 Pythia revisions: step0, 1, 2, 4, ..., 512, then 1000..143000 every 1000."""

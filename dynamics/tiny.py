@@ -255,3 +255,37 @@ def save_checkpoint(model, tokenizer, folder: str | Path) -> Path:
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def save_pickle_checkpoint(model, tokenizer, folder: str | Path, shards: int = 1,
+                           extra: dict | None = None) -> Path:
+    """Save model + tokenizer as a pickle checkpoint, the way Pythia's revisions are laid out.
+
+    One `pytorch_model.bin` (shards = 1), or `pytorch_model-0000N-of-0000M.bin` files with a
+    `pytorch_model.bin.index.json` whose `weight_map` names each tensor's shard. `extra`
+    adds entries to the state dict (Pythia's files also hold the attention buffers
+    `attention.bias`, `attention.masked_bias` and `attention.rotary_emb.inv_freq`).
+    """
+    import json
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    state.update(extra or {})
+    if shards == 1:
+        torch.save(state, folder / "pytorch_model.bin")
+        return folder
+    keys = list(state)
+    per = -(-len(keys) // shards)
+    weight_map = {}
+    for i in range(shards):
+        name = f"pytorch_model-{i + 1:05d}-of-{shards:05d}.bin"
+        part = {k: state[k] for k in keys[i * per:(i + 1) * per]}
+        torch.save(part, folder / name)
+        weight_map.update(dict.fromkeys(part, name))
+    total = sum(v.numel() * v.element_size() for v in state.values())
+    (folder / "pytorch_model.bin.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    return folder

@@ -307,11 +307,13 @@ def _check_runtime(ok: dict) -> list[str]:
     return problems
 
 
-def load_batch(values: dict, base_dir: str | Path = ".", where: str = "batch") -> BatchConfig:
+def load_batch(values: dict, base_dir: str | Path = ".", where: str = "batch", *,
+               check_inputs: bool = True) -> BatchConfig:
     """Validate a batch dict fully; raise ConfigError listing every problem.
 
     Every field is checked on its own (a wrong type in one key never hides the
     suite, steps, evaluator, data-file or device checks), so one run shows all.
+    `check_inputs=False` skips the data-file checks (`dynamics plan` lists them instead).
     """
     values = {**values, "base_dir": str(base_dir)}
     bad = key_problems(BatchConfig, values, where)
@@ -321,7 +323,8 @@ def load_batch(values: dict, base_dir: str | Path = ".", where: str = "batch") -
     generate = ok.get("generate", {})
     problems = [
         *bad.values(), *problems, *_check_selection(suite, ok, bad), *_check_runtime(ok),
-        *(_check_evaluators(evaluators, Path(base_dir)) if evaluators is not None else []),
+        *(_check_evaluators(evaluators, Path(base_dir) if check_inputs else None)
+          if evaluators is not None else []),
         *_check_generate(generate, evaluators or {}, suite),
     ]
     if problems:
@@ -329,7 +332,8 @@ def load_batch(values: dict, base_dir: str | Path = ".", where: str = "batch") -
     return BatchConfig(**values)
 
 
-def load_batch_file(path: str | Path, overrides: list[str] | None = None) -> BatchConfig:
+def load_batch_file(path: str | Path, overrides: list[str] | None = None, *,
+                    check_inputs: bool = True) -> BatchConfig:
     """Read a batch TOML; `overrides` are `key=value` strings (values parsed as TOML)."""
     path = Path(path)
     if not path.is_file():
@@ -346,7 +350,7 @@ def load_batch_file(path: str | Path, overrides: list[str] | None = None) -> Bat
             values[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
         except tomllib.TOMLDecodeError:
             values[key.strip()] = raw  # a bare string
-    return load_batch(values, path.parent, str(path))
+    return load_batch(values, path.parent, str(path), check_inputs=check_inputs)
 
 
 def batch_to_toml(cfg: BatchConfig) -> str:

@@ -236,3 +236,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if body:
             self.wfile.write(data)
+
+
+def point_hub_at(server: TinyHub, monkeypatch, cache) -> None:
+    """Point huggingface_hub at `server` (online) with its cache in `cache`, for one test.
+
+    huggingface_hub reads the endpoint and offline flag when it is imported, so the
+    module constants are patched as well as the environment.
+    """
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "ENDPOINT", server.url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                        server.url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))

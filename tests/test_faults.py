@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from dynamics.checkpoints import CheckpointRef
-from dynamics.loading import LoadOptions, UnsafeWeightsError, fetch_checkpoint, load_checkpoint
+from dynamics.checkpoints import CheckpointRef, CheckpointUnavailableError
+from dynamics.loading import LoadOptions, fetch_checkpoint, load_checkpoint
 from dynamics.manifest import write_manifest
 from dynamics.suites import SuiteError, get_suite
 from dynamics.tiny import count_params, save_checkpoint, tiny_gpt_neox, train_bpe_tokenizer
@@ -161,7 +161,10 @@ def test_tokenizer_change_within_suite_is_retokenized(tmp_path):
 
 
 # -- security -------------------------------------------------------------------
-def test_hub_pickle_refused_unless_opted_in(tmp_path, monkeypatch, suite):
+def test_offline_hub_fetch_asks_only_for_weight_files_by_name(tmp_path, monkeypatch, suite):
+    """Pickle-only revisions load by default now (restricted unpickler, tests/
+    test_pickle_weights.py); offline, the cache is asked for transformers' weight names
+    only, never for any *.bin (a training_args.bin is a pickle of arbitrary objects)."""
     folder = tmp_path / "snap"
     folder.mkdir()
     (folder / "config.json").write_text("{}")
@@ -177,11 +180,10 @@ def test_hub_pickle_refused_unless_opted_in(tmp_path, monkeypatch, suite):
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
     ref = CheckpointRef("pythia", "pythia-70m", 70, 1000, 2000, source="EleutherAI/pythia-70m",
                         revision="step1000")
-    with pytest.raises(UnsafeWeightsError, match="allow_pickle"):
-        fetch_checkpoint(ref, LoadOptions())
-    assert "*.bin" not in seen[0]
-    assert fetch_checkpoint(ref, LoadOptions(allow_pickle=True)) == folder
-    assert "*.bin" in seen[1]
+    assert fetch_checkpoint(ref, LoadOptions()) == folder
+    assert "*.bin" not in seen[0] and "pytorch_model*.bin" in seen[0]
+    with pytest.raises(CheckpointUnavailableError, match="failed to load"):
+        load_checkpoint(ref)  # b"pickle" is no zip or pickle file: a load error, not a crash
 
 
 def test_trust_remote_code_off_unless_opted_in(monkeypatch, suite):

@@ -17,7 +17,7 @@ from evals.config import load_batch
 from evals.execute import run_batch
 from evals.store import Store
 from tests.helpers import hub_suite, make_tiny_suite, write_val
-from tests.hub_server import TinyHub
+from tests.hub_server import TinyHub, point_hub_at
 
 REPO = "tiny/tiny-neox-0"
 STEPS = (0, 10, 20, 30)
@@ -33,20 +33,11 @@ def local(tmp_path_factory):
 @pytest.fixture
 def hub(local, tmp_path, monkeypatch):
     """The local hub serving steps 0-30 (not 40), with huggingface_hub pointed at it."""
-    from huggingface_hub import constants
-
     server = TinyHub()
     for step in STEPS:
         server.add_revision(REPO, f"step{step}", local[0] / "tiny-neox-0" / f"step{step}")
     server.serve()
-    monkeypatch.setenv("HF_ENDPOINT", server.url)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    # huggingface_hub reads these when it is imported: set the module constants too
-    monkeypatch.setattr(constants, "ENDPOINT", server.url)
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
-                        server.url + "/{repo_id}/resolve/{revision}/{filename}")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    point_hub_at(server, monkeypatch, tmp_path / "cache")
     monkeypatch.setitem(dynamics.suites.BUILTIN_SUITES, "tiny-pythia",
                         lambda: hub_suite("tiny-pythia", local[0], org="tiny"))
     yield server
@@ -118,23 +109,3 @@ def test_revision_the_hub_lacks_is_a_clear_recorded_error(hub, local, tmp_path):
                           f"{REPO} on {hub.url}")
     assert "dynamics suites --steps tiny-neox-0" in err and "internet" not in err
     assert Store(tmp_path / "out").failures()["what"].to_list() == ["load"]
-
-
-def test_pickle_only_hub_revision_is_refused_naming_the_opt_in(hub, local, tmp_path):
-    """Issue 28: a hub revision with only pytorch_model.bin (as the CRFM runs' probably are)
-    is refused with what to set; it said "has no weights (*.safetensors or *.bin)"."""
-    import shutil
-
-    from dynamics.checkpoints import CheckpointRef
-    from dynamics.loading import LoadOptions, UnsafeWeightsError, fetch_checkpoint
-
-    folder = tmp_path / "pickled"
-    shutil.copytree(local[0] / "tiny-neox-0" / "step0", folder)
-    (folder / "model.safetensors").rename(folder / "pytorch_model.bin")
-    hub.add_revision("tiny/pickled", "step0", folder)
-    ref = CheckpointRef("t", "pickled", 1, 0, 0, source="tiny/pickled", revision="step0")
-    with pytest.raises(UnsafeWeightsError, match=r"tiny/pickled revision step0 has no "
-                       r"\*\.safetensors weights.*set allow_pickle = true"):
-        fetch_checkpoint(ref, LoadOptions())
-    assert not _gets(hub, "pytorch_model.bin")  # nothing unsafe downloaded
-    assert (fetch_checkpoint(ref, LoadOptions(allow_pickle=True)) / "pytorch_model.bin").is_file()
