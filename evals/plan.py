@@ -195,6 +195,9 @@ def evaluator_tokens(name: str, values: dict, cfg: BatchConfig) -> tuple[int | N
             return _sequences_tokens(options, cfg)
         if name == "bigbench-mc":
             return _bigbench_tokens(options, cfg)
+        if name == "recall-bigram" and options.text is not None:
+            return (options.n_sequences * options.seq_len,
+                    "its probe: n_sequences x seq_len, built from the text")
     except (OSError, ValueError) as err:
         return None, f"unknown ({type(err).__name__}: {str(err).splitlines()[0]})"
     return None, "unknown (no token count rule for this evaluator)"

@@ -48,20 +48,22 @@ def test_xia_batch_offline_from_the_suites_known_sizes(monkeypatch, capsys):
     sizes = ["70m", "160m", "410m", "1b", "1.4b", "2.8b", "6.9b", "12b"]
     assert [m.model for m in plan.models] == [f"pythia-{s}" for s in sizes]
     assert {m.checkpoints for m in plan.models} == {40}
-    assert {sum(m.units.values()) for m in plan.models} == {120}  # 40 x 3 evaluators
+    assert {sum(m.units.values()) for m in plan.models} == {160}  # 40 x 4 evaluators
     assert plan.total_bytes == 40 * 2 * sum(PYTHIA_PARAMS[s] for s in sizes)  # float16
     assert plan.device_class == "h100" and plan.models[0].throughput.flops_per_s == 380e12
     tl = plan.total_seconds("token-loss")
     assert tl == pytest.approx(40 * 2 * sum(PYTHIA_PARAMS[s] for s in sizes) * 1e6 / 380e12)
-    assert plan.total_seconds() is None and not plan.complete  # facts.jsonl, bigbench/ missing
+    assert plan.total_seconds() is None and not plan.complete  # CounterFact offline, bigbench/ missing
     budget = 200 * 2**30
     per = [2 * PYTHIA_PARAMS[s] for s in sizes for _ in range(40)]
     assert plan.peak_disk == peak_disk(per, budget) > budget
     assert main(["plan", str(XIA)]) == 1
     out = capsys.readouterr().out
     total = next(line for line in out.splitlines() if line.startswith("total"))
-    assert "320" in total and "960" in total and "2.0 TB" in total
-    assert "missing input: [evaluators.sequences]" in out
+    assert "320" in total and "1280" in total and "2.0 TB" in total
+    assert "missing input: [evaluators.bigbench-mc]" in out
+    assert "sequences: unknown (azhx/counterfact" in out
+    assert "recall-bigram: 4,096 (its probe" in out  # 64 sequences x 64 tokens
 
 
 def _compute_suite(root: Path) -> Path:

@@ -31,7 +31,7 @@ MODELS = ("tiny-neox-0", "tiny-neox-1")
 # The revisions' weight files. "safetensors" for now; flip to "bin" (sharded
 # pytorch_model-0000N-of-0000M.bin + index, as Pythia's step revisions hold) once .bin
 # revisions load safely by default (restricted unpickler): the batch must still run.
-FIXTURE_WEIGHTS = "safetensors"
+FIXTURE_WEIGHTS = "bin"
 
 
 def as_pickle_shards(folder: Path, n_shards: int = 2) -> None:
