@@ -33,7 +33,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from evals.base import Evaluator, missing_local_file, tokenizer_fingerprint
+from evals.base import ConfigError, Evaluator, missing_local_file, tokenizer_fingerprint
 
 READERS = {".jsonl": pl.read_ndjson, ".json": pl.read_json, ".parquet": pl.read_parquet}
 
@@ -55,11 +55,14 @@ class RecallBigramOptions:
     batch_rows: int = 64
 
     def __post_init__(self) -> None:
+        problems = []
         if Path(self.dataset).suffix not in READERS:
-            raise ValueError(f"dataset {self.dataset!r} must be a local "
-                             f"{'/'.join(READERS)} file")
+            problems.append(f"dataset {self.dataset!r} must be a local "
+                            f"{'/'.join(READERS)} file")
         if self.batch_rows < 1:
-            raise ValueError(f"batch_rows must be >= 1, got {self.batch_rows}")
+            problems.append(f"batch_rows must be >= 1, got {self.batch_rows}")
+        if problems:
+            raise ConfigError(problems)
 
 
 def load_labelled(path: str) -> pl.DataFrame:
@@ -135,6 +138,8 @@ class RecallBigram(Evaluator):
     name = "recall-bigram"
     tables = ("recall-bigram",)
     Options = RecallBigramOptions
+    path_options = ("dataset",)
+    runtime_options = ("batch_rows",)
 
     @classmethod
     def input_problems(cls, options: RecallBigramOptions, base_dir: Path) -> list[str]:
@@ -145,6 +150,15 @@ class RecallBigram(Evaluator):
         super().__init__(options, base_dir)
         self._frame: pl.DataFrame | None = None
         self._encoded: dict[tuple, tuple] = {}
+
+    def prepare(self) -> None:
+        """Read and check the source now (once per run), before any checkpoint loads."""
+        from evals.inputs import check_records_file
+
+        path = self.resolve_path(self.options.dataset)
+        if self._frame is None:
+            check_records_file(path, ("text", "kinds"))
+            self._frame = load_labelled(path)
 
     def encoded(self, tokenizer, context_length: int) -> tuple[list[list[int]], list[list[str]]]:
         """The source tokenized once per tokenizer fingerprint."""

@@ -64,6 +64,11 @@ class TokenLossOptions:
         problems = [f"{name} must be >= 1, got {getattr(self, name)}"
                     for name in ("max_tokens", "batch_size", "batch_tokens", "chunk_rows")
                     if getattr(self, name) is not None and getattr(self, name) < 1]
+        if self.max_tokens == 1:  # the first token has no context: nothing would be scored
+            problems.append("max_tokens = 1 scores no token (the first token of the stream "
+                            "has no context); use max_tokens >= 2")
+        if self.max_docs is not None and self.max_docs < 1:
+            problems.append(f"max_docs must be >= 1 or unset, got {self.max_docs}")
         if self.context is not None and self.context < 2:
             problems.append(f"context must be >= 2 tokens, got {self.context}")
         if problems:
@@ -139,6 +144,8 @@ class TokenLoss(Evaluator):
     name = "token-loss"
     tables = ("token-loss",)
     Options = TokenLossOptions
+    path_options = ("dataset",)
+    runtime_options = ("batch_size", "batch_tokens", "chunk_rows")
 
     @classmethod
     def input_problems(cls, options: TokenLossOptions, base_dir: Path) -> list[str]:
@@ -148,6 +155,23 @@ class TokenLoss(Evaluator):
         super().__init__(options, base_dir)
         self._texts: list[str] | None = None
         self._streams: dict[str, TokenStream] = {}
+
+    def prepare(self) -> None:
+        """Read the documents now: a bad file is one config error, not one per checkpoint."""
+        from evals.inputs import check_records_file
+
+        path = Path(self.resolve_path(self.options.dataset))
+        if path.is_file():
+            check_records_file(path, () if path.suffix == ".txt" else (self.options.text_column,))
+        self.texts()
+
+    def input_id(self, option: str, value):
+        """A hub dataset is identified by its documents (read once per run)."""
+        if option == "dataset" and not Path(self.resolve_path(value)).exists():
+            from evals.inputs import text_id
+
+            return {"name": value, **text_id(self.texts())}
+        return super().input_id(option, value)
 
     def texts(self) -> list[str]:
         if self._texts is None:
@@ -164,6 +188,9 @@ class TokenLoss(Evaluator):
 
     def run(self, lm) -> dict[str, pl.DataFrame]:
         stream = self.stream(lm.tokenizer)
+        if len(stream.token_ids) < 2:
+            raise ValueError(f"{self.options.dataset}: {len(stream.token_ids)} token(s) for "
+                             f"{lm.ref.label}: nothing to score")
         context = min(self.options.context or min(lm.context_length, 2048), lm.context_length)
         losses = np.empty(len(stream.token_ids), np.float32)
         losses[0] = np.nan  # the first token has no context
