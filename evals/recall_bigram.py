@@ -143,6 +143,8 @@ class RecallBigram(Evaluator):
 
     @classmethod
     def input_problems(cls, options: RecallBigramOptions, base_dir: Path) -> list[str]:
+        if Path(options.dataset).suffix not in READERS:
+            return []  # the suffix problem is reported by the options' own check
         return missing_local_file(f"[evaluators.{cls.name}]", "dataset", options.dataset,
                                   base_dir)
 
