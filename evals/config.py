@@ -96,8 +96,15 @@ class BatchConfig:
 
     @property
     def suite_path(self) -> str:
+        """A built-in suite name ("a+b" for several) as given; anything else is a folder or
+        suite.toml relative to the batch's folder (never the working directory)."""
+        from dynamics.suites import BUILTIN_SUITES
+
         local = Path(self.resolve(self.suite))
-        return str(local) if local.exists() else self.suite
+        if local.exists():
+            return str(local)
+        builtin = all(p.strip() in BUILTIN_SUITES for p in self.suite.split("+"))
+        return self.suite if builtin else str(local)
 
 
 GRID_PAPER = ((1.0, -1.0), (-1.0, 1.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0))  # = mixture.PAPER_GRID

@@ -98,6 +98,7 @@ class Store:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self._written: dict[Path, dict] = {}  # parts this object wrote: rows, bytes, sha256
+        self._readable: dict[Path, tuple[int, int]] = {}  # footers read: (size, mtime_ns)
 
     # -- parts ------------------------------------------------------------
     def part_path(self, table: str, key: dict) -> Path:
@@ -201,6 +202,10 @@ class Store:
         return problems
 
     def _check_readable(self, part: Path, table: str, schema: pl.Schema) -> None:
+        st = part.stat()
+        stamp = (st.st_size, st.st_mtime_ns)
+        if self._readable.get(part) == stamp:
+            return  # footer read before by this object, and the file is unchanged since
         try:
             got = pl.read_parquet_schema(part)
         except Exception as err:  # noqa: BLE001  (polars raises several types for bad files)
@@ -212,6 +217,7 @@ class Store:
             raise StoreReadError(f"stored part {part} does not hold the {table!r} columns "
                                  f"{list(schema)} (found {list(got)}); delete it and rerun the "
                                  "batch to redo it")
+        self._readable[part] = stamp
 
     def read(self, table: str) -> pl.DataFrame:
         try:

@@ -15,7 +15,6 @@ from dynamics.cli import main
 from evals.config import load_batch, load_batch_file
 from evals.execute import run_batch
 from evals.store import Store
-from evals.sweep import ProvenanceError
 from tests.helpers import make_tiny_suite, write_val
 
 TL = {"dataset": "val.jsonl", "context": 32, "max_tokens": 300}
@@ -68,6 +67,8 @@ def test_changed_options_are_refused_then_rescored_on_request(tmp_path, suite, c
 
 
 def test_rescore_refuses_units_outside_the_selection(tmp_path, suite):
+    from evals.sweep import ProvenanceError
+
     root = _folder(tmp_path, suite)
     run_batch(load_batch_file(root / "batch.toml"), progress=False)
     cfg = load_batch_file(root / "batch.toml", ["steps=[0]", "evaluators={'token-loss'={"
