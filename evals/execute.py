@@ -35,6 +35,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from dynamics.checkpoints import CheckpointRef
 from dynamics.loading import load_checkpoint
@@ -123,6 +124,7 @@ def execute(
     run = resolve_batch(cfg)
     evals = evaluators if evaluators is not None else build_evaluators(cfg)
     check_inputs(evals)  # before the lock: a data problem leaves no trace in the store
+    check_prompt_files(run.generate)
     result = SweepResult()
     try:
         with store.lock():
@@ -145,6 +147,24 @@ def execute(
         raise RunInterrupted(len(result.written)) from None
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def check_prompt_files(specs: list[GenerateSpec]) -> None:
+    """The `[generate.*]` prompt files, read and checked before any checkpoint is loaded."""
+    from evals.base import ConfigError
+    from evals.inputs import check_records_file
+
+    problems = []
+    for spec in specs:
+        path = Path(spec.prompts_path)
+        if not path.is_file():
+            continue  # a hub dataset name (or checked by load_batch: a missing file)
+        try:
+            check_records_file(path, () if path.suffix == ".txt" else ("text",))
+        except (ValueError, OSError) as err:
+            problems.append(f"[generate.{spec.name}]: prompts: {err}")
+    if problems:
+        raise ConfigError(problems)
 
 
 def _with_generated(evals: list[Evaluator], cfg: BatchConfig, prepared: BatchConfig

@@ -95,6 +95,11 @@ def data_file(text: bytes | str, name: str = "bad.jsonl", evaluator: str = "toke
     return make
 
 
+def _write_bytes(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
 def raw_batch(text: bytes | str):
     def make(root: Path) -> list[str]:
         (root / "raw.toml").write_bytes(text if isinstance(text, bytes) else text.encode())
@@ -231,6 +236,11 @@ CASES = [
          "tasks = [] selects no task"),
     Case("circuit-task", run_with(evaluators={"circuits": {"tasks": ["iou"]}}),
          "unknown circuit tasks ['iou']"),
+    Case("generate-prompts", lambda root: ["run", str(_batch(
+        root, "bad.toml", generate={"mix": {"small": "tiny-neox-0", "large": "tiny-neox-0",
+                                            "prompts": str(_write_bytes(root / "p.jsonl",
+                                                                        b'{"txt": 1}\n'))}})),
+        "-q"], "p.jsonl: line 1 has no field 'text'"),
     Case("generate-key", run_with(generate={"mix": {"small": "tiny-neox-0",
                                                     "large": "tiny-neox-0", "topp": 0.9}}),
          "unknown key 'topp'"),
