@@ -15,8 +15,9 @@ one sweep scores them at every checkpoint.
 
 Resume: a file whose recorded options equal the table's (with "final" steps
 resolved to step numbers and the prompt file's content hash, not its path: a
-moved folder resumes) is reused, not regenerated. Different options are an error naming each changed option: the
-file is never silently reused, nor silently replaced. Set names end in
+moved folder resumes) is reused, not regenerated. Different options are an
+error naming each changed option: the file is never silently reused, nor
+silently replaced. Set names end in
 "| gen: <name>#<hash of the options>", so sets generated with other options
 never share a name with stale scores in the store.
 """

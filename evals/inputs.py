@@ -57,6 +57,35 @@ def _check_jsonl(path: Path, text: str, fields: Sequence[str]) -> None:
         raise InputError(f"{path}: no JSON lines (only blank lines)")
 
 
+def _check_parquet(path: Path, fields: Sequence[str]) -> None:
+    import polars as pl
+
+    try:
+        columns = list(pl.read_parquet_schema(path))
+    except Exception as err:  # noqa: BLE001  (polars raises several types)
+        raise InputError(f"{path}: not a readable parquet file ({type(err).__name__})") from err
+    if missing := [f for f in fields if f not in columns]:
+        raise InputError(f"{path}: no column {missing[0]!r} (has {columns})")
+
+
+def _check_json(path: Path, text: str, fields: Sequence[str]) -> None:
+    try:
+        whole = json.loads(text)
+    except json.JSONDecodeError:
+        _check_jsonl(path, text, fields)  # `datasets` reads .json files of JSON lines too
+        return
+    for n, row in enumerate(whole if isinstance(whole, list) else [], 1):
+        if not isinstance(row, dict) or (missing := [f for f in fields if f not in row]):
+            raise InputError(f"{path}: record {n} has no field "
+                             f"{(missing or list(fields))[0]!r} (needs {list(fields)})")
+
+
+def _check_csv(path: Path, text: str, fields: Sequence[str]) -> None:
+    header = [h.strip().strip('"') for h in text.splitlines()[0].split(",")]
+    if missing := [f for f in fields if f not in header]:
+        raise InputError(f"{path}: the header has no column {missing[0]!r} (has {header})")
+
+
 def check_records_file(path: str | Path, fields: Sequence[str] = ()) -> None:
     """Raise InputError unless `path` is a non-empty, well-formed data file with `fields`."""
     path = Path(path)
@@ -66,37 +95,13 @@ def check_records_file(path: str | Path, fields: Sequence[str] = ()) -> None:
     if not data.strip():
         raise InputError(f"{path}: the file is empty")
     if path.suffix == ".parquet":
-        import polars as pl
-
-        try:
-            columns = list(pl.read_parquet_schema(path))
-        except Exception as err:  # noqa: BLE001  (polars raises several types)
-            raise InputError(f"{path}: not a readable parquet file ({type(err).__name__})") from err
-        if missing := [f for f in fields if f not in columns]:
-            raise InputError(f"{path}: no column {missing[0]!r} (has {columns})")
-        return
-    if path.suffix not in TEXT_SUFFIXES:
-        return
-    text = _decode(path, data)
-    if path.suffix == ".jsonl":
-        _check_jsonl(path, text, fields)
-    elif path.suffix == ".json":
-        try:
-            whole = json.loads(text)
-        except json.JSONDecodeError:
-            _check_jsonl(path, text, fields)  # `datasets` reads .json files of JSON lines too
-            return
-        rows = whole if isinstance(whole, list) else None
-        if rows is not None:
-            for n, row in enumerate(rows, 1):
-                if not isinstance(row, dict) or (missing := [f for f in fields if f not in row]):
-                    raise InputError(f"{path}: record {n} has no field "
-                                     f"{(missing or list(fields))[0]!r} (needs {list(fields)})")
-    elif path.suffix == ".csv":
-        header = text.splitlines()[0].split(",")
-        header = [h.strip().strip('"') for h in header]
-        if missing := [f for f in fields if f not in header]:
-            raise InputError(f"{path}: the header has no column {missing[0]!r} (has {header})")
+        _check_parquet(path, fields)
+    elif path.suffix in TEXT_SUFFIXES:
+        text = _decode(path, data)
+        check = {".jsonl": _check_jsonl, ".json": _check_json, ".csv": _check_csv}.get(
+            path.suffix)
+        if check is not None:
+            check(path, text, fields)
 
 
 _HASHES: dict[tuple, str] = {}

@@ -18,9 +18,11 @@ the record names is whole (evals.store); a checkpoint with nothing pending is
 never loaded. Before that, `check_provenance` refuses a batch whose options
 differ from those of units already stored (one line per differing option,
 with the ways out), unless `rescore` asks to score those units again: a store
-never holds two versions of one unit, nor two experiments. A unit that fails (load error, evaluator exception, non-finite values) is
-recorded in the store with its error text and the batch goes on; a later run
-does not rerun recorded failures unless `retry_failed=True`, and reports them
+never holds two versions of one unit, nor two experiments. A unit that fails
+(load error, a checkpoint that does not load exactly, evaluator exception,
+non-finite values, no row where rows are due) is recorded in the store with
+its error text and the batch goes on; a later run does not rerun recorded
+failures unless `retry_failed=True`, and reports them
 (`SweepResult.not_retried`): a failure is never counted as stored.
 """
 

@@ -300,3 +300,22 @@ def test_load_batch_refuses_relative_paths_outside_the_batch_folder(tmp_path, mo
                                           rf"{tmp_path / 'b' / 'v.jsonl'}\)"):
         load_batch({"suite": "pythia", "output": "o", "models": ["pythia-70m"], "steps": [0],
                     "evaluators": {"token-loss": {"dataset": "v.jsonl"}}}, tmp_path / "b")
+
+
+@pytest.mark.parametrize("name,data,needle", [
+    ("a.json", b'[{"text": "a"}, {"txt": "b"}]', "record 2 has no field 'text'"),
+    ("a.json", b'{"text": "a"}\n{"text": \n', "line 2 is not valid JSON"),
+    ("a.csv", b"txt,other\nx,y\n", "the header has no column 'text'"),
+    ("a.txt", b"caf\xe9\n", "not UTF-8 text: byte offset 3 (line 1)"),
+    ("a.parquet", b"PAR1 not really", "not a readable parquet file"),
+    ("a.jsonl", b"\n\n  \n", "the file is empty"),
+])
+def test_input_files_are_checked_by_format(tmp_path, name, data, needle):
+    from evals.inputs import InputError, check_records_file
+
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(InputError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        check_records_file(tmp_path / name, ("text",))
+    pl.DataFrame({"txt": ["a"]}).write_parquet(tmp_path / "b.parquet")
+    with pytest.raises(InputError, match="no column 'text'"):
+        check_records_file(tmp_path / "b.parquet", ("text",))
