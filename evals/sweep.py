@@ -148,17 +148,21 @@ def unit_context(cfg: BatchConfig, evals: list[Evaluator], suite=None) -> UnitCo
     return UnitContext({ev.name: provenance_of(ev, cfg) for ev in evals}, ArchReference(firsts))
 
 
-def is_done(store: Store, ev: Evaluator, ref: CheckpointRef, fingerprint: str | None) -> bool:
+def is_done(store: Store, ev: Evaluator, ref: CheckpointRef, fingerprint: str | None,
+            unrecorded: list[str] | None = None) -> bool:
     """The unit's record matches `fingerprint` and every part it names is whole.
 
-    A part that is damaged, or that exists without a record (an interrupted write, or an
-    older version of this tool), is redone with a warning naming it.
+    A damaged part is redone with a warning naming it. A part without a record (an
+    interrupted write, or an older version of this tool) is redone too; it is appended to
+    `unrecorded` (plan warns once per evaluator), or warned about here when that is None.
     """
     record = store.read_record(ev.name, ref.key)
     if record is None:
         there = [str(store.part_path(t, ref.key)) for t in ev.tables
                  if store.part_path(t, ref.key).is_file()]
-        if there:
+        if there and unrecorded is not None:
+            unrecorded.append(there[0])
+        elif there:
             log.warning("%s [%s]: %s has no provenance record (an interrupted write or an "
                         "older version); scoring it again", ref.label, ev.name, there[0])
         return False
@@ -191,6 +195,11 @@ def _differences(old: dict, new: dict) -> list[str]:
             for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
+def _has_a_part(store: Store, record: dict) -> bool:
+    key = record.get("key") or {}
+    return bool(key) and any(store.part_path(t, key).is_file() for t in record.get("parts") or ())
+
+
 def check_provenance(store: Store, evals: list[Evaluator], provenance: dict[str, dict],
                      refs: list[CheckpointRef], rescore: bool = False) -> None:
     """Refuse a batch whose provenance differs from units already stored (see module doc).
@@ -203,8 +212,9 @@ def check_provenance(store: Store, evals: list[Evaluator], provenance: dict[str,
     problems, n_stale = [], 0
     for ev in evals:
         want = provenance[ev.name]
-        stale = [rec for _, rec in store.records(ev.name)
-                 if rec is not None and rec.get("fingerprint") != want["fingerprint"]]
+        stale = [rec for _, rec in store.records(ev.name)  # a record with no part left
+                 if rec is not None and rec.get("fingerprint") != want["fingerprint"]
+                 and _has_a_part(store, rec)]  # is no stored unit: it blocks nothing
         if not stale:
             continue
         where = f"[evaluators.{ev.name}]"
@@ -239,7 +249,7 @@ def plan(
     `fingerprints` (evaluator name -> this batch's provenance fingerprint): a stored unit
     with another fingerprint is pending (check_provenance has allowed it); None: any."""
     todo, result = [], SweepResult()
-    fingerprints = fingerprints or {}
+    fingerprints, unrecorded = fingerprints or {}, {}
     for ref in refs:
         load_error = None if retry_failed else store.failure_error(LOAD, ref.key)
         if load_error is not None:
@@ -247,7 +257,8 @@ def plan(
             continue
         pending = []
         for ev in evals:
-            if is_done(store, ev, ref, fingerprints.get(ev.name)):
+            if is_done(store, ev, ref, fingerprints.get(ev.name),
+                       unrecorded.setdefault(ev.name, [])):
                 result.skipped += 1
                 continue
             error = None if retry_failed else store.failure_error(ev.name, ref.key)
@@ -257,6 +268,11 @@ def plan(
                 result.not_retried.append((ref.label, ev.name, error))
         if pending:
             todo.append((ref, pending))
+    for name, paths in unrecorded.items():
+        if paths:
+            log.warning("[%s]: %d stored part(s) have no provenance record (an interrupted "
+                        "write, or a store written by an older version), e.g. %s; scoring "
+                        "them again", name, len(paths), paths[0])
     return todo, result
 
 

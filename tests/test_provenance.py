@@ -78,6 +78,17 @@ def test_rescore_refuses_units_outside_the_selection(tmp_path, suite):
         run_batch(cfg, progress=False, rescore=True)
 
 
+def test_records_without_parts_block_nothing(tmp_path, suite):
+    """A user who deletes a table's parts to redo it with other options is not refused."""
+    root = _folder(tmp_path, suite)
+    run_batch(load_batch_file(root / "batch.toml"), progress=False)
+    shutil.rmtree(root / "out" / "token-loss")
+    _folder(tmp_path, suite, max_tokens=100)
+    again = run_batch(load_batch_file(root / "batch.toml"), progress=False)
+    assert len(again.written) == 3
+    assert Store(root / "out").read("token-loss").height == 3 * 99
+
+
 def test_runtime_options_are_not_provenance(tmp_path, suite):
     """Batch sizes change speed and memory, not what is scored: no refusal, nothing redone."""
     root = _folder(tmp_path, suite)
@@ -133,7 +144,8 @@ def test_damaged_or_unrecorded_parts_are_redone_with_a_warning(tmp_path, suite, 
     text = caplog.text
     assert f"{p10} holds" in text and "truncated or rewritten" in text
     assert f"{p20} differs from the part its record describes" in text
-    assert f"{p0} has no provenance record" in text
+    assert f"1 stored part(s) have no provenance record (an interrupted write, or a store " \
+           f"written by an older version), e.g. {p0}" in text
     assert all(p.read_bytes() == good[p] for p in (p0, p10, p20))  # redone: the same bytes
 
 
