@@ -92,7 +92,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from evals.execute import execute as run  # the same path as run_batch / run_batch_ray
 
     cfg = load_batch_file(args.batch, args.overrides)
-    result = run(cfg, retry_failed=args.retry_failed, progress=not args.quiet)
+    result = run(cfg, retry_failed=args.retry_failed, rescore=args.rescore,
+                 progress=not args.quiet)
     _print_result(result, verbose=args.verbose)
     print(f"results: {cfg.output_dir}")
     return 1 if result.has_failures else 0
@@ -125,10 +126,13 @@ def _print_result(result, verbose: bool = False) -> None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Write the report; exit 1 if any section failed (the page is still written)."""
-    from evals.store import Store
+    from evals.store import Store, StoreReadError
     from reports.build import build_report
 
+    _check_out_folder(args.out)
     store = Store(args.results)
+    if bad := store.unreadable_parts():
+        raise StoreReadError("\n".join(bad))
     if store.root.is_dir() and not store.tables():
         failed = store.failures().height
         why = f"; {failed} unit(s) failed, see {store.root / '_failures'}" if failed else ""
@@ -145,6 +149,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _check_out_folder(out: str) -> None:
+    """`report --out`: a folder, or a path where one can be made (checked before the report)."""
+    from pathlib import Path
+
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {out}: is a file; give a folder for index.html and the charts")
+    blocker = next((p for p in path.absolute().parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise ValueError(f"--out {out}: cannot create it, {blocker} is a file")
+
+
 def _floats(text: str, option: str) -> list[float]:
     try:
         return [float(x) for x in text.split(",") if x.strip()]
@@ -153,16 +169,27 @@ def _floats(text: str, option: str) -> list[float]:
                          f"got {text!r}") from err
 
 
+def _check_out_file(out: str) -> None:
+    """`compare --out`: a .csv or .parquet file in an existing folder (checked first)."""
+    from pathlib import Path
+
+    path = Path(out)
+    if path.suffix not in (".csv", ".parquet"):
+        raise ValueError(f"--out {out}: use a .csv or .parquet file name")
+    if path.is_dir():
+        raise ValueError(f"--out {out}: is a folder; give a .csv or .parquet file name")
+    if not path.absolute().parent.is_dir():
+        raise ValueError(f"--out {out}: the folder {path.absolute().parent} does not exist")
+
+
 def _write_frame(frame, path) -> None:
     from pathlib import Path
 
     path = Path(path)
     if path.suffix == ".csv":
         frame.write_csv(path)
-    elif path.suffix == ".parquet":
-        frame.write_parquet(path)
     else:
-        raise ValueError(f"--out {path}: use a .csv or .parquet file name")
+        frame.write_parquet(path)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -171,7 +198,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     import polars as pl
 
-    from evals.store import Store
+    from evals.store import Store, StoreReadError
     from reports.text import comparison_text
     from stats.behaviors import behavior_table
     from stats.families import compare
@@ -180,7 +207,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     families = [f.strip() for f in args.families.split(",") if f.strip()]
     if len(families) != 2:
         raise ValueError(f"--families takes two families, e.g. pythia,opt; got {args.families!r}")
+    if args.out:
+        _check_out_file(args.out)
     store = Store(args.results)
+    if bad := store.unreadable_parts():
+        raise StoreReadError("\n".join(bad))
     table = behavior_table(store)
     for line in table.missing:
         print(f"behavior provider not available: {line}", file=sys.stderr)
@@ -347,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("batch", help=f"batch TOML ({DOCS['run']})")
     r.add_argument("overrides", nargs="*", help="key=value overrides of top-level batch keys")
     r.add_argument("--retry-failed", action="store_true", help="retry units recorded as failed")
+    r.add_argument("--rescore", action="store_true", help="score again the stored units whose "
+                   "evaluator options or inputs differ from the batch's (otherwise refused)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     r.set_defaults(func=cmd_run)
 
@@ -429,26 +462,61 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _one_line_warnings() -> object:
+    """Show each distinct warning once, as `warning: <text>` (no source line); returns the
+    previous `warnings.showwarning` to restore."""
+    import warnings
+
+    previous, seen = warnings.showwarning, set()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = str(message)
+        if text not in seen:
+            seen.add(text)
+            print(f"warning: {text}", file=sys.stderr)
+
+    warnings.showwarning = show
+    return previous
+
+
+def _user_error(err: BaseException, verbose: bool) -> int:
+    """One `error:` line per problem (the traceback only with -v); exit status 2."""
+    if verbose:
+        traceback.print_exception(err, file=sys.stderr)
+    text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+    for line in text.splitlines() or [type(err).__name__]:
+        print(f"error: {line}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    from evals.store import StoreLockedError
+
     args = parse_args(argv)
     _quiet_progress()
     level = logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger().setLevel(level)  # also where a host (pytest) set up logging first
+    shown = None if args.verbose else _one_line_warnings()
     try:
         return args.func(args)
     except BrokenPipeError:  # e.g. `dynamics suites | head`
         sys.stderr.close()
         return 0
-    except (ValueError, KeyError, FileNotFoundError) as err:
-        # ConfigError / SuiteError / SchemaError: user input; one line per problem, and the
-        # traceback only with -v (an internal bug can also raise these).
-        if args.verbose:
-            traceback.print_exception(err, file=sys.stderr)
-        text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-        for line in text.splitlines() or [type(err).__name__]:
-            print(f"error: {line}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt as err:  # Ctrl-C: what is stored stays (evals.execute)
+        stored = getattr(err, "stored", None)
+        done = f": {stored} units stored; rerun to continue" if stored is not None else ""
+        print(f"interrupted{done}", file=sys.stderr)
+        return 130
+    except (ValueError, KeyError, OSError, StoreLockedError) as err:
+        # ConfigError / SuiteError / SchemaError / StoreReadError, a held lock, a path that
+        # cannot be written: user input or the user's machine; one line per problem.
+        return _user_error(err, args.verbose)
+    finally:
+        if shown is not None:
+            warnings.showwarning = shown
 
 
 if __name__ == "__main__":

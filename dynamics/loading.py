@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from dynamics.checkpoints import CheckpointRef, CheckpointUnavailableError
+from dynamics.exact import check_exact_load
 from dynamics.weights import (
     NON_WEIGHT_PATTERNS,
     UnsafeWeightsError,
@@ -91,6 +92,27 @@ def device_problem(device: str) -> str | None:
     hint = difflib.get_close_matches(device, ["cpu", "cuda", "mps"], n=1, cutoff=0.5)
     extra = f" (did you mean {hint[0]!r}?)" if hint else ""
     return f"device {device!r} not allowed{extra}; use cpu, cuda, cuda:N or mps"
+
+
+def device_absent_problem(device: str) -> str | None:
+    """Why a well-spelled `device` is not present on this machine, or None if it is.
+
+    For runs that load here (the local executor): `cuda` without CUDA would fail every
+    unit the same way, so it is refused before any checkpoint is loaded.
+    """
+    kind, _, index = device.partition(":")
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            return (f"device {device!r}: this machine has no CUDA device (torch "
+                    f"{torch.__version__}, torch.cuda.is_available() is False); use device = "
+                    '"cpu", or run where CUDA is')
+        if index and int(index) >= count:
+            return (f"device {device!r}: this machine has {count} CUDA device(s), "
+                    f"cuda:0..cuda:{count - 1}")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        return f"device {device!r}: MPS is not available on this machine; use device = \"cpu\""
+    return None
 
 
 def cpu_model() -> str:
@@ -281,7 +303,8 @@ def fetch_checkpoint(ref: CheckpointRef, options: LoadOptions) -> Path:
 
 
 def _pickle_model(folder: Path, weights: WeightFiles, options: LoadOptions):
-    """A model from pickle weights read by the restricted unpickler (dynamics.weights).
+    """A model (and transformers' loading info) from pickle weights read by the restricted
+    unpickler (dynamics.weights).
 
     The state dict goes through `from_pretrained(None, config=..., state_dict=...)`,
     so key renames, tied weights and the dtype are handled as for safetensors.
@@ -297,7 +320,8 @@ def _pickle_model(folder: Path, weights: WeightFiles, options: LoadOptions):
             f"{folder}: pickle weights of architecture {type(config).__name__}, which "
             "transformers has no causal-LM class for; convert the checkpoint to safetensors")
     cls = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
-    return cls.from_pretrained(None, config=config, state_dict=state, dtype=DTYPES[options.dtype])
+    return cls.from_pretrained(None, config=config, state_dict=state, dtype=DTYPES[options.dtype],
+                               output_loading_info=True)
 
 
 def load_checkpoint(ref: CheckpointRef, options: LoadOptions | None = None) -> LoadedModel:
@@ -312,13 +336,14 @@ def load_checkpoint(ref: CheckpointRef, options: LoadOptions | None = None) -> L
     weights = check_local_weights(folder)
     try:
         if weights.kind == "pickle":
-            model = _pickle_model(folder, weights, options)
+            model, info = _pickle_model(folder, weights, options)
         else:
-            model = AutoModelForCausalLM.from_pretrained(
+            model, info = AutoModelForCausalLM.from_pretrained(
                 folder,
                 dtype=DTYPES[options.dtype],
                 use_safetensors=True,
                 trust_remote_code=options.trust_remote_code,
+                output_loading_info=True,
             )
         tokenizer = AutoTokenizer.from_pretrained(
             folder, trust_remote_code=options.trust_remote_code
@@ -329,6 +354,7 @@ def load_checkpoint(ref: CheckpointRef, options: LoadOptions | None = None) -> L
         raise CheckpointUnavailableError(
             f"failed to load {ref.label} from {folder}: {type(err).__name__}: {err}"
         ) from err
+    check_exact_load(ref, info, folder)  # no randomly initialised weights, ever
     check_params(ref, model)
     model.to(options.device).eval()
     return LoadedModel(ref=ref, model=model, tokenizer=tokenizer, local_dir=folder)

@@ -44,11 +44,21 @@ class ConfigError(ValueError):
 
 
 class Evaluator(ABC):
-    """Turns a loaded checkpoint into tidy frames (one per declared table)."""
+    """Turns a loaded checkpoint into tidy frames (one per declared table).
+
+    Provenance (what a stored part records, evals.store): the evaluator's name,
+    `code_version` (bump it when a change alters the scores), its options except
+    `runtime_options` (speed and memory only, such as batch sizes), with the
+    `path_options` replaced by their inputs' content (`input_id`), never the path.
+    """
 
     name: ClassVar[str]
     tables: ClassVar[tuple[str, ...]]
     Options: ClassVar[type]
+    code_version: ClassVar[int] = 1
+    path_options: ClassVar[tuple[str, ...]] = ()
+    runtime_options: ClassVar[tuple[str, ...]] = ()
+    empty_tables: ClassVar[tuple[str, ...]] = ()  # tables whose part may hold no row
 
     def __init__(self, options: Any, base_dir: Path | None = None):
         self.options = options
@@ -62,6 +72,44 @@ class Evaluator(ABC):
         checkpoint is downloaded; none by default.
         """
         return []
+
+    def prepare(self) -> None:
+        """Read and check every input now (once per run), before any checkpoint is loaded.
+
+        Raises ValueError or OSError naming the file and the problem; the data read
+        is kept for `run`. Nothing by default.
+        """
+
+    def input_errors(self) -> list[str]:
+        """`prepare`'s problem as config problems (one line each), or []."""
+        try:
+            self.prepare()
+        except (ValueError, OSError) as err:
+            return [f"[evaluators.{self.name}]: {line}" for line in str(err).splitlines()]
+        return []
+
+    def input_id(self, option: str, value):
+        """What identifies the input an option names: a local file's or folder's content
+        hash, or the name of a hub dataset (lists: each item)."""
+        from evals.inputs import content_id
+
+        if value is None:
+            return None
+        if isinstance(value, (list, tuple)):
+            return [self.input_id(option, v) for v in value]
+        path = Path(self.resolve_path(value))
+        return content_id(path) if path.exists() else {"name": value}
+
+    def provenance(self) -> dict:
+        """What a part of this evaluator depends on (class docstring), JSON-ready."""
+        import json
+
+        options = {f.name: getattr(self.options, f.name) for f in dataclasses.fields(self.options)
+                   if f.name not in self.runtime_options}
+        for name in self.path_options:
+            options[name] = self.input_id(name, options.get(name))
+        body = {"evaluator": self.name, "code_version": self.code_version, "options": options}
+        return json.loads(json.dumps(body, sort_keys=True, default=str))
 
     @abstractmethod
     def run(self, lm) -> dict[str, pl.DataFrame]:
@@ -83,12 +131,13 @@ class Evaluator(ABC):
             logging.getLogger(type(self).__module__).log(level, "%s", text)
 
     def resolve_path(self, value: str) -> str:
-        """A path option relative to the batch file's folder (hub names pass through)."""
+        """A path option relative to the batch file's folder, never the working directory
+        (a name without a data-file suffix that is not there is a hub dataset name)."""
         p = Path(value).expanduser()
         if p.is_absolute():
             return str(p)
         candidate = self.base_dir / p
-        return str(candidate) if candidate.exists() else value
+        return str(candidate) if candidate.exists() or p.suffix in LOCAL_DATA_SUFFIXES else value
 
 
 LOCAL_DATA_SUFFIXES = (".txt", ".json", ".jsonl", ".parquet", ".csv")
@@ -97,9 +146,8 @@ LOCAL_DATA_SUFFIXES = (".txt", ".json", ".jsonl", ".parquet", ".csv")
 def missing_local_file(where: str, key: str, value: str | None, base_dir: Path) -> list[str]:
     """[problem] when `value` names a local data file (by its suffix) that does not exist.
 
-    Names without such a suffix are hub dataset names and pass. A relative path may
-    be relative to `base_dir` (the batch file's folder) or to the working directory,
-    as `Evaluator.resolve_path` allows.
+    Names without such a suffix are hub dataset names and pass. A relative path is
+    relative to `base_dir` (the batch file's folder) only, as `Evaluator.resolve_path`.
     """
     if value is None or Path(value).suffix not in LOCAL_DATA_SUFFIXES:
         return []
@@ -112,11 +160,10 @@ def missing_local_file(where: str, key: str, value: str | None, base_dir: Path) 
 
 
 def local_candidates(value: str, base_dir: Path) -> list[Path]:
-    """Where a path option may point: itself if absolute, else under `base_dir`, then the cwd."""
+    """Where a path option points: itself if absolute, else under `base_dir` (the batch
+    file's folder; never the working directory, which changes with where one runs)."""
     path = Path(value).expanduser()
-    if path.is_absolute():
-        return [path]
-    return list(dict.fromkeys([Path(base_dir) / path, Path.cwd() / path]))
+    return [path if path.is_absolute() else Path(base_dir) / path]
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -169,10 +216,12 @@ def key_problems(cls: type, values: dict, where: str) -> dict[str, str]:
     """Unknown, missing and mistyped keys of a dataclass option table, one problem per key.
 
     Each key is checked on its own, so one bad key never hides another; the keys
-    not in the result hold values of the right type.
+    not in the result hold values of the right type. Fields named in the class's
+    `INTERNAL` (set by the tool, not by users) are unknown keys and never listed.
     """
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    internal = set(getattr(cls, "INTERNAL", ()))
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in internal}
     problems = {}
     for key in values:
         if key not in fields:
@@ -199,15 +248,33 @@ def parse_options(cls: type, values: dict, where: str) -> tuple[Any, list[str]]:
     value, and what is allowed. A `__post_init__` that raises ConfigError reports
     all its value problems, one line each.
     """
-    problems = list(key_problems(cls, values, where).values())
-    if problems:
-        return None, problems
+    bad = key_problems(cls, values, where)
+    if bad:  # still check the values of the well-typed keys: one wrong type hides nothing
+        return None, [*bad.values(), *(f"{where}: {p}" for p in value_problems(
+            cls, {k: v for k, v in values.items() if k not in bad}))]
     try:
         return cls(**values), []
     except ConfigError as err:
         return None, [f"{where}: {p}" for p in err.problems]
     except (ValueError, TypeError) as err:
         return None, [f"{where}: {err}"]
+
+
+def value_problems(cls: type, values: dict) -> list[str]:
+    """The `__post_init__` problems of well-typed `values` (defaults for the rest);
+    [] when a required key is missing (its check needs a value)."""
+    required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING]
+    check = getattr(cls, "__post_init__", None)
+    if check is None or any(name not in values for name in required):
+        return []
+    try:
+        check(unchecked_options(cls, values))
+    except ConfigError as err:
+        return err.problems
+    except (ValueError, TypeError) as err:
+        return [str(err)]
+    return []
 
 
 def unchecked_options(cls: type, values: dict) -> Any:
@@ -228,9 +295,16 @@ def unchecked_options(cls: type, values: dict) -> Any:
 
 
 def build_evaluator(name: str, values: dict, base_dir: Path | None = None) -> Evaluator:
-    """Instantiate a registered evaluator from its option table; raises ConfigError."""
+    """Instantiate a registered evaluator from its option table; raises ConfigError
+    (also for inputs its constructor reads and finds unusable)."""
     cls = evaluator_class(name)
     options, problems = parse_options(cls.Options, values, f"[evaluators.{name}]")
     if problems:
         raise ConfigError(problems)
-    return cls(options, base_dir)
+    try:
+        return cls(options, base_dir)
+    except (ValueError, OSError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError([f"[evaluators.{name}]: {line}" for line in str(err).splitlines()]
+                          ) from err

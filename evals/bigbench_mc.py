@@ -38,7 +38,7 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from evals.base import Evaluator, local_candidates, tokenizer_fingerprint
+from evals.base import ConfigError, Evaluator, local_candidates, tokenizer_fingerprint
 from evals.bigbench_tasks import MCExample, format_task, read_task, select_tasks
 from evals.scoring import (ContextTooLongError, Request, check_head, length_batches,
                            score_requests, target_logprobs)
@@ -71,12 +71,19 @@ class BigBenchOptions:
     max_length: int | None = None
 
     def __post_init__(self) -> None:
+        problems = []
         if self.k < 0:
-            raise ValueError(f"k must be >= 0, got {self.k}")
+            problems.append(f"k must be >= 0, got {self.k}")
         if self.max_examples is not None and self.max_examples < 1:
-            raise ValueError(f"max_examples must be >= 1 or unset, got {self.max_examples}")
+            problems.append(f"max_examples must be >= 1 or unset, got {self.max_examples}")
         if self.batch_tokens < 1:
-            raise ValueError(f"batch_tokens must be >= 1, got {self.batch_tokens}")
+            problems.append(f"batch_tokens must be >= 1, got {self.batch_tokens}")
+        if self.max_length is not None and self.max_length < 2:
+            problems.append(f"max_length must be >= 2 tokens or unset, got {self.max_length}")
+        if isinstance(self.tasks, list) and not self.tasks:
+            problems.append('tasks = [] selects no task; name tasks or use "all"')
+        if problems:
+            raise ConfigError(problems)
 
 
 @dataclass(frozen=True)
@@ -274,6 +281,8 @@ class BigBenchMC(Evaluator):
     name = "bigbench-mc"
     tables = ("bigbench-mc",)
     Options = BigBenchOptions
+    path_options = ("folder",)
+    runtime_options = ("batch_tokens",)
 
     @classmethod
     def input_problems(cls, options: BigBenchOptions, base_dir: Path) -> list[str]:
@@ -307,6 +316,14 @@ class BigBenchMC(Evaluator):
             log.warning("bigbench-mc: skipped generative subtasks %s", ", ".join(self.skipped))
         self._tokenized: dict[str, list[Tokenized]] = {}
         self.truncated = 0
+
+    def input_id(self, option: str, value):
+        """The folder is identified by the formatted examples read from it (the selected
+        tasks only; the rest of the folder does not change the scores)."""
+        from evals.inputs import text_id
+
+        return text_id((e.task, e.example_id, e.prompt, tuple(e.choices),
+                        tuple(e.target_scores)) for e in self.examples)
 
     def tokenized(self, tokenizer) -> list[Tokenized]:
         key = tokenizer_fingerprint(tokenizer)

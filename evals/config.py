@@ -61,7 +61,8 @@ class BatchConfig:
         seed: seed for anything random in evaluators.
         generate: set name -> `[generate.<name>]` table (GenerateConfig): labeled sets
             generated from the mixture of two checkpoints before the sweep.
-        base_dir: folder relative paths are resolved against (the TOML's folder).
+        base_dir: folder relative paths are resolved against (the TOML's folder; set by
+            load_batch, not a batch key).
         equivalence_margin: the margin, in the behaviors' units, within which two families
             "do not differ" (stats.equivalence; used where the suite has no seed runs).
     """
@@ -83,6 +84,8 @@ class BatchConfig:
     base_dir: str = "."
     equivalence_margin: float | None = None
 
+    INTERNAL = ("base_dir",)  # set by load_batch from the file's folder; not a user key
+
     def resolve(self, value: str) -> str:
         p = Path(value).expanduser()
         return str(p if p.is_absolute() else Path(self.base_dir) / p)
@@ -93,8 +96,15 @@ class BatchConfig:
 
     @property
     def suite_path(self) -> str:
+        """A built-in suite name ("a+b" for several) as given; anything else is a folder or
+        suite.toml relative to the batch's folder (never the working directory)."""
+        from dynamics.suites import BUILTIN_SUITES
+
         local = Path(self.resolve(self.suite))
-        return str(local) if local.exists() else self.suite
+        if local.exists():
+            return str(local)
+        builtin = all(p.strip() in BUILTIN_SUITES for p in self.suite.split("+"))
+        return self.suite if builtin else str(local)
 
 
 GRID_PAPER = ((1.0, -1.0), (-1.0, 1.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0))  # = mixture.PAPER_GRID
@@ -288,17 +298,58 @@ def _check_evaluators(evaluators: dict, base_dir: Path | None = None) -> list[st
     return problems
 
 
-def _check_runtime(ok: dict) -> list[str]:
-    """The device string, and ray installed when the executor is ray."""
-    from dynamics.loading import device_problem
+def _check_output(ok: dict, base_dir: str, source: Path | None) -> list[str]:
+    """The output folder: not a file, not the batch file's folder (nor one holding it),
+    and creatable and writable. Nothing is created here."""
+    import os
+
+    if "output" not in ok:
+        return []
+    value = ok["output"]
+    out = BatchConfig("", value, base_dir=base_dir).output_dir.resolve()
+    at = f"output = {value!r}"
+    if source is not None:
+        batch = Path(source).resolve()
+        if batch == out:
+            return [f"{at} is the batch file itself; give a folder for the results, e.g. "
+                    'output = "results"']
+        if out in batch.parents:
+            return [f"{at} ({out}) holds the batch file {source}: the run would write its own "
+                    "batch.toml, lock and results over it; give a folder of its own, e.g. "
+                    'output = "results"']
+    if out.exists() and not out.is_dir():
+        return [f"{at}: {out} is a file; give a folder for the results"]
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        return [f"{at}: cannot create {out}: {existing} is a file"]
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "write to" if existing == out else f"create {out} in"
+        return [f"{at}: cannot {what} {existing} (no write permission); give a writable folder"]
+    return []
+
+
+def _check_runtime(ok: dict, here: bool = True) -> list[str]:
+    """The device string (and, for the local executor run `here`, that the device is
+    here), the selection and budget values, and ray installed when the executor is ray."""
+    from dynamics.loading import device_absent_problem, device_problem
 
     problems = []
+    if ok.get("models") == []:
+        problems.append("models = [] selects no model; list model names, or omit `models` "
+                        "for every model of the suite")
+    budget = ok.get("disk_budget_gb")
+    if budget is not None and budget <= 0:
+        problems.append(f"disk_budget_gb = {budget!r}: give a positive size in GB (or omit it "
+                        "to keep every download)")
     margin = ok.get("equivalence_margin")
     if margin is not None and not (isinstance(margin, (int, float)) and margin > 0):
         problems.append(f"equivalence_margin = {margin!r}: give a positive number (the "
                         "behaviors' units)")
     if "device" in ok and (problem := device_problem(ok["device"])):
         problems.append(problem)
+    elif here and ok.get("executor", "local") == "local" and (
+            problem := device_absent_problem(ok.get("device", "cpu"))):
+        problems.append(problem)  # under ray the workers may have the device
     if ok.get("executor") == "ray":
         import importlib.util
 
@@ -307,29 +358,32 @@ def _check_runtime(ok: dict) -> list[str]:
     return problems
 
 
-def load_batch(values: dict, base_dir: str | Path = ".", where: str = "batch", *,
-               check_inputs: bool = True) -> BatchConfig:
+def load_batch(values: dict, base_dir: str | Path = ".", where: str = "batch",
+               source: str | Path | None = None, *, check_inputs: bool = True) -> BatchConfig:
     """Validate a batch dict fully; raise ConfigError listing every problem.
 
     Every field is checked on its own (a wrong type in one key never hides the
-    suite, steps, evaluator, data-file or device checks), so one run shows all.
-    `check_inputs=False` skips the data-file checks (`dynamics plan` lists them instead).
+    suite, steps, evaluator, data-file, output or device checks), so one run shows
+    all. `source` is the batch file, when there is one (the output must not hold it).
+    `check_inputs=False` is for a plan of a run elsewhere (`dynamics plan`): it skips
+    the data-file checks (the plan lists them instead) and whether the device is here.
     """
-    values = {**values, "base_dir": str(base_dir)}
     bad = key_problems(BatchConfig, values, where)
     ok = {k: v for k, v in values.items() if k not in bad}
     suite, problems = _load_suite(ok, str(base_dir))
     evaluators = ok.get("evaluators", {}) if "evaluators" not in bad else None
     generate = ok.get("generate", {})
     problems = [
-        *bad.values(), *problems, *_check_selection(suite, ok, bad), *_check_runtime(ok),
+        *bad.values(), *problems, *_check_selection(suite, ok, bad),
+        *_check_runtime(ok, here=check_inputs),
+        *_check_output(ok, str(base_dir), Path(source) if source is not None else None),
         *(_check_evaluators(evaluators, Path(base_dir) if check_inputs else None)
           if evaluators is not None else []),
         *_check_generate(generate, evaluators or {}, suite),
     ]
     if problems:
         raise ConfigError([p if p.startswith(where) else f"{where}: {p}" for p in problems])
-    return BatchConfig(**values)
+    return BatchConfig(**values, base_dir=str(base_dir))
 
 
 def load_batch_file(path: str | Path, overrides: list[str] | None = None, *,
@@ -337,9 +391,14 @@ def load_batch_file(path: str | Path, overrides: list[str] | None = None, *,
     """Read a batch TOML; `overrides` are `key=value` strings (values parsed as TOML)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"batch file {path} does not exist")
+        raise ConfigError(f"batch file {path} " + ("is a folder; give the batch TOML file in it"
+                                                   if path.is_dir() else "does not exist"))
+    data = path.read_bytes()
     try:
-        values = tomllib.loads(path.read_text())
+        values = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte offset {err.start} is "
+                          f"0x{data[err.start]:02x}); save the batch file as UTF-8") from err
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from err
     for item in overrides or []:
@@ -350,14 +409,16 @@ def load_batch_file(path: str | Path, overrides: list[str] | None = None, *,
             values[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
         except tomllib.TOMLDecodeError:
             values[key.strip()] = raw  # a bare string
-    return load_batch(values, path.parent, str(path), check_inputs=check_inputs)
+    return load_batch(values, path.parent, str(path), source=path, check_inputs=check_inputs)
 
 
 def batch_to_toml(cfg: BatchConfig) -> str:
     """The config as TOML (written beside the results); `load_batch` reads it back equal.
 
-    Fields left at None are omitted (None is their default).
+    Fields left at None are omitted (None is their default), and so is `base_dir`
+    (the folder the file is read from, not a batch key).
     """
     from dynamics.toml_writer import dumps
 
-    return dumps({f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)})
+    return dumps({f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+                  if f.name not in BatchConfig.INTERNAL})

@@ -14,9 +14,10 @@ and returns the batch with those files added to the `sequences` evaluator
 one sweep scores them at every checkpoint.
 
 Resume: a file whose recorded options equal the table's (with "final" steps
-resolved to step numbers and the prompt file's content hash) is reused, not
-regenerated. Different options are an error naming each changed option: the
-file is never silently reused, nor silently replaced. Set names end in
+resolved to step numbers and the prompt file's content hash, not its path: a
+moved folder resumes) is reused, not regenerated. Different options are an
+error naming each changed option: the file is never silently reused, nor
+silently replaced. Set names end in
 "| gen: <name>#<hash of the options>", so sets generated with other options
 never share a name with stale scores in the store.
 """
@@ -55,7 +56,9 @@ class GenerateSpec:
         name: the table's name (`[generate.<name>]`).
         path: where its sets go (`<output>/generated/<name>.jsonl`).
         small, large: the two checkpoints of the mixture ("final" steps resolved).
-        options: what the sets depend on, recorded beside them (`<name>.json`).
+        options: what the sets depend on, recorded beside them (`<name>.json`): a local
+            prompt file by its content hash only (`prompts` is None), a hub name as given.
+        prompts_path: where the prompts are read from (a local path or a hub name).
     """
 
     name: str
@@ -63,6 +66,7 @@ class GenerateSpec:
     small: CheckpointRef
     large: CheckpointRef
     options: dict
+    prompts_path: str = ""
 
     @property
     def label(self) -> str:
@@ -75,9 +79,12 @@ def generated_path(cfg: BatchConfig, name: str) -> Path:
 
 
 def _prompt_source(cfg: BatchConfig, gen: GenerateConfig) -> str:
+    """The prompt file (relative to the batch's folder only), or a `datasets` name."""
+    from evals.base import LOCAL_DATA_SUFFIXES
+
     raw = gen.prompts if gen.prompts is not None else cfg.evaluators["token-loss"]["dataset"]
     local = Path(cfg.resolve(raw))
-    return str(local.resolve()) if local.exists() else raw  # else a `datasets` name
+    return str(local.resolve()) if local.exists() or local.suffix in LOCAL_DATA_SUFFIXES else raw
 
 
 POOL_TOKENS = 100_000  # = TokenLossOptions.max_tokens's default
@@ -99,15 +106,16 @@ def _hub_prompt_options(cfg: BatchConfig, gen: GenerateConfig, prompts: str) -> 
     return out
 
 
-def prompt_source(options: dict):
-    """(the TextSource of a spec's prompts, pool_tokens or None) from its recorded options."""
+def prompt_source(prompts: str, options: dict):
+    """(the TextSource of a spec's prompts, pool_tokens or None): `prompts` is where they
+    are read from (GenerateSpec.prompts_path), `options` the spec's recorded options."""
     from evals.texts import TextSource
 
     hub = options.get("prompts_source")
     if hub is None:
-        return TextSource(options["prompts"]), None
+        return TextSource(prompts), None
     read = {k: v for k, v in hub.items() if k != "pool_tokens"}
-    return TextSource(options["prompts"], **read), hub["pool_tokens"]
+    return TextSource(prompts, **read), hub["pool_tokens"]
 
 
 def _file_hash(source: str) -> str | None:
@@ -123,17 +131,19 @@ def generate_specs(cfg: BatchConfig, suite: Suite) -> list[GenerateSpec]:
         small, large = (suite.select([m], "final" if s is None else [s])[0]
                         for m, s in ((gen.small, gen.step_small), (gen.large, gen.step_large)))
         prompts = _prompt_source(cfg, gen)
+        digest = _file_hash(prompts)
         options = {"suite": suite.name, "small": gen.small, "step_small": small.step,
                    "large": gen.large, "step_large": large.step,
                    "grid": [list(p) for p in gen.pairs],
-                   "prompts": prompts, "prompts_sha256": _file_hash(prompts),
+                   "prompts": None if digest else prompts, "prompts_sha256": digest,
                    "n_prompts": gen.n_prompts, "prompt_tokens": gen.prompt_tokens,
                    "max_new_tokens": gen.max_new_tokens, "top_p": gen.top_p,
                    "seed": cfg.seed if gen.seed is None else gen.seed}
         hub = _hub_prompt_options(cfg, gen, prompts)
         if hub is not None:  # absent for local files: their recorded options stay as they were
             options["prompts_source"] = hub
-        specs.append(GenerateSpec(name, generated_path(cfg, name), small, large, options))
+        specs.append(GenerateSpec(name, generated_path(cfg, name), small, large, options,
+                                  prompts))
     return specs
 
 
@@ -141,6 +151,12 @@ def options_label(name: str, options: dict) -> str:
     """`<name>#<6 hex>`: the set-name suffix, different whenever an option differs."""
     digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:6]
     return f"{name}#{digest}"
+
+
+def _comparable(options: dict) -> dict:
+    """Options as compared on resume: a local prompt file by its hash alone (records of
+    earlier versions also hold its absolute path)."""
+    return {**options, "prompts": None} if options.get("prompts_sha256") else options
 
 
 def _differences(old: dict, new: dict) -> list[str]:
@@ -157,8 +173,8 @@ def ensure_generated(spec: GenerateSpec, make: Callable[[GenerateSpec, Path], ob
     path, name = spec.path, spec.name
     meta = path.with_suffix(".json")
     if meta.is_file() and path.is_file():  # the .json is written last: both = complete
-        old = json.loads(meta.read_text())["options"]
-        if old == spec.options:
+        old = _comparable(json.loads(meta.read_text())["options"])
+        if old == _comparable(spec.options):
             log.info("[generate.%s]: reusing %s (same options)", name, path)
             return path
         raise GeneratedSetError(
@@ -221,7 +237,7 @@ def prepare_generated(cfg: BatchConfig, specs: list[GenerateSpec], *,
 
     def make(spec: GenerateSpec, out: Path) -> None:
         o = spec.options
-        source, pool_tokens = prompt_source(o)
+        source, pool_tokens = prompt_source(spec.prompts_path, o)
         generator(spec.small, spec.large, source, out, pool_tokens=pool_tokens,
                   grid=[tuple(p) for p in o["grid"]], n_prompts=o["n_prompts"],
                   prompt_tokens=o["prompt_tokens"], max_new_tokens=o["max_new_tokens"],

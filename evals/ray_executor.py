@@ -34,21 +34,24 @@ from dynamics.loading import load_checkpoint
 from dynamics.progress import progress_bar
 from evals.config import BatchConfig
 from evals.store import Store
-from evals.sweep import CheckpointOutcome, SweepResult, build_evaluators, run_checkpoint, stream_for
+from evals.sweep import (CheckpointOutcome, SweepResult, UnitContext, build_evaluators,
+                         run_checkpoint, stream_for, unit_context)
 
 
-def checkpoint_task(cfg: BatchConfig, ref, evaluators: list, loader: Callable = load_checkpoint
-                    ) -> CheckpointOutcome:
+def checkpoint_task(cfg: BatchConfig, ref, evaluators: list, loader: Callable = load_checkpoint,
+                    ctx: UnitContext | None = None) -> CheckpointOutcome:
     """One Ray task: stream one checkpoint (budget, markers) and run its pending evaluators.
 
-    `evaluators` holds evaluator names (rebuilt here from `cfg`) or evaluator objects.
+    `evaluators` holds evaluator names (rebuilt here from `cfg`) or evaluator objects;
+    `ctx` the driver's provenance and architecture reference (built here if None).
     """
     store = Store(cfg.output_dir)
     if all(isinstance(e, str) for e in evaluators):
         evaluators = [ev for ev in build_evaluators(cfg) if ev.name in evaluators]
+    ctx = ctx if ctx is not None else unit_context(cfg, evaluators)
     out = CheckpointOutcome(ref.label)
     for item in stream_for(cfg, [ref], loader, prefetch=False):  # runs to the end: evicts
-        out = run_checkpoint(store, item, evaluators)
+        out = run_checkpoint(store, item, evaluators, ctx)
         item.loaded = None
     return out
 
@@ -62,14 +65,15 @@ def _ensure_ray():
 
 
 def run_ray(cfg: BatchConfig, todo, result: SweepResult, *, progress: bool = True,
-            loader: Callable = load_checkpoint, rebuild: bool = True) -> None:
+            loader: Callable = load_checkpoint, rebuild: bool = True,
+            ctx: UnitContext | None = None) -> None:
     """The Ray scheduler: one task per pending checkpoint; merges outcomes into `result`."""
     ray = _ensure_ray()
     gpus = 1 if cfg.device.startswith("cuda") else 0
     task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(checkpoint_task)
-    cfg_ref, loader_ref = ray.put(cfg), ray.put(loader)
-    waiting = {task.remote(cfg_ref, ref, [ev.name if rebuild else ev for ev in evs], loader_ref
-                           ): ref for ref, evs in todo}
+    cfg_ref, loader_ref, ctx_ref = ray.put(cfg), ray.put(loader), ray.put(ctx)
+    waiting = {task.remote(cfg_ref, ref, [ev.name if rebuild else ev for ev in evs], loader_ref,
+                           ctx_ref): ref for ref, evs in todo}
     bar = progress_bar(len(waiting), "checkpoints", "ckpt", progress)
     try:
         while waiting:

@@ -178,6 +178,8 @@ class RecallBigram(Evaluator):
     name = "recall-bigram"
     tables = ("recall-bigram",)
     Options = RecallBigramOptions
+    path_options = ("dataset", "text")
+    runtime_options = ("batch_rows",)
 
     @classmethod
     def input_problems(cls, options: RecallBigramOptions, base_dir: Path) -> list[str]:
@@ -185,6 +187,8 @@ class RecallBigram(Evaluator):
         if options.text is not None:
             return missing_local_file(where, "text.dataset", options.text.get("dataset"),
                                       base_dir)
+        if Path(options.dataset).suffix not in READERS:
+            return []  # the suffix problem is reported by the options' own check
         return missing_local_file(where, "dataset", options.dataset, base_dir)
 
     def __init__(self, options: RecallBigramOptions, base_dir=None):
@@ -192,6 +196,39 @@ class RecallBigram(Evaluator):
         self._frame: pl.DataFrame | None = None
         self._docs: Documents | None = None
         self._encoded: dict[tuple, tuple] = {}
+
+    def prepare(self) -> None:
+        """Read and check the source now (once per run), before any checkpoint loads: the
+        labelled file, or the first document of the probe's text."""
+        from evals.inputs import check_records_file
+
+        if self.options.text is not None:
+            path = Path(self.resolve_path(self.options.text["dataset"]))
+            if path.is_file():
+                column = self.options.text.get("text_column", "text")
+                check_records_file(path, () if path.suffix == ".txt" else (column,))
+            if not self.documents().head(1):
+                raise ValueError(f"{path}: no documents to build the probe from")
+            return
+        path = self.resolve_path(self.options.dataset)
+        if self._frame is None:
+            check_records_file(path, ("text", "kinds"))
+            self._frame = load_labelled(path)
+
+    def documents(self) -> Documents:
+        """The probe's text source, read lazily and kept."""
+        if self._docs is None:
+            where = self.resolve_path(self.options.text["dataset"])
+            self._docs = Documents(text_source({**self.options.text, "dataset": where},
+                                               f"[evaluators.{self.name}] text"))
+        return self._docs
+
+    def input_id(self, option: str, value):
+        """`text`'s dataset by content (a local file) or name (a hub dataset), with its other
+        keys; the labelled `dataset` as every path option."""
+        if option == "text" and isinstance(value, dict):
+            return {**value, "dataset": super().input_id("dataset", value.get("dataset"))}
+        return super().input_id(option, value)
 
     def encoded(self, tokenizer, context_length: int) -> tuple[list[list[int]], list[list[str]]]:
         """(start + token ids, kinds) per sequence, made once per tokenizer fingerprint."""
@@ -220,10 +257,7 @@ class RecallBigram(Evaluator):
         if settings.seq_len + 1 > context_length:
             raise LabelledTokensError(f"{where}: seq_len {settings.seq_len} + the start token "
                                       f"exceeds the model's context of {context_length}")
-        if self._docs is None:
-            self._docs = Documents(text_source({**self.options.text, "dataset": where},
-                                               f"[evaluators.{self.name}] text"))
-        ids = build_stream(self._docs, tokenizer, settings.stat_tokens).token_ids
+        ids = build_stream(self.documents(), tokenizer, settings.stat_tokens).token_ids
         rows, kinds = build_probe(ids, set(tokenizer.all_special_ids), settings)
         return [[start, *row] for row in rows], kinds
 

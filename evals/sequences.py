@@ -56,7 +56,7 @@ from pathlib import Path
 
 import polars as pl
 
-from evals.base import Evaluator, missing_local_file, tokenizer_fingerprint
+from evals.base import ConfigError, Evaluator, missing_local_file, tokenizer_fingerprint
 from evals.scoring import Request, score_requests
 
 LOCAL_READERS = {".jsonl": "ndjson", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -103,14 +103,18 @@ class SequencesOptions:
     extra_datasets: list[str] | None = None
 
     def __post_init__(self) -> None:
-        for name in ("min_pairs", "batch_tokens", "chunk_rows", "max_pairs"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        problems = [f"{name} must be >= 1, got {getattr(self, name)}"
+                    for name in ("min_pairs", "batch_tokens", "chunk_rows", "max_pairs")
+                    if getattr(self, name) is not None and getattr(self, name) < 1]
+        if self.sets is not None and not self.sets:
+            problems.append("sets = [] selects no set; omit it for every set of the source")
         if self.adapter is not None and self.adapter not in ADAPTERS:
-            raise ValueError(unknown_adapter(self.adapter))
+            problems.append(unknown_adapter(self.adapter))
         if self.max_pairs is not None and self.adapter is None:
-            raise ValueError("max_pairs applies to an adapter's records; set adapter "
-                             f"(one of {', '.join(ADAPTERS)}) or drop max_pairs")
+            problems.append("max_pairs applies to an adapter's records; set adapter "
+                            f"(one of {', '.join(ADAPTERS)}) or drop max_pairs")
+        if problems:
+            raise ConfigError(problems)
 
 
 def unknown_adapter(name: str) -> str:
@@ -264,6 +268,8 @@ class Sequences(Evaluator):
     name = "sequences"
     tables = ("sequences",)
     Options = SequencesOptions
+    path_options = ("dataset", "extra_datasets")
+    runtime_options = ("batch_tokens", "chunk_rows")
 
     @classmethod
     def input_problems(cls, options: SequencesOptions, base_dir: Path) -> list[str]:
@@ -305,15 +311,24 @@ class Sequences(Evaluator):
             self._frame = pl.concat(frames)
         return self._frame
 
-    def is_stored(self, store, key: dict) -> bool:
-        """Whether the stored part of checkpoint `key` holds every set of the sources.
+    def prepare(self) -> None:
+        """Read and check every source now (once per run), before any checkpoint loads."""
+        from evals.inputs import check_records_file
 
-        A part written before a source (e.g. a generated set) was added lacks its
-        sets; the sweep then scores the checkpoint again instead of skipping it.
-        """
-        path = store.part_path("sequences", key)
-        stored = set(pl.read_parquet(path, columns=["set"])["set"].unique())
-        return set(self.frame()["set"].unique()) <= stored
+        for value in [self.options.dataset, *(self.options.extra_datasets or [])]:
+            path = Path(self.resolve_path(value))
+            if path.is_file():
+                check_records_file(path, REQUIRED if self.options.adapter is None else ())
+        self.frame()
+
+    def input_id(self, option: str, value):
+        """A hub source is identified by its rows (read once per run)."""
+        if option == "dataset" and not Path(self.source).exists():
+            from evals.inputs import text_id
+
+            return {"name": value, **text_id(self.frame().filter(
+                pl.col("source") == self.source).rows())}
+        return super().input_id(option, value)
 
     def requests(self, tokenizer, context_length: int) -> list[Request]:
         """Requests for a tokenizer, tokenized once per tokenizer fingerprint."""

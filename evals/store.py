@@ -6,10 +6,18 @@ Layout under the store root::
     <root>/seeds.json                                 model -> {group, seed} of seed runs (merged)
     <root>/<table>/<family>/<model>/step=<N>.parquet  one part per table x checkpoint
     <root>/_failures/<what>/<family>/<model>/step=<N>.json   error text of a failed unit
+    <root>/_units/<evaluator>/<family>/<model>/step=<N>.json  what produced a unit's parts
 
 A part is written to a temp file in the same folder, fsynced, then renamed,
-so a reader (or a resumed run) never sees a partial part. Resume = skip the
-parts that exist; `clean_temp` removes temp files a killed run left behind.
+so a reader (or a resumed run) never sees a partial part. A unit (evaluator x
+checkpoint) is complete when its record is written, after all its parts: the
+record holds the unit's provenance (evaluator options, inputs by content, code
+version, checkpoint identity, tokenizer) and, per part, its size, row count,
+modification time and sha256. Resume = skip the units whose record matches
+the batch and whose parts are whole (`part_problem`: the size and mtime are
+the recorded ones, or else the bytes hash to the recorded sha256, so a moved
+or copied store resumes and a truncated or edited part is redone).
+`clean_temp` removes temp files a killed run left behind.
 One run at a time: `lock()` creates `<root>/_lock.json` (pid, host, start
 time) exclusively; a second run gets a `StoreLockedError` naming the holder,
 and a lock whose pid is dead on this host is stale and taken over.
@@ -19,12 +27,15 @@ Polars only: `stats` reads the store without torch.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import json
 import os
 import re
 import socket
 import tempfile
 import time
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,12 +45,23 @@ from dynamics.procs import pid_alive
 
 from evals.schema import KEY_COLUMNS, table_schema, validate
 
+log = logging.getLogger(__name__)
 _SAFE = re.compile(r"[^A-Za-z0-9._+-]")
 LOCK_NAME = "_lock.json"
 
 
 class StoreLockedError(RuntimeError):
     """Another live run holds the store's lock."""
+
+
+class StoreReadError(ValueError):
+    """A stored part cannot be read (names the file and how to redo it)."""
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 hex digest of a file's bytes."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _safe(name: str) -> str:
@@ -62,11 +84,21 @@ def _atomic_write_bytes(path: Path, write) -> None:
         raise
 
 
+def _reads(part: Path) -> bool:
+    try:
+        pl.read_parquet(part)
+    except Exception:  # noqa: BLE001
+        return False
+    return True
+
+
 class Store:
     """A folder of parquet parts keyed by table and checkpoint."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
+        self._written: dict[Path, dict] = {}  # parts this object wrote: rows, bytes, sha256
+        self._readable: dict[Path, tuple[int, int]] = {}  # footers read: (size, mtime_ns)
 
     # -- parts ------------------------------------------------------------
     def part_path(self, table: str, key: dict) -> Path:
@@ -94,8 +126,41 @@ class Store:
                 raise ValueError(f"{table}: frame keys {found} do not match checkpoint {key}")
             key = found
         path = self.part_path(table, key)
-        _atomic_write_bytes(path, lambda fh: frame.write_parquet(fh))
+        buf = io.BytesIO()
+        frame.write_parquet(buf)
+        data = buf.getvalue()
+        _atomic_write_bytes(path, lambda fh: fh.write(data))
+        self._written[path] = {"rows": frame.height, "bytes": len(data),
+                               "sha256": hashlib.sha256(data).hexdigest()}
         return path
+
+    def part_facts(self, table: str, key: dict) -> dict:
+        """What a unit record says of a part this Store object wrote: rows, bytes, sha256, mtime."""
+        path = self.part_path(table, key)
+        facts = self._written.get(path) or {"rows": pl.scan_parquet(path).select(pl.len())
+                                            .collect().item(), "bytes": path.stat().st_size,
+                                            "sha256": file_sha256(path)}
+        return {**facts, "mtime_ns": path.stat().st_mtime_ns}
+
+    def part_problem(self, table: str, key: dict, facts: dict) -> str | None:
+        """Why the stored part is not the one its record describes, or None when it is whole.
+
+        Cheap when untouched (size and mtime equal the record's); otherwise the bytes are
+        hashed, so a moved or copied part with the same content still counts.
+        """
+        path = self.part_path(table, key)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return f"{path} is missing"
+        if st.st_size == facts.get("bytes") and st.st_mtime_ns == facts.get("mtime_ns"):
+            return None
+        if st.st_size != facts.get("bytes"):
+            return (f"{path} holds {st.st_size} bytes where its record says "
+                    f"{facts.get('bytes')} (truncated or rewritten)")
+        if file_sha256(path) != facts.get("sha256"):
+            return f"{path} differs from the part its record describes (edited or damaged)"
+        return None
 
     def parts(self, table: str) -> list[Path]:
         folder = self.root / table
@@ -110,16 +175,100 @@ class Store:
         )
 
     def scan(self, table: str) -> pl.LazyFrame:
-        """Lazy scan of all parts of a table (empty frame with the schema when none)."""
+        """Lazy scan of all parts of a table (empty frame with the schema when none).
+
+        Every part's footer is read first (cheap), so a truncated or foreign file is
+        named in a StoreReadError here instead of failing a later `collect`.
+        """
         schema = table_schema(table)
         parts = self.parts(table)
         if not parts:
             return pl.LazyFrame(schema=schema)
+        for part in parts:
+            self._check_readable(part, table, schema)
         return pl.scan_parquet(parts, schema=schema, hive_partitioning=False)
 
+    def unreadable_parts(self) -> list[str]:
+        """One line per stored part whose footer cannot be read or whose columns are not its
+        table's (cheap: footers only); [] when every part reads."""
+        problems = []
+        for table in self.tables():
+            schema = table_schema(table)
+            for part in self.parts(table):
+                try:
+                    self._check_readable(part, table, schema)
+                except StoreReadError as err:
+                    problems.append(str(err))
+        return problems
+
+    def _check_readable(self, part: Path, table: str, schema: pl.Schema) -> None:
+        st = part.stat()
+        stamp = (st.st_size, st.st_mtime_ns)
+        if self._readable.get(part) == stamp:
+            return  # footer read before by this object, and the file is unchanged since
+        try:
+            got = pl.read_parquet_schema(part)
+        except Exception as err:  # noqa: BLE001  (polars raises several types for bad files)
+            raise StoreReadError(
+                f"stored part {part} cannot be read ({type(err).__name__}: "
+                f"{str(err).splitlines()[0] if str(err) else ''}); `dynamics run` on the "
+                "batch redoes it (or delete the file)") from err
+        if dict(got) != dict(schema):
+            raise StoreReadError(f"stored part {part} does not hold the {table!r} columns "
+                                 f"{list(schema)} (found {list(got)}); delete it and rerun the "
+                                 "batch to redo it")
+        self._readable[part] = stamp
+
     def read(self, table: str) -> pl.DataFrame:
-        frame = self.scan(table).collect()
+        try:
+            frame = self.scan(table).collect()
+        except StoreReadError:
+            raise
+        except Exception as err:  # noqa: BLE001  (a part damaged past its footer)
+            bad = next((p for p in self.parts(table) if not _reads(p)), None)
+            if bad is None:
+                raise
+            raise StoreReadError(f"stored part {bad} cannot be read ({type(err).__name__}); "
+                                 "`dynamics run` on the batch redoes it") from err
         return validate(frame, table_schema(table), f"store table {table}")
+
+    # -- unit records (provenance) ------------------------------------------
+    def record_path(self, evaluator: str, key: dict) -> Path:
+        return (
+            self.root / "_units" / _safe(evaluator) / _safe(key["family"]) / _safe(key["model"])
+            / f"step={int(key['step'])}.json"
+        )
+
+    def write_record(self, evaluator: str, key: dict, tables: tuple[str, ...], record: dict
+                     ) -> Path:
+        """Write a unit's record after all its parts: it marks the unit complete."""
+        body = {**record, "evaluator": evaluator, "key": {k: key[k] for k in KEY_COLUMNS},
+                "parts": {t: self.part_facts(t, key) for t in tables}, "time": time.time()}
+        data = json.dumps(body, indent=1, sort_keys=True).encode()
+        path = self.record_path(evaluator, key)
+        _atomic_write_bytes(path, lambda fh: fh.write(data))
+        return path
+
+    def drop_record(self, evaluator: str, key: dict) -> None:
+        """Forget a unit's record (before its parts are rewritten: a crash then redoes it)."""
+        self.record_path(evaluator, key).unlink(missing_ok=True)
+
+    def read_record(self, evaluator: str, key: dict) -> dict | None:
+        """A unit's record, or None when there is none or it cannot be read."""
+        try:
+            return json.loads(self.record_path(evaluator, key).read_bytes())
+        except (OSError, ValueError):
+            return None
+
+    def records(self, evaluator: str) -> list[tuple[Path, dict | None]]:
+        """Every record of an evaluator (None for one that cannot be read)."""
+        out = []
+        for path in sorted((self.root / "_units" / _safe(evaluator)).glob("*/*/step=*.json")):
+            try:
+                out.append((path, json.loads(path.read_bytes())))
+            except (OSError, ValueError):
+                out.append((path, None))
+        return out
 
     # -- failures ---------------------------------------------------------
     def failure_path(self, what: str, key: dict) -> Path:
@@ -188,19 +337,30 @@ class Store:
             holder = {}  # half-written by a killed run, or just removed
             if not path.exists():
                 return
+        if not isinstance(holder, dict):
+            holder = {}
         pid, host = holder.get("pid"), holder.get("host")
         if host == socket.gethostname() and isinstance(pid, int) and not pid_alive(pid):
+            log.warning("store %s: taking over the lock of a run that is gone (pid %s on %s)",
+                        self.root, pid, host)
             path.unlink(missing_ok=True)  # stale: its owner is dead
             return
-        if not holder and time.time() - path.stat().st_mtime > 60:
-            path.unlink(missing_ok=True)  # unreadable for a minute: a crash mid-write
-            return
+        if not holder:
+            age = time.time() - path.stat().st_mtime
+            if age > 60:
+                log.warning("store %s: removing the empty lock file %s (%.0f s old: a run "
+                            "crashed while taking the lock)", self.root, path, age)
+                path.unlink(missing_ok=True)  # unreadable for a minute: a crash mid-write
+                return
+            raise StoreLockedError(
+                f"store {self.root} has an empty lock file {path} written {age:.0f} s ago: "
+                "another run may be taking it. Wait a minute and rerun (an empty lock older "
+                f"than 60 s is removed), or delete {path} if no run uses the store")
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("started", 0)))
         raise StoreLockedError(
             f"store {self.root} is in use by another run (pid {pid} on host {host}, started "
             f"{started}). Wait for it to finish, use another output folder, or delete {path} "
-            "if that run is gone."
-        )
+            "if that run is gone.")
 
     def clean_temp(self) -> list[Path]:
         """Delete temp files of interrupted writes (call only while holding the lock)."""

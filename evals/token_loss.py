@@ -34,6 +34,9 @@ __all__ = ["TokenLoss", "TokenLossOptions", "TokenStream", "build_stream", "load
            "window_starts"]
 
 
+HUB_ID_CHARS_PER_TOKEN = 8  # a hub source's identity hashes this many characters per max_tokens
+
+
 @dataclass(frozen=True)
 class TokenLossOptions:
     """Options of the token-loss evaluator.
@@ -76,6 +79,11 @@ class TokenLossOptions:
         problems = [f"{name} must be >= 1, got {getattr(self, name)}"
                     for name in ("max_tokens", "batch_size", "batch_tokens", "chunk_rows")
                     if getattr(self, name) is not None and getattr(self, name) < 1]
+        if self.max_tokens == 1:  # the first token has no context: nothing would be scored
+            problems.append("max_tokens = 1 scores no token (the first token of the stream "
+                            "has no context); use max_tokens >= 2")
+        if self.max_docs is not None and self.max_docs < 1:
+            problems.append(f"max_docs must be >= 1 or unset, got {self.max_docs}")
         if self.context is not None and self.context < 2:
             problems.append(f"context must be >= 2 tokens, got {self.context}")
         if problems:
@@ -154,6 +162,8 @@ class TokenLoss(Evaluator):
     name = "token-loss"
     tables = ("token-loss",)
     Options = TokenLossOptions
+    path_options = ("dataset",)
+    runtime_options = ("batch_size", "batch_tokens", "chunk_rows")
 
     @classmethod
     def input_problems(cls, options: TokenLossOptions, base_dir: Path) -> list[str]:
@@ -163,6 +173,40 @@ class TokenLoss(Evaluator):
         super().__init__(options, base_dir)
         self._texts: Documents | None = None
         self._streams: dict[str, TokenStream] = {}
+
+    def prepare(self) -> None:
+        """Read the documents now: a bad file is one config error, not one per checkpoint.
+        A hub source is read as far as the run will read it (`_hub_head`)."""
+        from evals.inputs import check_records_file
+
+        path = Path(self.resolve_path(self.options.dataset))
+        if path.is_file():
+            check_records_file(path, () if path.suffix == ".txt" else (self.options.text_column,))
+            list(self.texts())
+        else:
+            self._hub_head()
+
+    def _hub_head(self) -> list[str]:
+        """The first documents of a hub source, up to HUB_ID_CHARS_PER_TOKEN x max_tokens
+        characters (a streamed source is read no further than a run reads it: English BPE
+        averages ~4 characters per token) or max_docs."""
+        budget, out, chars = HUB_ID_CHARS_PER_TOKEN * self.options.max_tokens, [], 0
+        for text in self.texts():
+            if chars >= budget:
+                break
+            out.append(text)
+            chars += len(text)
+        return out
+
+    def input_id(self, option: str, value):
+        """A hub dataset is identified by the documents a run reads from it (read once per
+        run), besides its name."""
+        if option == "dataset" and not Path(self.resolve_path(value)).exists():
+            from evals.inputs import text_id
+
+            head = self._hub_head()
+            return {"name": value, "documents": len(head), **text_id(head)}
+        return super().input_id(option, value)
 
     def texts(self) -> Documents:
         """The source's documents, read lazily (as far as the token budget needs) and kept."""
@@ -178,6 +222,9 @@ class TokenLoss(Evaluator):
 
     def run(self, lm) -> dict[str, pl.DataFrame]:
         stream = self.stream(lm.tokenizer)
+        if len(stream.token_ids) < 2:
+            raise ValueError(f"{self.options.dataset}: {len(stream.token_ids)} token(s) for "
+                             f"{lm.ref.label}: nothing to score")
         context = min(self.options.context or min(lm.context_length, 2048), lm.context_length)
         losses = np.empty(len(stream.token_ids), np.float32)
         losses[0] = np.nan  # the first token has no context

@@ -12,6 +12,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["RAY_AUTH_MODE"] = "disabled"
 
 import pytest  # noqa: E402
+# transformers' log handler binds sys.stderr when the library is first imported; import it
+# now (the session's stderr) rather than inside a test whose captured stderr closes after it
+# ("--- Logging error ---" in whichever later test logs through transformers).
+import transformers.utils.logging  # noqa: E402, F401
 
 _real_connect = socket.socket.connect
 

@@ -12,6 +12,9 @@ from evals.config import ConfigError, load_batch_file
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCHES = sorted((ROOT / "batches").glob("*.toml"))
+# The shipped batches say device = "cuda"; a batch asking for CUDA where there is none is
+# refused, so on a CPU machine these checks run them with device = "cpu".
+CPU = [] if __import__("torch").cuda.is_available() else ["device=cpu"]
 
 
 def _with_local_data(tmp_path: Path) -> Path:
@@ -44,7 +47,7 @@ def test_shipped_batches_name_their_inputs_and_point_nowhere_outside(path):
 
 
 def test_xia2023_pythia_batch_validates(tmp_path):
-    cfg = load_batch_file(_with_local_data(tmp_path))
+    cfg = load_batch_file(_with_local_data(tmp_path), CPU)
     assert set(cfg.evaluators) == {"token-loss", "sequences", "bigbench-mc", "recall-bigram"}
     assert len(cfg.models) == 8 and "pythia-12b" in cfg.models
     gen = cfg.generate["paper"]
@@ -62,7 +65,7 @@ def test_missing_bigbench_clone_stops_the_batch_saying_how_to_get_it(tmp_path):
     batch = tmp_path / "xia2023-pythia.toml"
     shutil.copy(ROOT / "batches" / "xia2023-pythia.toml", batch)
     with pytest.raises(ConfigError) as err:
-        load_batch_file(batch)
+        load_batch_file(batch, CPU)
     [problem] = err.value.problems  # the hub datasets are names: nothing else to supply
     assert "[evaluators.bigbench-mc]: folder = 'BIG-bench/bigbench/benchmark_tasks': no such " \
            "folder" in problem
@@ -72,11 +75,11 @@ def test_missing_bigbench_clone_stops_the_batch_saying_how_to_get_it(tmp_path):
 def test_hub_dataset_names_and_bad_task_selections(tmp_path):
     batch = _with_local_data(tmp_path)
     # a name without a file suffix is a hub dataset: not checked here
-    cfg = load_batch_file(batch, ['evaluators={"token-loss"={dataset="NeelNanda/pile-10k"}}'])
+    cfg = load_batch_file(batch, [*CPU, 'evaluators={"token-loss"={dataset="NeelNanda/pile-10k"}}'])
     assert cfg.evaluators["token-loss"]["dataset"] == "NeelNanda/pile-10k"
     with pytest.raises(ConfigError, match=r"tasks = \['no_such_task'\]: tasks \['no_such_task'\] "
                                           "not found"):
-        load_batch_file(batch, ['evaluators={"token-loss"={dataset="x"}, "bigbench-mc"={'
+        load_batch_file(batch, [*CPU, 'evaluators={"token-loss"={dataset="x"}, "bigbench-mc"={'
                                 'folder="BIG-bench/bigbench/benchmark_tasks", '
                                 'tasks=["no_such_task"]}}'])
 
@@ -109,7 +112,7 @@ def test_pythia_vs_olmo_batch_validates_from_a_cached_ref_list(tmp_path, monkeyp
     monkeypatch.setenv("DYNAMICS_REFS_CACHE", str(tmp_path / "refs"))
     batch = _pythia_vs_olmo(tmp_path)
     with pytest.raises(ConfigError) as err:  # offline, nothing cached: says what to do
-        load_batch_file(batch)
+        load_batch_file(batch, CPU)
     assert "allenai/OLMo-1B-hf are read from the Hugging Face hub" in str(err.value)
     assert "HF_HUB_OFFLINE is set" in str(err.value)
     monkeypatch.delenv("HF_HUB_OFFLINE")
@@ -117,7 +120,7 @@ def test_pythia_vs_olmo_batch_validates_from_a_cached_ref_list(tmp_path, monkeyp
         get_suite("olmo").checkpoints(model)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub, "list_repo_refs", None)  # the cache must answer
-    cfg = load_batch_file(batch)
+    cfg = load_batch_file(batch, CPU)
     assert cfg.suite == "pythia+olmo" and set(cfg.evaluators) == {
         "token-loss", "sequences", "bigbench-mc", "recall-bigram"}
     refs = get_suite(cfg.suite).select(cfg.models, cfg.steps)
@@ -131,6 +134,6 @@ def test_pythia_vs_olmo_batch_validates_from_a_cached_ref_list(tmp_path, monkeyp
     assert [r.step for r in olmo7[:4]] == [0, 1000, 2000, 3000] and len(olmo7) == 13
     assert len([r for r in refs if r.model == "pythia-1b"]) == 21  # 3 targets merge too
     # the seed-runs variant the file's comment gives
-    seeded = load_batch_file(batch, ['suite="pythia+polypythia+olmo"',
+    seeded = load_batch_file(batch, [*CPU, 'suite="pythia+polypythia+olmo"',
                                      'models=["pythia-410m", "pythia-410m-seed1", "OLMo-1B-hf"]'])
     assert get_suite(seeded.suite).seeds["pythia-410m-seed1"].group == "pythia-410m"

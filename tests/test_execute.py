@@ -65,7 +65,10 @@ def test_cli_run_and_python_api_write_the_same_store(tmp_path, suite):
     assert text == batch_to_toml(api) and "extra_datasets" not in text and "sequences" not in text
 
 
-def test_batch_toml_is_written_even_when_generation_fails(tmp_path, suite):
+def test_batch_toml_is_written_only_for_an_accepted_batch(tmp_path, suite):
+    """Issue 33: <output>/batch.toml describes the store, so it is written once the batch is
+    accepted (inputs read, generated sets made, stored units' options equal): a failed
+    generation or a refused batch leaves the store's batch.toml as it was."""
     from evals.execute import execute
 
     def broken(*args, **kwargs):
@@ -74,7 +77,7 @@ def test_batch_toml_is_written_even_when_generation_fails(tmp_path, suite):
     cfg = load_batch(_values(suite, tmp_path / "out"))
     with pytest.raises(RuntimeError, match="exploded"):
         execute(cfg, progress=False, generator=broken)
-    assert (tmp_path / "out" / "batch.toml").read_text() == batch_to_toml(cfg)
+    assert not (tmp_path / "out" / "batch.toml").exists()
     assert not (tmp_path / "out" / "_lock.json").exists()  # the lock is released
 
 
@@ -121,7 +124,7 @@ def test_local_run_stays_under_budget_and_breaks_no_revision(tmp_path, suite, mo
                                                             prefetch):
     from evals.execute import run_batch
 
-    cfg = _hub_batch(suite, tmp_path, monkeypatch, 0.0, prefetch=prefetch)
+    cfg = _hub_batch(suite, tmp_path, monkeypatch, 1.0, prefetch=prefetch)
     one, two = _one_revision_bytes(suite, tmp_path)
     budget = (one + two) // 2  # fits one revision, not two (even sharing blobs)
     cfg = load_batch({**_raw(cfg), "disk_budget_gb": budget / 2**30})
@@ -148,7 +151,7 @@ def test_ray_task_streams_its_checkpoint_under_the_budget(tmp_path, suite, monke
     from dynamics.suites import get_suite
     from evals.ray_executor import checkpoint_task
 
-    cfg = _hub_batch(suite, tmp_path, monkeypatch, 0.0)
+    cfg = _hub_batch(suite, tmp_path, monkeypatch, 1.0)
     one, two = _one_revision_bytes(suite, tmp_path)
     budget = (one + two) // 2
     cfg = load_batch({**_raw(cfg), "disk_budget_gb": budget / 2**30})
@@ -187,7 +190,7 @@ def test_generation_downloads_count_against_the_disk_budget(tmp_path, suite, mon
     directly and left both revisions on disk, unregistered, whatever the budget."""
     from evals.execute import generate_sets, run_batch
 
-    cfg = _hub_batch(suite, tmp_path, monkeypatch, 0.0)
+    cfg = _hub_batch(suite, tmp_path, monkeypatch, 1.0)
     one, two = _one_revision_bytes(suite, tmp_path)
     budget = (one + two) // 2  # fits one revision, not two
     gen = {**GEN, "large": "tiny-neox-0", "step_small": 0, "step_large": 10}

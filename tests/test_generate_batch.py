@@ -13,6 +13,7 @@ from evals.config import load_batch, load_batch_file
 from evals.execute import generate_sets, run_batch
 from evals.generated import GeneratedSetError, generated_path
 from evals.store import Store
+from evals.sweep import ProvenanceError
 from tests.helpers import make_tiny_suite, write_val
 
 GEN = {"small": "tiny-neox-0", "large": "tiny-neox-1", "grid": [[1, -1], [-1, 1], [1, 0]],
@@ -103,8 +104,12 @@ def test_generated_sets_are_scored_at_every_checkpoint_and_not_regenerated(
         run_batch(changed, progress=False)
     assert len(calls) == 1
 
-    path.unlink()  # the user asks for a regeneration: new set names, every checkpoint re-scored
-    result = run_batch(changed, progress=False)
+    path.unlink()  # the user asks for a regeneration: new set names ...
+    with pytest.raises(ProvenanceError, match=r"\[evaluators.sequences\]: dataset = "):
+        run_batch(changed, progress=False)  # ... scored only with --rescore (issue 33)
+    assert len(calls) == 2 and Store(cfg.output_dir).read("sequences")["set"].unique().sort(
+    ).to_list() == sorted(names)  # nothing scored with the new sets, nothing lost
+    result = run_batch(changed, progress=False, rescore=True)  # every checkpoint re-scored
     assert len(calls) == 2
     assert sorted(result.written) == sorted((lbl, "sequences") for lbl, _ in again_labels(cfg))
     new = set(Store(cfg.output_dir).read("sequences")["set"].unique())

@@ -38,7 +38,7 @@ from typing import ClassVar, Literal
 
 import polars as pl
 
-from evals.base import Evaluator, tokenizer_fingerprint
+from evals.base import ConfigError, Evaluator, tokenizer_fingerprint
 from evals.circuits import components as comp
 from evals.circuits.attribution import edge_scores, evaluate_circuit
 from evals.circuits.model_surgery import adapter_for, graph_of
@@ -103,22 +103,30 @@ class CircuitsOptions:
     perform_level: float = 0.95
 
     def __post_init__(self) -> None:
+        problems = []
         bad = [t for t in self.tasks if t not in ALL_TASKS]
         if bad:
-            raise ValueError(f"unknown circuit tasks {bad}; allowed: {', '.join(ALL_TASKS)}")
+            problems.append(f"unknown circuit tasks {bad}; allowed: {', '.join(ALL_TASKS)}")
         bad = [k for k in self.components if k not in comp.KINDS]
         if bad:
-            raise ValueError(f"unknown component kinds {bad}; allowed: {', '.join(comp.KINDS)}")
-        if self.ig_steps < 1 or self.n_examples < 1 or self.batch_size < 1:
-            raise ValueError("ig_steps, n_examples and batch_size must be >= 1")
+            problems.append(f"unknown component kinds {bad}; allowed: {', '.join(comp.KINDS)}")
+        small = [f"{n} = {getattr(self, n)}" for n in ("ig_steps", "n_examples", "batch_size")
+                 if getattr(self, n) < 1]
+        if small:
+            problems.append(f"{', '.join(small)}: ig_steps, n_examples and batch_size must be "
+                            ">= 1")
         if self.search_start < 1 or self.search_step < 1 or self.search_local_radius < 0:
-            raise ValueError(f"need search_start >= 1, search_step >= 1, search_local_radius "
-                             f">= 0; got {self.search_start}, {self.search_step}, "
-                             f"{self.search_local_radius}")
+            problems.append(f"need search_start >= 1, search_step >= 1, search_local_radius "
+                            f">= 0; got {self.search_start}, {self.search_step}, "
+                            f"{self.search_local_radius}")
         if not 0 < self.threshold <= 1:
-            raise ValueError(f"threshold {self.threshold} must be in (0, 1]")
+            problems.append(f"threshold {self.threshold} must be in (0, 1]")
         if not 0 <= self.perform_level < 1:
-            raise ValueError(f"perform_level {self.perform_level} must be in [0, 1) (0 = off)")
+            problems.append(f"perform_level {self.perform_level} must be in [0, 1) (0 = off)")
+        if not self.tasks and not self.components:
+            problems.append("tasks = [] and components = []: nothing to score")
+        if problems:
+            raise ConfigError(problems)
 
 
 def load_trigger_task(path: Path, tokenizer, n: int) -> TaskPairs:
@@ -139,6 +147,20 @@ class Circuits(Evaluator):
     name: ClassVar[str] = "circuits"
     tables: ClassVar[tuple[str, ...]] = ("circuit-edges", "circuit-summary", "components")
     Options: ClassVar[type] = CircuitsOptions
+    path_options: ClassVar[tuple[str, ...]] = ("trigger_path",)
+    runtime_options: ClassVar[tuple[str, ...]] = ("batch_size",)
+    empty_tables: ClassVar[tuple[str, ...]] = ("circuit-edges", "circuit-summary", "components")
+
+    def prepare(self) -> None:
+        """Check the trigger file now when one is named (the default is found per checkpoint)."""
+        from evals.inputs import check_records_file
+
+        if self.options.trigger_path and "trigger" in self.options.tasks:
+            path = Path(self.resolve_path(self.options.trigger_path))
+            if not path.is_file():
+                raise FileNotFoundError(f"trigger_path = {self.options.trigger_path!r}: no such "
+                                        f"file {path}")
+            check_records_file(path, ("clean", "corrupted", "correct", "incorrect"))
 
     def __init__(self, options: CircuitsOptions, base_dir: Path | None = None):
         super().__init__(options, base_dir)
