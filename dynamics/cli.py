@@ -334,7 +334,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 DOCS = {"suites": "docs/suites.md", "run": "docs/batch-file.md", "report": "docs/report.md",
         "generate": "docs/evaluators/sequences.md", "compare": "docs/statistics.md",
-        "demo": "docs/toy-suite.md"}  # each verb's docs page (tests/test_docs.py checks them)
+        "demo": "docs/toy-suite.md", "plan": "docs/tutorial-pythia.md"}
+# each verb's docs page (tests/test_docs.py checks them)
 
 
 class _VerbParser(argparse.ArgumentParser):
