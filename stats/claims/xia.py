@@ -4,11 +4,22 @@ late rise of a generated set's ppl.
 (b) Behaviors are predicted by perplexity rather than by size or compute. A
     fitted behavior follows ppl when its best_spec (lowest AIC) is "ppl" or
     "ppl_size" and size_adds is False (the CI of log(params) at fixed ppl
-    covers 0). value = share of fitted behaviors that follow ppl, interval =
-    its 95 % Wilson CI (behaviors treated as independent, an approximation).
+    covers 0). Only behaviors that carry signal count (stats.claims.signal):
+    degenerate ones (constant, too few distinct values or examples, at chance
+    at every checkpoint) and ones no spec predicts better than a per-model
+    constant are excluded, with their reasons in the detail. Derived or
+    duplicate behaviors are one measure and vote once (a macro, its
+    normalized twin and its tasks; a gap and its two sets; ...).
+    value = share of measures that follow ppl, interval = its 95 % Wilson CI
+    over measures. The measures of one suite share its models, so they are
+    not independent draws: the Wilson CI is an approximation, and its error
+    rates are what the simulation in bench/bench_calibration.py --claims
+    measures (suites whose behaviors share the models: all noise, half noise
+    and half size-driven, tokens-only, half ppl-driven and half noise).
     Rule: supported when ci_low > 0.5 (a majority), contradicted when
-    ci_high < 0.5, else inconclusive with the smallest true share n behaviors
-    would show above 0.5 with 80 % power (:func:`share_mde`).
+    ci_high < 0.5, else inconclusive with the smallest true share n measures
+    would show above 0.5 with 80 % power (:func:`share_mde`); not testable
+    when no behavior is counted.
 (c1) The factual-minus-hallucinated gap grows as ppl falls. Per model,
     Spearman rho of (val_ppl, gap) over its checkpoints with tokens_seen > 0
     (at least 3); the models are the independent units (a model's
@@ -57,6 +68,7 @@ import polars as pl
 from scipy import stats as st
 
 from stats import hallucination
+from stats.claims import signal
 from stats.equivalence import mde
 from stats.outcomes import ALPHA, POWER, Claim, ClaimInputs, decide, g, not_testable
 
@@ -67,7 +79,11 @@ GENERATED_AB = (1.0, -1.0)
 Z95 = 1.959963984540054
 
 
-def wilson(k: int, n: int) -> tuple[float, float]:
+WILSON_MEASURES = ("95 % Wilson CI over {n} measures (approximate: measures share the suite's "
+                   "models; calibrated by simulation)")
+
+
+def wilson(k: float, n: int) -> tuple[float, float]:
     """95 % Wilson score interval of a proportion k / n (n > 0)."""
     p, z2 = k / n, Z95 ** 2
     centre = (p + z2 / (2 * n)) / (1 + z2 / n)
@@ -91,16 +107,29 @@ def follows_ppl() -> pl.Expr:
     return pl.col("best_spec").is_in(FOLLOWS_PPL_SPECS) & ~pl.col("size_adds")
 
 
-def _ppl_detail(verdicts: pl.DataFrame, follow: pl.DataFrame) -> str:
-    best = verdicts.group_by("best_spec").len().sort("len", "best_spec", descending=[True, False])
-    detail = (f"{follow.height} of {verdicts.height} behaviors follow ppl; best fit: "
-              + ", ".join(f"{spec} {c}" for spec, c in best.iter_rows())
-              + f"; size adds at fixed ppl: {verdicts['size_adds'].sum()}")
+def _ppl_detail(verdicts: pl.DataFrame, screened: pl.DataFrame, per: pl.DataFrame) -> str:
+    counted = verdicts.filter(pl.col("behavior").is_in(
+        screened.filter(pl.col("reason").is_null())["behavior"].implode()))
+    follow = screened.filter(pl.col("reason").is_null() & pl.col("follows"))
+    votes = per["vote"].sum()
+    detail = (f"{g(votes)} of {per.height} measures follow ppl (one vote per measure; "
+              f"{follow.height} of {counted.height} counted behaviors)")
+    if counted.height:
+        best = counted.group_by("best_spec").len().sort("len", "best_spec",
+                                                         descending=[True, False])
+        detail += ("; best fit: " + ", ".join(f"{spec} {c}" for spec, c in best.iter_rows())
+                   + f"; size adds at fixed ppl: {counted['size_adds'].sum()}")
     if follow.height:
         names = sorted({b.split(" | ")[0] for b in follow["behavior"]})  # generated sets: a, b
         detail += "; following ppl: " + ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
-    if "evidence" in verdicts.columns:
-        counts = verdicts.group_by("evidence").len().sort("evidence")
+    shared = per.filter(pl.col("n_behaviors") > 1)
+    if shared.height:
+        detail += "; grouped: " + ", ".join(f"{m} ({n} behaviors)" for m, n in
+                                             shared.select("measure", "n_behaviors").iter_rows())
+    if excluded := signal.excluded_text(screened):
+        detail += "; " + excluded
+    if "evidence" in counted.columns and counted.height:
+        counts = counted.group_by("evidence").len().sort("evidence")
         detail += "; evidence: " + ", ".join(f"{e}: {c}" for e, c in counts.iter_rows())
     return detail
 
@@ -110,16 +139,21 @@ def ppl_predicts(inp: ClaimInputs, claim: Claim) -> list[dict]:
     verdicts = inp.verdicts
     if verdicts is None or verdicts.is_empty():
         return [claim.row(not_testable("no fitted behaviors"))]
-    follow = verdicts.filter(follows_ppl())
-    k, n = follow.height, verdicts.height
+    screened = signal.screen(verdicts, inp.rows, follows_ppl())
+    per = signal.votes(screened)
+    detail = _ppl_detail(verdicts, screened, per)
+    n = per.height
+    if n == 0:
+        return [claim.row(not_testable(f"no behavior moves and is predicted ({verdicts.height} "
+                                       "fitted, all excluded)"), detail)]
+    k = float(per["vote"].sum())
     low, high = wilson(k, n)
     detect = share_mde(n)
-    why = (f"with {n} behaviors a share could be shown above 0.5 only if it is >= "
+    why = (f"with {n} measures a share could be shown above 0.5 only if it is >= "
            f"{g(detect)} at {POWER:.0%} power" if detect is not None else
-           f"{n} behaviors cannot show a share above 0.5 even if all follow ppl")
+           f"{n} measures cannot show a share above 0.5 even if all follow ppl")
     verdict = decide(low > 0.5, high < 0.5, f"the CI contains 0.5; {why}")
-    return [claim.row(verdict, _ppl_detail(verdicts, follow), k / n, (low, high),
-                      "95 % Wilson CI")]
+    return [claim.row(verdict, detail, k / n, (low, high), WILSON_MEASURES.format(n=n))]
 
 
 def _rho_ci(rho: np.ndarray) -> tuple[float, float, float, float]:
