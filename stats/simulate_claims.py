@@ -222,7 +222,8 @@ SCENARIOS = (
      partial(ppl_share, share=1.0, n_behaviors=24)),
     # one suite, behaviors sharing its models (issue 34): (b) false in new ways, and true
     # among noise
-    ("b", "one suite: 12 behaviors all noise", "fails", partial(behavior_mix, counts={"noise": 12})),
+    ("b", "one suite: 12 behaviors all noise", "fails",
+     partial(behavior_mix, counts={"noise": 12})),
     ("b", "one suite: 6 noise + 6 size-driven at fixed ppl", "fails",
      partial(behavior_mix, counts={"noise": 6, "size": 6})),
     ("b", "one suite: 12 behaviors driven by tokens only", "fails",
