@@ -24,7 +24,8 @@ Not predicted (from the verdicts, stats.regression):
     fails this; one that moves with ppl, size or tokens passes it. The 0.9
     keeps noise that happens to fit a little better than its own means out
     (calibrated in bench/bench_calibration.py --claims);
-  - "no held-out size": one size only, nothing held out to predict.
+  - "no held-out prediction": the leave-one-size-out fit is not identified
+    (one size, or a held-out size leaves a family with no model).
 
 One vote per measure (:func:`measure_of`): derived or duplicate behaviors
 are one underlying measure and vote once: a BIG-bench macro accuracy, its
@@ -87,7 +88,7 @@ def not_predicted(verdict: dict) -> str | None:
     """Why one verdict row's behavior is not predicted, or None (module docstring)."""
     loso, const = verdict.get("best_loso_rmse"), verdict.get("model_mean_rmse")
     if loso is None:
-        return "no held-out size"
+        return "no held-out prediction (leave-one-size-out fit not identified)"
     if const is None or not loso < PREDICTED_RATIO * const:
         return (f"not predicted: best fit ({verdict['best_spec']}) held-out RMSE "
                 f"{loso:.3g} vs {const if const is None else f'{const:.3g}'} for a per-model "
@@ -163,6 +164,7 @@ def excluded_text(screened: pl.DataFrame, limit: int = 4) -> str:
     parts = []
     for why, names in (bad.group_by("why").agg(pl.col("behavior").sort())
                        .sort("why").iter_rows()):
+        names = [n.split(" | ")[0] for n in names]  # a generated set: its a, b
         shown = ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
         parts.append(f"{why} {len(names)} ({shown})")
     return f"excluded {bad.height} of {screened.height} behaviors: " + "; ".join(parts)
