@@ -18,7 +18,12 @@ target is missed (false positives <= 10 %, power >= 80 %, coverage >= 85 %).
 does not): per scenario the share of each outcome; a wrong "supported" (claim
 fails) or a wrong "contradicted" (claim holds) must be <= 10 %; the
 "supported" share where it holds is the power. Claim (b) fits 12 behaviors
-per replicate and runs reps / 4 replicates. Exits 1 if a wrong rate is over 10 %.
+per replicate and runs reps / 4 replicates; its "one suite" scenarios measure
+all behaviors on the same models (all noise; half noise, half size-driven at
+fixed ppl; tokens only; half ppl-driven, half noise), and claim (c2)'s include
+sets whose generator models are recorded (only the generator rises; a
+non-generator large model rises) and an early rise. Exits 1 if a wrong rate is
+over 10 %.
 
     OMP_NUM_THREADS=1 .venv/bin/python -m bench.bench_calibration --claims --reps 200
 

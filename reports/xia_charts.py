@@ -19,12 +19,14 @@ AXES = ("val_ppl", "tokens_seen", "flops")
 
 
 def axis_panels(frame: pl.DataFrame, y: str, title: str, *, y_title: str | None = None,
-                log_y: bool = False, width: int = 240) -> alt.HConcatChart:
+                log_y: bool = False, width: int = 240,
+                dash: alt.StrokeDash | None = None) -> alt.HConcatChart:
     """`y` against validation ppl (log, reversed), tokens and FLOPs (log), side by side.
 
     One line per model (colored by size, joined in step order); the y scale is
     shared and a click on a legend entry highlights that model in all panels.
-    Axes missing from `frame` are left out.
+    Axes missing from `frame` are left out. `dash`: a stroke-dash channel (e.g.
+    the generator models of a generated set).
     """
     _need(frame, ("model", "step", y, "val_ppl"), "axis_panels")
     pick = _legend_selection()
@@ -33,11 +35,12 @@ def axis_panels(frame: pl.DataFrame, y: str, title: str, *, y_title: str | None 
     panels = []
     for axis in (a for a in AXES if a in frame.columns):
         rows = _positive(frame.drop_nulls(axis), axis)
+        extra = {"strokeDash": dash} if dash is not None else {}
         panels.append(
             alt.Chart(rows, title=f"vs {AXIS_TITLES[axis]}").mark_line(point=True)
             .encode(x_axis(axis), y_enc, _model_color(frame), order=TRAINING_ORDER,
                     opacity=alt.condition(pick, alt.value(1.0), alt.value(0.15)),
-                    tooltip=_tooltip(rows, "val_ppl", y))
+                    tooltip=_tooltip(rows, "val_ppl", y, "generator"), **extra)
             .add_params(pick).properties(width=width, height=200))
     with warnings.catch_warnings():  # the shared legend selection is merged on purpose
         warnings.filterwarnings("ignore", "Automatically deduplicated selection", UserWarning)
@@ -99,15 +102,27 @@ def unclassified_window_notes(fractions: pl.DataFrame) -> list[str]:
 def generated_set_panels(set_ppl: pl.DataFrame, name: str) -> alt.HConcatChart:
     """Ppl of one generated set (e.g. "mix a=1 b=-1 | small: ... | large: ...") in every model.
 
+    The models that generated the set are drawn dashed (legend "generated this set":
+    small, large; "no" solid): their trajectory on it is partly built in, and the
+    Findings decide on the other models.
+
     Args:
-        set_ppl: stats.hallucination.set_logprobs output joined with val_ppl
-            (keys, set, ppl, val_ppl).
+        set_ppl: stats.hallucination.generated_set_ppl output joined with val_ppl
+            (keys, set, generator, ppl, val_ppl); without `generator` nothing is dashed.
         name: the set drawn.
     """
     _need(set_ppl, ("set", "ppl"), "generated_set_panels")
     rows = set_ppl.filter(pl.col("set") == name)
-    return axis_panels(rows, "ppl", f"Generated set {name}: its perplexity in every model",
-                       y_title="set perplexity", log_y=True)
+    dash, note = None, ""
+    if "generator" in rows.columns and rows["generator"].null_count() < rows.height:
+        rows = rows.with_columns(pl.col("generator").fill_null("no"))
+        roles = sorted(rows["generator"].unique(), key=lambda r: (r == "no", r))
+        dash = alt.StrokeDash("generator:N", title="generated this set",
+                              scale=alt.Scale(domain=roles, range=[
+                                  [6, 3] if r != "no" else [1, 0] for r in roles]))
+        note = " (dashed: the models that generated it)"
+    return axis_panels(rows, "ppl", f"Generated set {name}: its perplexity in every "
+                       f"model{note}", y_title="set perplexity", log_y=True, dash=dash)
 
 
 def _smoothed_layers(rows: pl.DataFrame, x: alt.X, color: alt.Color, pick, y: str,

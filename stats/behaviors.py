@@ -7,7 +7,9 @@ then the behavior's identity as data: evaluator (the table it comes from, e.g.
 "head_score", "logprob"), task (the task, trend class or head kind it is about;
 nullable), set (the sequence set or option class; nullable); then value
 (Float64), n_trials (Int64, nullable; number of examples for accuracies),
-val_ppl (Float64). Code that selects behaviors filters on these columns, never
+chance (Float64, nullable: the value guessing gets, e.g. a multiple-choice
+accuracy's random baseline; filled null when a provider has none), val_ppl
+(Float64). Code that selects behaviors filters on these columns, never
 on the label's spelling.
 
 Providers are ``"module:function"`` strings taking a Store and returning
@@ -37,7 +39,7 @@ PROVIDERS: dict[str, str | Callable] = {
     "birth": "stats.birth:behaviors",
 }
 IDENTITY_COLUMNS = ("evaluator", "kind", "task", "set")
-BEHAVIOR_COLUMNS = (*KEY_COLUMNS, "behavior", *IDENTITY_COLUMNS, "value", "n_trials")
+BEHAVIOR_COLUMNS = (*KEY_COLUMNS, "behavior", *IDENTITY_COLUMNS, "value", "n_trials", "chance")
 
 
 class UnknownProviderError(KeyError):
@@ -132,11 +134,13 @@ def behavior_table(store, providers: list[str] | None = None,
 def _conform(frame: pl.DataFrame) -> pl.DataFrame:
     """BEHAVIOR_COLUMNS in order and type; missing identity columns filled (module docstring)."""
     fill = {"evaluator": pl.lit("user"), "kind": pl.col("behavior"),
-            "task": pl.lit(None, pl.String), "set": pl.lit(None, pl.String)}
+            "task": pl.lit(None, pl.String), "set": pl.lit(None, pl.String),
+            "chance": pl.lit(None, pl.Float64)}
     frame = frame.with_columns(*(e.alias(c) for c, e in fill.items() if c not in frame.columns))
     return frame.select(BEHAVIOR_COLUMNS).cast(dict(zip(BEHAVIOR_COLUMNS, _schema())))
 
 
 def _schema():
     return [pl.String, pl.String, pl.Int64, pl.Int64, pl.Int64, pl.Float64,
-            pl.String, pl.String, pl.String, pl.String, pl.String, pl.Float64, pl.Int64]
+            pl.String, pl.String, pl.String, pl.String, pl.String, pl.Float64, pl.Int64,
+            pl.Float64]

@@ -104,7 +104,8 @@ def option_ppl(mc: pl.DataFrame) -> pl.DataFrame:
 
 
 def behaviors(store) -> pl.DataFrame | None:
-    """Behavior rows: per-task accuracy, macro accuracy, option ppl.
+    """Behavior rows: per-task accuracy, macro accuracy, option ppl; chance = the
+    accuracies' random baseline.
 
     n_trials = n_examples only where the task's accuracy is a real count
     proportion (``is_count``, module docstring); null otherwise.
@@ -122,12 +123,14 @@ def behaviors(store) -> pl.DataFrame | None:
         pl.col("accuracy").cast(pl.Float64).alias("value"),
         pl.when(pl.col("is_count")).then(pl.col("n_examples")).otherwise(None)
         .cast(pl.Int64).alias("n_trials"),
+        pl.col("random_baseline").cast(pl.Float64).alias("chance"),
     )
     macro = macro_accuracy(mc)
     macro_rows = [
         macro.select(*KEYS, pl.lit(name).alias("behavior"),
                      *identity("bigbench-mc", kind), pl.col(col).alias("value"),
-                     pl.lit(None, dtype=pl.Int64).alias("n_trials"))
+                     pl.lit(None, dtype=pl.Int64).alias("n_trials"),
+                     pl.col("random_baseline").cast(pl.Float64).alias("chance"))
         for name, kind, col in (("bigbench_macro", "macro_accuracy", "accuracy"),
                                 ("bigbench_macro_norm", "macro_accuracy_norm", "accuracy_norm"))
     ]
@@ -137,6 +140,7 @@ def behaviors(store) -> pl.DataFrame | None:
         *identity("bigbench-mc", "option_ppl", set=pl.col("option")),
         pl.col("option_ppl").alias("value"),
         pl.lit(None, dtype=pl.Int64).alias("n_trials"),
+        pl.lit(None, dtype=pl.Float64).alias("chance"),
     )
     return pl.concat([per_task, *macro_rows, opt], how="vertical")
 

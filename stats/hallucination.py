@@ -23,6 +23,9 @@ KEYS = list(KEY_COLUMNS)
 # Generated (mixture) sets are named by evals.mixture: "mix a=1 b=-1 | small: ... | large: ...".
 # This is the one place that reads that name; everything downstream uses the a, b columns.
 MIX_PATTERN = r"^mix a=(-?[0-9.e+]+) b=(-?[0-9.e+]+)"
+# ... and the two checkpoints it was decoded from: "| small: <family>/<model>@step<N> |"
+GENERATOR_PATTERN = r"\| {role}: (.+?)@step-?[0-9]+(?: \||$)"
+GENERATOR_ROLES = ("small", "large")
 GENERATED = "generated"  # the task of a generated set's behavior rows (identity columns)
 
 
@@ -62,17 +65,50 @@ def mixture_weights(set_name: pl.Expr) -> list[pl.Expr]:
             for i, name in ((1, "a"), (2, "b"))]
 
 
-def generated_set_ppl(sequences: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
-    """:func:`set_logprobs` of the generated (mixture) sets only, with their a, b columns.
+def generator_marks(set_name: pl.Expr) -> list[pl.Expr]:
+    """Which models generated a set, from its name (evals.mixture records both checkpoints).
 
-    Returns keys + set, a, b, n_sequences, n_tokens, logprob_per_token, ppl; empty
-    (same columns) when no set name is a mixture name.
+    Columns generator_small, generator_large ("<family>/<model>" of the two
+    checkpoints the set was decoded from; null when the name records none) and
+    generator: the role of the row's own model (family/model) in making the set:
+    "small", "large", "small, large" (one model both), "no", or null when the
+    name records no generators. A generator model's trajectory on its own set is
+    partly built in (the set is, by construction, text its checkpoint likes or
+    dislikes), so claims decide on the other models and charts mark these.
+
+    Example: set "mix a=1 b=-1 | small: toy/toy-s@step300 | large: toy/toy-l@step300";
+    the row of model toy-l in family toy gets generator "large", toy-m gets "no".
+    """
+    own = pl.concat_str(pl.col("family"), pl.lit("/"), pl.col("model"))
+    small, large = (set_name.str.extract(GENERATOR_PATTERN.format(role=r), 1)
+                    for r in GENERATOR_ROLES)
+    role = (pl.when(small.is_null() & large.is_null()).then(None)
+            .when((small == own) & (large == own)).then(pl.lit("small, large"))
+            .when(small == own).then(pl.lit("small"))
+            .when(large == own).then(pl.lit("large"))
+            .otherwise(pl.lit("no")))
+    return [small.alias("generator_small"), large.alias("generator_large"),
+            role.alias("generator")]
+
+
+def is_generator() -> pl.Expr:
+    """True where the row's model generated the row's set (:func:`generator_marks` columns)."""
+    return pl.col("generator").is_not_null() & (pl.col("generator") != "no")
+
+
+def generated_set_ppl(sequences: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
+    """:func:`set_logprobs` of the generated (mixture) sets only, with their a, b columns
+    and which models generated each set (:func:`generator_marks`).
+
+    Returns keys + set, a, b, generator_small, generator_large, generator, n_sequences,
+    n_tokens, logprob_per_token, ppl; empty (same columns) when no set name is a mixture name.
     """
     rows = set_logprobs(sequences)
     return (rows.with_columns(*mixture_weights(pl.col("set")))
             .filter(pl.col("a").is_not_null())
-            .select(*KEYS, "set", "a", "b", "n_sequences", "n_tokens", "logprob_per_token",
-                    "ppl"))
+            .with_columns(generator_marks(pl.col("set")))
+            .select(*KEYS, "set", "a", "b", "generator_small", "generator_large", "generator",
+                    "n_sequences", "n_tokens", "logprob_per_token", "ppl"))
 
 
 def bootstrap_mean_ci(values: np.ndarray, n_boot: int, level: float,
@@ -142,7 +178,9 @@ def behaviors(store, *, factual: str = "factual",
 
     Behaviors: `logprob_<set>` (mean per-token logprob of each set; generated
     mixture sets get task "generated", labeled sets task null) and, when both
-    sets exist, `hallucination_gap`. n_trials is null (not accuracies).
+    sets exist, `hallucination_gap`. n_trials is null (not accuracies). A
+    generated set's rows leave out the models that generated it
+    (:func:`generator_marks`): they do not vote on their own set in any fit or claim.
     Returns None when the store has no `sequences` table.
     """
     from stats.behaviors import identity
@@ -150,7 +188,8 @@ def behaviors(store, *, factual: str = "factual",
     if "sequences" not in store.tables():
         return None
     seqs = store.read("sequences")
-    per_set = set_logprobs(seqs).select(
+    per_set = set_logprobs(seqs).with_columns(generator_marks(pl.col("set"))).filter(
+        ~is_generator()).select(
         *KEYS, pl.concat_str(pl.lit("logprob_"), pl.col("set")).alias("behavior"),
         *identity("sequences", "logprob", task=pl.when(mixture_weights(pl.col("set"))[0]
                                                        .is_not_null()).then(pl.lit(GENERATED)),

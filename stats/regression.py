@@ -23,7 +23,11 @@ otherwise (:func:`stats.inference.response_kind`).
 - verdicts: behavior, best_spec (lowest AIC), delta_aic, loso_ratio (best
   loso_rmse of size/compute specs / loso_rmse of the ppl spec), size_term,
   size_ci_low, size_ci_high, size_p_value (log params in the ppl+params spec),
-  size_adds, n_models, evidence, ppl_turns_up.
+  size_adds, n_models, evidence, ppl_turns_up, best_loso_rmse (the best_spec's
+  leave-one-size-out RMSE, null with one size), model_mean_rmse (RMSE of a
+  per-model constant: each model's own mean value, i.e. how much the behavior
+  moves within models; claim (b) counts a behavior only when best_loso_rmse is
+  below it, stats.claims.signal).
 
 ``size_adds`` ("log params matters at fixed ppl") and ``evidence`` (which
 evidence decided it):
@@ -269,13 +273,16 @@ def _verdicts(coef: pl.DataFrame, fit_frame: pl.DataFrame, design: pl.DataFrame)
         term = coef.filter((pl.col("behavior") == name) & (pl.col("model_spec") == "ppl_size")
                            & (pl.col("term") == "log_params")).row(0, named=True)
         sub = design.filter(pl.col("behavior") == name)
+        within = sub["value"] - sub.select(pl.col("value").mean().over("model")).to_series()
         adds, evidence = size_decision(term["ci_low"], term["ci_high"], size_ratio,
                                        sub["model"].n_unique(), sub["params"].n_unique())
         out.append((name, f["model_spec"][0], float(f["aic"][1] - f["aic"][0]), ratio,
                     term["estimate"], term["ci_low"], term["ci_high"], term["p_value"], adds,
-                    sub["model"].n_unique(), evidence, ppl_turns_text(ppl_turns(sub))))
+                    sub["model"].n_unique(), evidence, ppl_turns_text(ppl_turns(sub)),
+                    loso[f["model_spec"][0]], float(np.sqrt((within ** 2).mean()))))
     return pl.DataFrame(out, orient="row", schema=[
         ("behavior", pl.String), ("best_spec", pl.String), ("delta_aic", pl.Float64),
         ("loso_ratio", pl.Float64), ("size_term", pl.Float64), ("size_ci_low", pl.Float64),
         ("size_ci_high", pl.Float64), ("size_p_value", pl.Float64), ("size_adds", pl.Boolean),
-        ("n_models", pl.Int64), ("evidence", pl.String), ("ppl_turns_up", pl.String)])
+        ("n_models", pl.Int64), ("evidence", pl.String), ("ppl_turns_up", pl.String),
+        ("best_loso_rmse", pl.Float64), ("model_mean_rmse", pl.Float64)])

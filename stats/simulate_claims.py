@@ -21,6 +21,7 @@ from functools import partial
 import numpy as np
 import polars as pl
 
+from stats.hallucination import generator_marks
 from stats.outcomes import ClaimInputs, outcome
 from stats.simulate import FIRST_STEP, LAST_STEP, TOKENS_PER_STEP, _ar1, simulate_suite
 
@@ -89,6 +90,41 @@ def ppl_share(rng, share: float, n_behaviors: int = 12, n_sizes: int = 3,
     return ClaimInputs(rows, EMPTY, fit_behaviors(rows, mixed=False).verdicts)
 
 
+def behavior_mix(rng, counts: dict[str, int], n_sizes: int = 3, size_effect: float = 0.04,
+                 tokens_slope: float = -0.09, noise_sd: float = 0.03) -> ClaimInputs:
+    """One suite of two families (``n_sizes`` each, fb's log ppl 0.3 higher at equal size and
+    tokens), with ``counts[kind]`` behaviors of each kind, all measured on the SAME models
+    (so they share the models' ppl and are not independent votes). Per kind, value =
+
+    - "ppl": 0.5 - 0.3 (log ppl - 3) (depends on ppl alone);
+    - "size": the same + ``size_effect`` x (log params - mean) (size matters at fixed ppl);
+    - "tokens": 0.5 + ``tokens_slope`` (log tokens - 21) (tokens alone; about the ppl
+      slope's size in value, since log ppl falls 0.3 per log token);
+    - "noise": 0.5 (nothing predicts it);
+
+    each + its own AR(1) noise (rho 0.8, sd ``noise_sd``) along every model's checkpoints.
+    """
+    from stats.regression import fit_behaviors
+
+    unknown = sorted(set(counts) - {"ppl", "size", "tokens", "noise"})
+    if unknown:
+        raise KeyError(f"behavior kinds {unknown}; kinds: ppl, size, tokens, noise")
+    base = simulate_suite(rng, n_sizes=n_sizes, families=("fa", "fb"), ppl_offset={"fb": 0.3})
+    n_models = base["model"].n_unique()
+    shape = (n_models, base.height // n_models)
+    log_ppl = np.log(base["val_ppl"].to_numpy()).reshape(shape)
+    lp = np.log(base["params"].to_numpy().astype(float)).reshape(shape)
+    lt = np.log(base["tokens_seen"].to_numpy().astype(float)).reshape(shape)
+    ppl_driven = 0.5 - 0.3 * (log_ppl - 3)
+    means = {"ppl": ppl_driven, "size": ppl_driven + size_effect * (lp - lp.mean()),
+             "tokens": 0.5 + tokens_slope * (lt - 21), "noise": np.full(shape, 0.5)}
+    parts = [base.with_columns(pl.Series("value", (means[kind] + _ar1(rng, shape, RHO, noise_sd))
+                                         .ravel()), pl.lit(f"{kind}{i}").alias("behavior"))
+             for kind, n in counts.items() for i in range(n)]
+    rows = pl.concat(parts)
+    return ClaimInputs(rows, EMPTY, fit_behaviors(rows, mixed=False).verdicts)
+
+
 # -- (c1) hallucination gap vs ppl -----------------------------------------------------------
 
 
@@ -105,18 +141,34 @@ def gap_trend(rng, slope: float, n_models: int = 3, noise_sd: float = 0.1) -> Cl
 
 
 def generated_rise(rng, rise_large: float, rise_small: float = 1.0, n_models: int = 3,
-                   noise_sd: float = 0.01) -> ClaimInputs:
-    """Set ppl falls by a factor e over the first 70 % of log steps, then stays; over the
-    last 30 % it rises by a factor from ``rise_small`` (smallest model) to ``rise_large``
-    (largest), + AR(1) noise on log ppl."""
+                   noise_sd: float = 0.01, generators: tuple[int, int] | None = None,
+                   generator_rise: float = 1.0, turn: float = 0.7) -> ClaimInputs:
+    """Set ppl falls by a factor e over the first ``turn`` (70 %) of log steps (to about 24 %
+    of training in tokens), then over the rest rises by a factor from ``rise_small``
+    (smallest model) to ``rise_large`` (largest), + AR(1) noise on log ppl. ``turn`` 0.35:
+    the lowest point is at about 4 % of training, an early rise (not Xia's late one).
+
+    ``generators``: (small, large) indices of the models that generated the set (recorded in
+    its name, as evals.mixture does); their rise is ``generator_rise`` instead, and the
+    others' rises run from rise_small to rise_large. None: the name records no generators.
+    """
     base = _series_rows(np.zeros((n_models, STEPS.size)), evaluator="sequences", kind="x")
     frac = np.linspace(0, 1, STEPS.size)
-    late = np.clip((frac - 0.7) / 0.3, 0, 1)
-    rises = np.log(np.geomspace(rise_small, rise_large, n_models))
-    log_ppl = (np.log(40.0) - np.minimum(frac, 0.7) / 0.7)[None, :] + rises[:, None] * late[None, :]
+    late = np.clip((frac - turn) / (1 - turn), 0, 1)
+    gens = () if generators is None else generators
+    others = [i for i in range(n_models) if i not in gens]
+    rises = np.full(n_models, np.log(generator_rise))
+    rises[others] = np.log(np.geomspace(rise_small, rise_large, len(others)))
+    log_ppl = ((np.log(40.0) - np.minimum(frac, turn) / turn)[None, :]
+               + rises[:, None] * late[None, :])
     ppl = np.exp(log_ppl + _ar1(rng, log_ppl.shape, RHO, noise_sd))
-    gen = base.select("family", "model", "params", "step", "tokens_seen", pl.lit(1.0).alias("a"),
-                      pl.lit(-1.0).alias("b"), pl.Series("ppl", ppl.ravel()))
+    models = base["model"].unique(maintain_order=True).to_list()
+    name = "mix a=1 b=-1" + ("" if generators is None else
+                             f" | small: sim/{models[gens[0]]}@step{STEPS[-1]}"
+                             f" | large: sim/{models[gens[1]]}@step{STEPS[-1]}")
+    gen = base.select("family", "model", "params", "step", "tokens_seen",
+                      pl.lit(name).alias("set"), pl.lit(1.0).alias("a"), pl.lit(-1.0).alias("b"),
+                      pl.Series("ppl", ppl.ravel())).with_columns(generator_marks(pl.col("set")))
     return ClaimInputs(base, EMPTY, generated=gen)
 
 
@@ -168,6 +220,23 @@ SCENARIOS = (
     ("e", "shift = 2 x margin", "fails", partial(families, shift=2 * MARGIN)),
     ("b", "24 of 24 behaviors follow ppl", "holds",  # appended: earlier seeds stay put
      partial(ppl_share, share=1.0, n_behaviors=24)),
+    # one suite, behaviors sharing its models (issue 34): (b) false in new ways, and true
+    # among noise
+    ("b", "one suite: 12 behaviors all noise", "fails",
+     partial(behavior_mix, counts={"noise": 12})),
+    ("b", "one suite: 6 noise + 6 size-driven at fixed ppl", "fails",
+     partial(behavior_mix, counts={"noise": 6, "size": 6})),
+    ("b", "one suite: 12 behaviors driven by tokens only", "fails",
+     partial(behavior_mix, counts={"tokens": 12})),
+    ("b", "one suite: 6 ppl-driven + 6 noise", "holds",
+     partial(behavior_mix, counts={"ppl": 6, "noise": 6})),
+    ("c2", "only the generator (largest) rises x1.2", "fails",
+     partial(generated_rise, rise_large=1.0, n_models=4, generators=(0, 3),
+             generator_rise=1.2)),
+    ("c2", "non-generator large model rises x1.2", "holds",
+     partial(generated_rise, rise_large=1.2, n_models=4, generators=(0, 3))),
+    ("c2", "largest rises x1.2 from an early low (4 % of training)", "fails",
+     partial(generated_rise, rise_large=1.2, turn=0.35)),
 )
 
 

@@ -17,7 +17,8 @@ import pytest
 from stats.outcomes import CONTRADICTED, SUPPORTED
 from stats.simulate_claims import SCENARIOS, run_scenario
 
-LOW_POWER = {"11 of 12 behaviors follow ppl"}  # 28 % power (BENCHMARKS.md): no majority asked
+LOW_POWER = {"11 of 12 behaviors follow ppl",  # 28 % power (BENCHMARKS.md): no majority asked
+             "one suite: 6 ppl-driven + 6 noise"}  # 12 %: 6 measures need 6 of 6
 OPPOSITE = {"a": "4x apart", "b": "1 of 12", "c1": "shrinks", "c2": "no model rises",
             "d": "3x earlier", "e": "2 x margin"}
 

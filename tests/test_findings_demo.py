@@ -14,7 +14,7 @@ from scipy.stats import spearmanr
 
 from evals.store import Store
 from stats.claims import emergence as cem
-from stats.claims import xia
+from stats.claims import signal, xia
 from stats.hallucination import pair_differences
 from stats.outcomes import CONTRADICTED, INCONCLUSIVE, SUPPORTED, outcome
 from stats.perplexity import validation_ppl
@@ -82,10 +82,22 @@ def test_induction_emergence_lies_where_the_head_score_crosses_the_threshold(dem
 def test_share_following_ppl_equals_the_count_in_the_verdict_table(analysis):
     (row,) = _finding(analysis, "Behaviors are predicted by perplexity")
     verdicts = analysis.fits.verdicts.to_dicts()
-    follow = sum(v["best_spec"] in ("ppl", "ppl_size") and not v["size_adds"] for v in verdicts)
     assert len(verdicts) >= 10
-    assert row["value"] == pytest.approx(follow / len(verdicts))
-    assert f"{follow} of {len(verdicts)} behaviors follow ppl" in row["detail"]
+    # issue 34: only behaviors that move and are predicted count, one vote per measure
+    screened = signal.screen(analysis.fits.verdicts, analysis.behaviors, xia.follows_ppl())
+    counted = {r["behavior"]: r["measure"] for r in screened.to_dicts() if r["reason"] is None}
+    by_measure: dict[str, list[bool]] = {}
+    for v in verdicts:
+        if v["behavior"] in counted:
+            follows = v["best_spec"] in ("ppl", "ppl_size") and not v["size_adds"]
+            by_measure.setdefault(counted[v["behavior"]], []).append(follows)
+    votes = [1.0 if np.mean(f) > 0.5 else 0.0 if np.mean(f) < 0.5 else 0.5
+             for f in by_measure.values()]
+    if not votes:
+        assert row["verdict"].startswith("not testable: no behavior moves and is predicted")
+        return
+    assert row["value"] == pytest.approx(sum(votes) / len(votes))
+    assert f"of {len(votes)} measures follow ppl" in row["detail"]
     assert row["ci_low"] <= row["value"] <= row["ci_high"]
     assert (row["verdict"] == SUPPORTED) == (row["ci_low"] > 0.5)
     assert (row["verdict"] == CONTRADICTED) == (row["ci_high"] < 0.5)
@@ -116,17 +128,32 @@ def test_generated_set_rise_from_the_sequences_table(demo_store, analysis):
     (row,) = _finding(analysis, "Larger models raise the perplexity")
     seqs = demo_store.read("sequences").filter(pl.col("set").str.starts_with("mix a=1 b=-1 "))
     assert seqs.height, "the demo generates the a=1, b=-1 set"
+    (name,) = seqs["set"].unique()
+    # the generator checkpoints, by another route: "| small: <family>/<model>@step<N> |"
+    parts = dict(p.split(": ", 1) for p in name.split(" | ")[1:])
+    generators = {parts[r].rsplit("@", 1)[0].split("/", 1)[1] for r in ("small", "large")}
     rise = {}
-    for (model, params), g in seqs.group_by("model", "params"):
-        per_step = g.group_by("step").agg(pl.col("logprob_nats").sum(),
-                                          pl.col("n_tokens").sum()).sort("step")
-        set_ppl = np.exp(-per_step["logprob_nats"].to_numpy() / per_step["n_tokens"].to_numpy())
-        rise[params] = set_ppl[-1] / set_ppl.min()
+    for (model, params), g in seqs.filter(pl.col("tokens_seen") > 0).group_by("model", "params"):
+        if model in generators:
+            continue
+        per_step = g.group_by("step", "tokens_seen").agg(
+            pl.col("logprob_nats").sum(), pl.col("n_tokens").sum()).sort("step")
+        ppl = np.exp(-per_step["logprob_nats"].to_numpy() / per_step["n_tokens"].to_numpy())
+        low = int(np.argmin(ppl))
+        late = (ppl[0] / ppl[low] >= xia.RISE_MIN and ppl[-1] / ppl[low] >= xia.RISE_MIN
+                and per_step["tokens_seen"][low] / per_step["tokens_seen"][-1]
+                >= xia.LATE_FRACTION)
+        rise[params] = (ppl[-1] / ppl[low], late)
+    for model in generators:
+        assert f"{model} (" in row["detail"] and f"{model}: x" not in row["detail"]
+    if len(rise) < 2:
+        assert row["verdict"].startswith("not testable")
+        return
     sizes = sorted(rise)
-    assert row["value"] == pytest.approx(rise[sizes[-1]])
-    ok = rise[sizes[-1]] >= xia.RISE_MIN and rise[sizes[-1]] > rise[sizes[0]]
-    assert (row["verdict"] == SUPPORTED) == ok
-    assert (row["verdict"] == CONTRADICTED) == (rise[sizes[-1]] < xia.RISE_MIN)
+    (big, big_late), (small, _) = rise[sizes[-1]], rise[sizes[0]]
+    assert row["value"] == pytest.approx(big)
+    assert (row["verdict"] == SUPPORTED) == (big_late and big > small)
+    assert (row["verdict"] == CONTRADICTED) == (big < xia.RISE_MIN)
 
 
 def test_learning_order_and_family_findings_say_what_the_store_lacks(demo_store, analysis):

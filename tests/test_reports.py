@@ -359,6 +359,13 @@ def test_generated_set_panels_by_a_b(tmp_path):
     assert "mix a=1 b=-1" in spec["title"]
     rows = next(iter(spec["datasets"].values()))
     assert {r["set"] for r in rows} == {MIX_SET} and all(r["ppl"] > 1 for r in rows)
+    # issue 34: the set's generator models (toy-s small, toy-l large) are marked, dashed
+    assert {r["model"]: r["generator"] for r in rows} == {"toy-s": "small", "toy-l": "large",
+                                                          "toy-m": "no"}
+    dash = spec["hconcat"][0]["encoding"]["strokeDash"]
+    assert dash["field"] == "generator" and "dashed: the models that generated" in spec["title"]
+    assert dict(zip(dash["scale"]["domain"], dash["scale"]["range"])) == {
+        "large": [6, 3], "small": [6, 3], "no": [1, 0]}
 
 
 # -- issue 19: findings first, families coloured, ppl rises marked ---------------------------
