@@ -35,6 +35,7 @@ model sees [b, z5, z0, z17]; z5 is predicted at position 0 ("start"), z0 at 1
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,15 +70,16 @@ class RecallBigramOptions:
 
     dataset: str | None = None
     text: dict | None = None
-    stat_tokens: int = 200_000
-    min_count: int = 10
-    min_share: float = 0.5
-    n_pool: int = 500
-    n_sequences: int = 64
-    seq_len: int = 128
-    n_triggers: int = 3
-    occurrences: int = 4
-    seed: int = 0
+    # the probe's settings, defaults from evals.recall_probe.ProbeSettings (one place)
+    stat_tokens: int = ProbeSettings.stat_tokens
+    min_count: int = ProbeSettings.min_count
+    min_share: float = ProbeSettings.min_share
+    n_pool: int = ProbeSettings.n_pool
+    n_sequences: int = ProbeSettings.n_sequences
+    seq_len: int = ProbeSettings.seq_len
+    n_triggers: int = ProbeSettings.n_triggers
+    occurrences: int = ProbeSettings.occurrences
+    seed: int = ProbeSettings.seed
     batch_rows: int = 64
 
     def __post_init__(self) -> None:
@@ -100,9 +102,8 @@ class RecallBigramOptions:
             raise ConfigError(problems)
 
     def probe_settings(self) -> ProbeSettings:
-        return ProbeSettings(self.stat_tokens, self.min_count, self.min_share, self.n_pool,
-                             self.n_sequences, self.seq_len, self.n_triggers, self.occurrences,
-                             self.seed)
+        return ProbeSettings(**{f.name: getattr(self, f.name)
+                                for f in dataclasses.fields(ProbeSettings)})
 
 
 def load_labelled(path: str) -> pl.DataFrame:
