@@ -72,28 +72,36 @@ def _induction_suite(root: Path, steps=(0, 30, 70, 140)) -> Path:
 def _suite(request, tmp_path) -> tuple[Path, dict[str, list[int]], float]:
     """(suite root, {model: (n_layers, steps to evaluate)}, minimal score rise).
 
-    On the toy suite: the largest model of each family (GPTNeoX 2L d48, OPT 2L d64). Both
-    form an induction head (issue 26, measured 2026-12-04 on the demo suite, whose weights
-    equal the fast suite's): the best trigger-induction head moves from ~0.06 (uniform) at
-    step 0 to 0.94 (GPTNeoX, step 1000) and 0.75 (OPT, step 1600), so a rise of 0.15 is
-    required there; the model trained here forms a sharp induction head (> 0.5), so 0.2 is
-    required.
+    On the toy suite: per family, the 2+ layer model whose final checkpoint has the
+    strongest induction head by the report's score (tests.test_toy._induction_score).
+    Which size forms most clearly depends on the CPU the suite was trained on (training
+    numerics differ; test_toy.test_induction_heads_form_in_both_families): toy-opt m
+    reached 0.61 on one host and 0.35 on another, toy-opt s 0.61 on both. The best
+    trigger-induction head of the chosen models moves from ~0.06 (uniform) at step 0 to
+    0.6-0.94, so a rise of 0.15 is required there; the model trained here forms a sharp
+    induction head (> 0.5), so 0.2 is required.
     """
     try:
         root = Path(request.getfixturevalue("toy_suite"))
     except pytest.FixtureLookupError:
         root = None
     min_rise = 0.15
+    rank = None  # the toy suite: by final induction score
     if root is None or not (root / "data" / "trigger.jsonl").is_file():
         root, min_rise = _induction_suite(tmp_path / "suite"), 0.2
+        rank = lambda refs: refs[0].params  # noqa: E731  (one model)
+    if rank is None:
+        from tests.test_toy import _induction_score
+
+        rank = lambda refs: _induction_score(refs[-1].source)  # noqa: E731
     suite = get_suite(str(root))
-    largest: dict[str, tuple] = {}  # family -> (params, name, n_layers, steps)
+    largest: dict[str, tuple] = {}  # family -> (rank, name, n_layers, steps)
     for name in suite.model_names():
         refs = suite.checkpoints(name)
         config = json.loads((Path(refs[-1].source) / "config.json").read_text())
         if config.get("num_hidden_layers", 0) >= 2:
             steps = [r.step for r in refs]
-            entry = (refs[0].params, name, config["num_hidden_layers"],
+            entry = (rank(refs), name, config["num_hidden_layers"],
                      sorted({steps[0], steps[len(steps) // 2], steps[-1]}))
             largest[refs[0].family] = max(largest.get(refs[0].family, entry), entry)
     return root, {name: (n, steps) for _, name, n, steps in largest.values()}, min_rise
