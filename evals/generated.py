@@ -208,11 +208,14 @@ def _generate(spec: GenerateSpec, make: Callable[[GenerateSpec, Path], object]) 
 
 
 def with_generated_sources(cfg: BatchConfig, paths: list[Path]) -> BatchConfig:
-    """`cfg` whose `sequences` evaluator also scores `paths` (idempotent)."""
+    """`cfg` whose `sequences` evaluator also scores `paths` (idempotent). The paths are
+    made absolute: they are where the sets are now (under the output, which may be relative
+    to the working directory), while the evaluator resolves relative paths against the
+    batch's folder."""
     if not paths:
         return cfg
     seq = dict(cfg.evaluators.get("sequences", {}))
-    rest = [str(p) for p in paths]
+    rest = [str(Path(p).resolve()) for p in paths]
     if "dataset" not in seq:
         seq["dataset"], rest = rest[0], rest[1:]
     extra = list(seq.get("extra_datasets") or [])

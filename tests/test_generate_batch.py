@@ -116,6 +116,21 @@ def test_generated_sets_are_scored_at_every_checkpoint_and_not_regenerated(
     assert len(new) == 3 and not new & names
 
 
+def test_generated_sets_are_found_from_a_batch_folder_relative_to_the_cwd(
+        suite, tmp_path, monkeypatch):
+    """`dynamics demo` (--out demo-out) and `dynamics run batches/x.toml` give a batch folder
+    relative to the working directory: the generated sets (under the output, itself
+    relative to the batch folder) are scored, not looked for under the folder twice."""
+    calls = _counting(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "work").mkdir()
+    cfg = load_batch(_batch(suite, "out"), "work", "work/b.toml")
+    result = run_batch(cfg, progress=False)
+    assert not result.failed and len(calls) == 1, result.failed
+    assert (tmp_path / "work" / "out" / "generated" / "mix.jsonl").is_file()
+    assert Store(tmp_path / "work" / "out").read("sequences")["set"].n_unique() == 3
+
+
 def again_labels(cfg):
     from dynamics.suites import get_suite
 
