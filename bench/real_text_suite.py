@@ -360,6 +360,8 @@ def run_batch(out: Path, batch: Path, code: Path) -> None:
 
 FINDINGS_SNIPPET = """
 import sys
+import stats
+print(stats.__file__)
 from evals.store import Store
 from stats.summary import analyze_store
 print(analyze_store(Store(sys.argv[1])).findings.write_json())
@@ -369,9 +371,13 @@ print(analyze_store(Store(sys.argv[1])).findings.write_json())
 def findings_under(code: Path, results: Path) -> list[dict]:
     """The Findings rows computed with the code at `code` (a subprocess, PYTHONPATH=code)."""
     env = {**os.environ, "PYTHONPATH": str(code), "OMP_NUM_THREADS": "1"}
+    # cwd = code: `python -c` puts the working directory first on sys.path, before PYTHONPATH
     done = subprocess.run([sys.executable, "-c", FINDINGS_SNIPPET, str(results)], env=env,
-                          check=True, capture_output=True, text=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+                          cwd=code, check=True, capture_output=True, text=True)
+    where, rows = done.stdout.strip().splitlines()[-2:]
+    if not Path(where).resolve().is_relative_to(code.resolve()):
+        raise RuntimeError(f"the Findings for {code} were computed by {where}")
+    return json.loads(rows)
 
 
 def _num(x) -> str:
