@@ -419,8 +419,8 @@ def comparison(before: list[dict], after: list[dict]) -> str:
     lines = ["| claim | before | after | changed |", "|---|---|---|---|"]
     for k in keys:
         rb, ra = b.get(k), a.get(k)
-        cb = f"{rb['verdict']}, {_cell(rb)}" if rb else "(no row)"
-        ca = f"{ra['verdict']}, {_cell(ra)}" if ra else "(no row)"
+        cb, ca = (", ".join(filter(None, (r["verdict"], _cell(r)))) if r else "(no row)"
+                  for r in (rb, ra))
         lines.append(f"| {_esc(k[0])} | {_esc(cb)} | {_esc(ca)} | "
                      f"{'yes' if cb != ca else 'no'} |")
     return "\n".join(lines)
