@@ -10,8 +10,8 @@ What it does (every stage cached under --out; rerun to continue):
    (`<site-packages>/*.dist-info/METADATA`, the body after the headers) and the
    docstrings of the Python standard library's modules (module, class and function
    docstrings, via `ast`). A unit is a distribution or a stdlib module. Paragraphs
-   are kept when >= 8 words, >= 75 % of them plain words (letters, maybe punctuated), no URL, deduplicated
-   over the whole corpus (licence texts and boilerplate recur across packages), and
+   are kept when >= 8 words, >= 75 % of them plain words (letters, maybe punctuated)
+   and no URL, deduplicated over the whole corpus (licence texts and boilerplate recur across packages), and
    each unit's paragraphs form one document. Units go to validation (about 12 %, by
    a hash of the unit's name) or training: disjoint by package/module.
    Written: `data/train.txt` (one document a line, json-escaped: `train.jsonl`),
