@@ -14,7 +14,7 @@ What it does (every stage cached under --out; rerun to continue):
    and no URL, deduplicated over the whole corpus (licence texts and boilerplate recur across packages), and
    each unit's paragraphs form one document. Units go to validation (about 12 %, by
    a hash of the unit's name) or training: disjoint by package/module.
-   Written: `data/train.txt` (one document a line, json-escaped: `train.jsonl`),
+   Written: `data/train.jsonl` ({"text"}, one training document a line),
    `data/validation.jsonl` ({"text"}, documents cut to <= 2,000 characters).
 2. Tokenizer: a byte-level BPE (dynamics.tiny.train_bpe_tokenizer, vocab 2,048) trained
    on the training documents; saved beside every checkpoint (dynamics.tiny.save_checkpoint).
