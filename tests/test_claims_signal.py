@@ -140,6 +140,21 @@ def test_derived_behaviors_vote_once_per_measure():
             "hallucination gap and its sets (3 behaviors)") in row["detail"]
 
 
+def test_a_behavior_without_a_size_test_leaves_the_share():
+    """size_adds is null where size cannot be tested at fixed ppl (e.g. a generated set's
+    rows with its generator models left out): a ppl fit then says neither "follows ppl
+    rather than size" nor "does not"; a non-ppl best fit still does not follow."""
+    rows, v = measure_store()
+    v = v.with_columns(pl.when(pl.col("behavior").is_in(["bigbench:t1", "other0"])).then(None)
+                       .otherwise(pl.col("size_adds")).alias("size_adds"))
+    screened = signal.screen(v, rows, xia.follows_ppl())
+    reason = dict(zip(screened["behavior"], screened["reason"]))
+    assert reason["bigbench:t1"] == signal.NO_SIZE_TEST  # best fit ppl, size untested
+    assert reason["other0"] is None  # best fit size_tokens: does not follow, counted
+    got = dict(zip(*signal.votes(screened).select("measure", "n_behaviors")))
+    assert got["BIG-bench accuracy (macro, normalized, tasks)"] == 3
+
+
 def test_a_measure_split_evenly_casts_half_a_vote():
     rows, v = measure_store()
     v = v.with_columns(pl.when(pl.col("behavior").is_in(["bigbench:t1", "bigbench:t2"]))

@@ -84,6 +84,11 @@ def degenerate(rows: pl.DataFrame) -> dict[str, str]:
     return out
 
 
+# a behavior whose fit cannot say whether size adds at fixed ppl (too few sizes, e.g. a
+# generated set with its generator models left out) cannot vote "ppl rather than size"
+NO_SIZE_TEST = "no size test (whether size adds at fixed ppl is not identified)"
+
+
 def not_predicted(verdict: dict) -> str | None:
     """Why one verdict row's behavior is not predicted, or None (module docstring)."""
     loso, const = verdict.get("best_loso_rmse"), verdict.get("model_mean_rmse")
@@ -140,6 +145,8 @@ def screen(verdicts: pl.DataFrame, rows: pl.DataFrame, follows: pl.Expr) -> pl.D
     for v in flagged.iter_rows(named=True):
         name = v["behavior"]
         reason = bad.get(name) or not_predicted(v)
+        if reason is None and v["follows"] is None:  # size_adds untestable (null)
+            reason = NO_SIZE_TEST
         out.append((name, measures.get(name, name), bool(v["follows"]), reason))
     return pl.DataFrame(out, orient="row", schema=SCREEN_SCHEMA)
 
