@@ -306,6 +306,18 @@ def test_recall_before_bigram_is_contradicted_and_together_inconclusive():
                               "checkpoint in 2 of 2 models")
 
 
+def test_a_recall_measure_that_does_not_move_gives_no_order():
+    """Recall accuracy flat near 0 (a model that never learns recall) still crosses half of
+    its tiny change somewhere: that is no learning step, and no order (was: 'recall first')."""
+    rows = order_rows(8, 2)
+    flat = pl.col("kind") == "recall_accuracy"
+    rows = rows.with_columns(pl.when(flat).then(0.004 * pl.col("value")).otherwise(
+        pl.col("value")).alias("value"))  # recall: 0 -> 0.004
+    row = one("d", rows=rows)
+    assert row["verdict"].startswith("inconclusive: no model where both measures move")
+    assert "s: step 8 vs -" in row["detail"]
+
+
 def test_learning_order_on_falling_losses_and_without_results():
     losses = order_rows(1, 16, ("bigram_loss", "recall_loss")).with_columns(
         (1.0 - pl.col("value")).alias("value"))  # losses fall where accuracies rise

@@ -40,6 +40,9 @@ FORMED_RATIO = 2.0
 FORMED_MIN = 0.3
 RECALL_BIGRAM = "recall-bigram"
 ORDER_KINDS = (("bigram_accuracy", "recall_accuracy"), ("bigram_loss", "recall_loss"))
+# (d): a measure "moves" when its last value differs from its first by at least this much
+# (accuracy, or mean nats): a recall accuracy flat at 0-1 % has no learning step
+ORDER_MOVE_MIN = 0.05
 SPACING = "bounds from checkpoint spacing"
 
 
@@ -104,6 +107,10 @@ def learning_order(inp: ClaimInputs, claim: Claim) -> list[dict]:
         return [claim.row(not_testable("no recall-bigram results"))]
     steps = crossing_points(rb.filter(pl.col("kind").is_in(kinds)),
                             by=("family", "model", "params", "kind"))
+    # a measure that does not move has no learning step (a flat series still crosses half
+    # of its tiny change somewhere): its model gives no order
+    steps = steps.with_columns(pl.when((pl.col("final_value") - pl.col("start_value")).abs()
+                                       >= ORDER_MOVE_MIN).then(pl.col("step")).alias("step"))
     wide = (steps.filter(pl.col("kind") == kinds[0]).select("params", "model", "step").join(
         steps.filter(pl.col("kind") == kinds[1]).select("model", pl.col("step").alias("recall")),
         on="model").sort("params", "model"))
@@ -111,7 +118,9 @@ def learning_order(inp: ClaimInputs, claim: Claim) -> list[dict]:
     detail = f"{kinds[0]} vs {kinds[1]}: " + "; ".join(
         f"{m}: step {g(s)} vs {g(r)}" for _, m, s, r in wide.iter_rows())
     if both.is_empty():
-        return [claim.row(inconclusive("neither measure moves half-way in any model"), detail)]
+        return [claim.row(inconclusive(
+            f"no model where both measures move (by >= {ORDER_MOVE_MIN:g} from the first to "
+            "the last checkpoint)"), detail)]
     first = both.filter(pl.col("step") < pl.col("recall")).height
     later = both.filter(pl.col("step") > pl.col("recall")).height
     tied = both.height - first - later
