@@ -126,13 +126,10 @@ def _print_result(result, verbose: bool = False) -> None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Write the report; exit 1 if any section failed (the page is still written)."""
-    from evals.store import Store, StoreReadError
     from reports.build import build_report
 
     _check_out_folder(args.out)
-    store = Store(args.results)
-    if bad := store.unreadable_parts():
-        raise StoreReadError("\n".join(bad))
+    store = _readable_store(args.results)
     if store.root.is_dir() and not store.tables():
         failed = store.failures().height
         why = f"; {failed} unit(s) failed, see {store.root / '_failures'}" if failed else ""
@@ -147,6 +144,16 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"error: {len(failures)} report section(s) failed (rerun with -v for tracebacks)",
               file=sys.stderr)
     return 1 if failures else 0
+
+
+def _readable_store(results: str):
+    """The store at `results`; StoreReadError naming every part that cannot be read."""
+    from evals.store import Store, StoreReadError
+
+    store = Store(results)
+    if bad := store.unreadable_parts():
+        raise StoreReadError("\n".join(bad))
+    return store
 
 
 def _check_out_folder(out: str) -> None:
@@ -198,7 +205,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     import polars as pl
 
-    from evals.store import Store, StoreReadError
     from reports.text import comparison_text
     from stats.behaviors import behavior_table
     from stats.families import compare
@@ -209,9 +215,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise ValueError(f"--families takes two families, e.g. pythia,opt; got {args.families!r}")
     if args.out:
         _check_out_file(args.out)
-    store = Store(args.results)
-    if bad := store.unreadable_parts():
-        raise StoreReadError("\n".join(bad))
+    store = _readable_store(args.results)
     table = behavior_table(store)
     for line in table.missing:
         print(f"behavior provider not available: {line}", file=sys.stderr)
@@ -386,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser("plan", help="a batch's cost before it runs: checkpoints, units, "
                         "download, peak disk, compute per evaluator (nothing is loaded)")
-    pl.add_argument("batch", help="batch TOML (see README)")
+    pl.add_argument("batch", help=f"batch TOML ({DOCS['run']})")
     pl.add_argument("overrides", nargs="*", help="key=value overrides of top-level batch keys")
     pl.add_argument("--device-class", default=None, help="the device to project for: cpu, "
                     "h100, a100 or h200 (default: the batch's device; a GPU here is "

@@ -275,7 +275,12 @@ def hub_weight_files(ref: CheckpointRef, options: LoadOptions) -> WeightFiles | 
 
 
 def fetch_checkpoint(ref: CheckpointRef, options: LoadOptions) -> Path:
-    """Make the checkpoint's files local (download for hub refs) and return the folder.
+    """Make the checkpoint's files local (download for hub refs) and return the folder."""
+    return _fetch(ref, options)[0]
+
+
+def _fetch(ref: CheckpointRef, options: LoadOptions) -> tuple[Path, WeightFiles]:
+    """The checkpoint's local folder and its weight files (`check_local_weights`).
 
     From the hub: the config and tokenizer files plus only the chosen weight files
     (`hub_weight_files`: safetensors if the revision has them, else the pickle
@@ -283,8 +288,7 @@ def fetch_checkpoint(ref: CheckpointRef, options: LoadOptions) -> Path:
     """
     if ref.is_local:
         folder = Path(ref.source)
-        check_local_weights(folder)
-        return folder
+        return folder, check_local_weights(folder)
     from huggingface_hub import snapshot_download
 
     try:
@@ -298,8 +302,7 @@ def fetch_checkpoint(ref: CheckpointRef, options: LoadOptions) -> Path:
         raise  # a bad shard index: already says which file
     except Exception as err:  # noqa: BLE001  (hub errors come in many types)
         raise _hub_error(ref, err) from err
-    check_local_weights(folder)
-    return folder
+    return folder, check_local_weights(folder)
 
 
 def _pickle_model(folder: Path, weights: WeightFiles, options: LoadOptions):
@@ -332,8 +335,7 @@ def load_checkpoint(ref: CheckpointRef, options: LoadOptions | None = None) -> L
     hf_logging.disable_progress_bar()
     options = options or LoadOptions()
     warn_slow_cpu_dtype(options.dtype, options.device)
-    folder = fetch_checkpoint(ref, options)
-    weights = check_local_weights(folder)
+    folder, weights = _fetch(ref, options)
     try:
         if weights.kind == "pickle":
             model, info = _pickle_model(folder, weights, options)

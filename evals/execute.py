@@ -35,7 +35,6 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from dynamics.checkpoints import CheckpointRef
 from dynamics.loading import load_checkpoint
@@ -152,15 +151,12 @@ def execute(
 def check_prompt_files(specs: list[GenerateSpec]) -> None:
     """The `[generate.*]` prompt files, read and checked before any checkpoint is loaded."""
     from evals.base import ConfigError
-    from evals.inputs import check_records_file
+    from evals.generated import prompt_source
 
     problems = []
     for spec in specs:
-        path = Path(spec.prompts_path)
-        if not path.is_file():
-            continue  # a hub dataset name (or checked by load_batch: a missing file)
-        try:
-            check_records_file(path, () if path.suffix == ".txt" else ("text",))
+        try:  # a local file; a hub dataset name is read at generation
+            prompt_source(spec.prompts_path, spec.options)[0].check_file()
         except (ValueError, OSError) as err:
             problems.append(f"[generate.{spec.name}]: prompts: {err}")
     if problems:

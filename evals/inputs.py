@@ -108,11 +108,13 @@ _HASHES: dict[tuple, str] = {}
 
 
 def _file_sha(path: Path) -> str:
+    """evals.store.file_sha256, once per file version (path, size, mtime) and process."""
+    from evals.store import file_sha256
+
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _HASHES:
-        with open(path, "rb") as fh:
-            _HASHES[key] = hashlib.file_digest(fh, "sha256").hexdigest()
+        _HASHES[key] = file_sha256(path)
     return _HASHES[key]
 
 

@@ -204,12 +204,10 @@ class RecallBigram(Evaluator):
         from evals.inputs import check_records_file
 
         if self.options.text is not None:
-            path = Path(self.resolve_path(self.options.text["dataset"]))
-            if path.is_file():
-                column = self.options.text.get("text_column", "text")
-                check_records_file(path, () if path.suffix == ".txt" else (column,))
-            if not self.documents().head(1):
-                raise ValueError(f"{path}: no documents to build the probe from")
+            docs = self.documents()
+            docs.source.check_file()
+            if not docs.head(1):
+                raise ValueError(f"{docs.source.dataset}: no documents to build the probe from")
             return
         path = self.resolve_path(self.options.dataset)
         if self._frame is None:

@@ -84,6 +84,14 @@ def _atomic_write_bytes(path: Path, write) -> None:
         raise
 
 
+def _json_or_none(path: Path) -> dict | None:
+    """A JSON file's content, or None when it is missing or cannot be read."""
+    try:
+        return json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+
+
 def _reads(part: Path) -> bool:
     try:
         pl.read_parquet(part)
@@ -255,20 +263,12 @@ class Store:
 
     def read_record(self, evaluator: str, key: dict) -> dict | None:
         """A unit's record, or None when there is none or it cannot be read."""
-        try:
-            return json.loads(self.record_path(evaluator, key).read_bytes())
-        except (OSError, ValueError):
-            return None
+        return _json_or_none(self.record_path(evaluator, key))
 
     def records(self, evaluator: str) -> list[tuple[Path, dict | None]]:
         """Every record of an evaluator (None for one that cannot be read)."""
-        out = []
-        for path in sorted((self.root / "_units" / _safe(evaluator)).glob("*/*/step=*.json")):
-            try:
-                out.append((path, json.loads(path.read_bytes())))
-            except (OSError, ValueError):
-                out.append((path, None))
-        return out
+        return [(path, _json_or_none(path)) for path in
+                sorted((self.root / "_units" / _safe(evaluator)).glob("*/*/step=*.json"))]
 
     # -- failures ---------------------------------------------------------
     def failure_path(self, what: str, key: dict) -> Path:

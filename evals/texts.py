@@ -60,6 +60,15 @@ class TextSource:
         path = Path(self.dataset).expanduser()
         return path.suffix in LOCAL_FORMATS or path.exists()
 
+    def check_file(self) -> None:
+        """A local file read and checked whole (evals.inputs: empty, malformed, not UTF-8, no
+        `column`; a .txt file has no columns); nothing for a hub dataset."""
+        from evals.inputs import check_records_file
+
+        path = Path(self.dataset).expanduser()
+        if path.is_file():
+            check_records_file(path, () if path.suffix == ".txt" else (self.column,))
+
     def _rows(self):
         import datasets
 
@@ -156,9 +165,3 @@ class Documents:
             out.append(text)
         return out
 
-
-def load_texts(dataset: str, *, config=None, split=None, column="text", max_docs=None,
-               data_files=None, revision=None, streaming: bool = True) -> list[str]:
-    """Every document of a source (at most `max_docs` rows), as a list."""
-    return list(TextSource(dataset, config, split, column, data_files, revision, streaming,
-                           max_docs).documents())

@@ -28,9 +28,9 @@ import torch
 
 from evals.base import ConfigError, Evaluator, missing_local_file, tokenizer_fingerprint
 from evals.scoring import token_logprobs
-from evals.texts import TEXT_KEYS, Documents, TextSource, load_texts, text_source
+from evals.texts import TEXT_KEYS, Documents, TextSource, text_source
 
-__all__ = ["TokenLoss", "TokenLossOptions", "TokenStream", "build_stream", "load_texts",
+__all__ = ["TokenLoss", "TokenLossOptions", "TokenStream", "build_stream",
            "window_starts"]
 
 
@@ -177,11 +177,8 @@ class TokenLoss(Evaluator):
     def prepare(self) -> None:
         """Read the documents now: a bad file is one config error, not one per checkpoint.
         A hub source is read as far as the run will read it (`_hub_head`)."""
-        from evals.inputs import check_records_file
-
-        path = Path(self.resolve_path(self.options.dataset))
-        if path.is_file():
-            check_records_file(path, () if path.suffix == ".txt" else (self.options.text_column,))
+        if Path(self.resolve_path(self.options.dataset)).is_file():
+            self.texts().source.check_file()
             list(self.texts())
         else:
             self._hub_head()
